@@ -1,0 +1,71 @@
+/**
+ * The one error table. Every failure the system reports has a stable `code` that clients match
+ * on, an HTTP status, and an outcome:
+ *  - `definite`: the request was not applied, retrying is safe;
+ *  - `indeterminate`: the request may or may not have been applied (timeouts, lost connections),
+ *    a client must read before it assumes either.
+ * Client errors (4xx) are always definite.
+ */
+export type Outcome = 'definite' | 'indeterminate';
+
+interface ErrorSpec {
+  status: number;
+  outcome: Outcome;
+}
+
+export const ERRORS = {
+  invalid_json: { status: 400, outcome: 'definite' },
+  invalid_body: { status: 400, outcome: 'definite' },
+  invalid_key: { status: 400, outcome: 'definite' },
+  invalid_value: { status: 400, outcome: 'definite' },
+  unauthorized: { status: 401, outcome: 'definite' },
+  key_not_found: { status: 404, outcome: 'definite' },
+  route_not_found: { status: 404, outcome: 'definite' },
+  method_not_allowed: { status: 405, outcome: 'definite' },
+  not_leader: { status: 409, outcome: 'definite' },
+  replication_gap: { status: 409, outcome: 'definite' },
+  stale_snapshot: { status: 409, outcome: 'definite' },
+  body_too_large: { status: 413, outcome: 'definite' },
+  value_too_large: { status: 413, outcome: 'definite' },
+  unsupported_media_type: { status: 415, outcome: 'definite' },
+  internal: { status: 500, outcome: 'indeterminate' },
+  // 503: nothing was applied.
+  no_replica: { status: 503, outcome: 'definite' },
+  replication_queue_full: { status: 503, outcome: 'definite' },
+  not_ready: { status: 503, outcome: 'definite' },
+  shard_unavailable: { status: 503, outcome: 'definite' },
+  // 504: the outcome is unknown.
+  replication_timeout: { status: 504, outcome: 'indeterminate' },
+  upstream_timeout: { status: 504, outcome: 'indeterminate' },
+  upstream_connection_lost: { status: 504, outcome: 'indeterminate' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export interface ErrorBody {
+  error: { code: string; message: string; [extra: string]: unknown };
+}
+
+export class KvError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly outcome: Outcome;
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, details: Record<string, unknown> = {}) {
+    super(message);
+    this.name = 'KvError';
+    this.code = code;
+    this.status = ERRORS[code].status;
+    this.outcome = ERRORS[code].outcome;
+    this.details = details;
+  }
+
+  toBody(): ErrorBody {
+    return { error: { code: this.code, message: this.message, ...this.details } };
+  }
+}
+
+export function isKvError(err: unknown, code?: ErrorCode): err is KvError {
+  return err instanceof KvError && (code === undefined || err.code === code);
+}

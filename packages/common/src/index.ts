@@ -1,0 +1,6 @@
+export * from './api';
+export * from './config';
+export * from './errors';
+export * from './http';
+export * from './log';
+export * from './upstream';

@@ -1,0 +1,51 @@
+import { KvError } from './errors';
+
+/**
+ * Classifies a failed call to another node. Only a failure to connect proves that nothing was
+ * sent, so only that is definite (503); a timeout or a connection lost after the request went
+ * out may have been applied (504). This is why a write is never retried blindly.
+ */
+export function upstreamError(err: unknown, target: string, timeoutMs: number): KvError {
+  const code = errorCode(err);
+  if (code !== undefined && CONNECT_FAILURES.has(code)) {
+    return new KvError('shard_unavailable', `${target} is unreachable (${code})`);
+  }
+  if (isTimeout(err)) {
+    return new KvError('upstream_timeout', `${target} did not answer within ${timeoutMs} ms; the outcome is unknown`);
+  }
+  return new KvError('upstream_connection_lost', `connection to ${target} failed (${code ?? 'error'}); the outcome is unknown`);
+}
+
+const CONNECT_FAILURES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
+
+function errorCode(err: unknown): string | undefined {
+  let e = err as { code?: unknown; cause?: unknown } | undefined;
+  for (let depth = 0; e && depth < 4; depth += 1) {
+    if (typeof e.code === 'string') return e.code;
+    e = e.cause as typeof e;
+  }
+  return undefined;
+}
+
+export function isTimeout(err: unknown): boolean {
+  const e = err as { name?: string; code?: string; cause?: { name?: string } } | undefined;
+  return (
+    e?.name === 'TimeoutError' ||
+    e?.cause?.name === 'TimeoutError' ||
+    e?.code === 'UND_ERR_HEADERS_TIMEOUT' ||
+    e?.code === 'UND_ERR_BODY_TIMEOUT'
+  );
+}
+
+/** True when the error proves the request never reached the other node. */
+export function isConnectFailure(err: unknown): boolean {
+  const code = errorCode(err);
+  return code !== undefined && CONNECT_FAILURES.has(code);
+}

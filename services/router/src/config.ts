@@ -1,0 +1,74 @@
+import { readFileSync } from 'node:fs';
+import { envInt, envOptionalString, envPort, parseEnv } from '@shardkv/common';
+import { z } from 'zod';
+
+export interface ShardAddress {
+  id: string;
+  leader: string;
+  follower: string;
+}
+
+const url = z.url().transform((u) => u.replace(/\/+$/, ''));
+const shardListSchema = z
+  .array(z.object({ id: z.string().regex(/^[A-Za-z0-9._-]+$/), leader: url, follower: url }))
+  .min(1)
+  .refine((l) => new Set(l.map((s) => s.id)).size === l.length, 'shard ids must be unique');
+
+const schema = z.object({
+  HOST: z.string().default('127.0.0.1'),
+  PORT: envPort(5000),
+  /** `shard-0=http://leader:5001,http://follower:6001;shard-1=...` (wins over SHARDS_FILE). */
+  SHARDS: envOptionalString(),
+  /** A JSON file: `[{"id","leader","follower"}, ...]`. */
+  SHARDS_FILE: envOptionalString(),
+  /** Without SHARDS or SHARDS_FILE: this many shards on 127.0.0.1, leaders 5001+i, followers 6001+i. */
+  SHARD_COUNT: envInt(3, 1, 1000),
+  UPSTREAM_TIMEOUT_MS: envInt(5000, 1),
+  STATUS_TIMEOUT_MS: envInt(1000, 1),
+  UPSTREAM_CONNECTIONS: envInt(64, 1, 10_000),
+  CLUSTER_TOKEN: envOptionalString(),
+});
+
+export type RouterConfig = ReturnType<typeof loadConfig>;
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
+  const c = parseEnv(schema, env);
+  return {
+    host: c.HOST,
+    port: c.PORT,
+    shards: shardList(c),
+    upstreamTimeoutMs: c.UPSTREAM_TIMEOUT_MS,
+    statusTimeoutMs: c.STATUS_TIMEOUT_MS,
+    upstreamConnections: c.UPSTREAM_CONNECTIONS,
+    nodeName: 'router',
+  };
+}
+
+function shardList(c: z.infer<typeof schema>): ShardAddress[] {
+  if (c.SHARDS !== undefined) return parseShardList(c.SHARDS);
+  if (c.SHARDS_FILE !== undefined) return shardListSchema.parse(JSON.parse(readFileSync(c.SHARDS_FILE, 'utf8')));
+  return defaultShards(c.SHARD_COUNT);
+}
+
+export function defaultShards(count: number, host = '127.0.0.1'): ShardAddress[] {
+  return Array.from({ length: count }, (_, i) => ({
+    id: `shard-${i}`,
+    leader: `http://${host}:${5001 + i}`,
+    follower: `http://${host}:${6001 + i}`,
+  }));
+}
+
+export function parseShardList(spec: string): ShardAddress[] {
+  const shards = spec
+    .split(';')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .map((s) => {
+      const [id, urls] = s.split('=', 2);
+      const [leader, follower] = (urls ?? '').split(',');
+      return { id: id?.trim(), leader: leader?.trim(), follower: follower?.trim() };
+    });
+  const parsed = shardListSchema.safeParse(shards);
+  if (!parsed.success) throw new Error(`invalid SHARDS "${spec}": ${parsed.error.issues[0]?.message}`);
+  return parsed.data;
+}

@@ -1,0 +1,33 @@
+import { createLogger, exitWithParent } from '@shardkv/common';
+import { once } from 'node:events';
+import { createRouterApp } from './app';
+import { loadConfig } from './config';
+import { ShardRing } from './ring';
+import { Shards } from './shards';
+
+/** Wiring only: config -> ring + shard clients -> HTTP server -> signals. */
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const log = createLogger(config.nodeName);
+  const shards = new Shards(config.shards, config.upstreamConnections, config.upstreamTimeoutMs);
+  const ring = new ShardRing(shards.ids);
+  const server = createRouterApp({ ring, shards, statusTimeoutMs: config.statusTimeoutMs, log }).listen(config.port, config.host);
+  await once(server, 'listening');
+  log.info({ host: config.host, port: config.port, shards: config.shards }, 'listening');
+
+  const shutdown = async (signal: string) => {
+    log.info({ signal }, 'shutting down');
+    server.close();
+    server.closeAllConnections();
+    await shards.close();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+  exitWithParent();
+}
+
+main().catch((err) => {
+  process.stderr.write(`router: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

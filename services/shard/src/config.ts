@@ -1,0 +1,53 @@
+import { BODY_BYTES_MAX, envInt, envOptionalString, envPort, envUrl, parseEnv } from '@shardkv/common';
+import { z } from 'zod';
+
+const MiB = 1024 * 1024;
+
+const schema = z
+  .object({
+    SHARD_ID: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" or "-"'),
+    ROLE: z.enum(['leader', 'follower']),
+    NODE_NAME: envOptionalString(),
+    HOST: z.string().default('127.0.0.1'),
+    PORT: envPort(5001),
+    LEADER_URL: envUrl().optional(),
+    FOLLOWER_URL: envUrl().optional(),
+    CLUSTER_TOKEN: envOptionalString(),
+    STORAGE: z.enum(['memory']).default('memory'),
+    REPLICATION_TIMEOUT_MS: envInt(2000, 1),
+    HEARTBEAT_INTERVAL_MS: envInt(250, 10),
+    RETRY_BACKOFF_MS: envInt(250, 10),
+    REPLICATION_QUEUE_ENTRIES_MAX: envInt(10_000, 1),
+    REPLICATION_QUEUE_BYTES_MAX: envInt(64 * MiB, BODY_BYTES_MAX),
+    REPLICATION_BATCH_ENTRIES_MAX: envInt(1000, 1),
+    REPLICATION_BATCH_BYTES_MAX: envInt(4 * MiB, 1024),
+  })
+  .refine((c) => c.ROLE !== 'leader' || c.FOLLOWER_URL !== undefined, { message: 'a leader needs FOLLOWER_URL', path: ['FOLLOWER_URL'] })
+  .refine((c) => c.ROLE !== 'follower' || c.LEADER_URL !== undefined, { message: 'a follower needs LEADER_URL', path: ['LEADER_URL'] });
+
+export type ShardConfig = ReturnType<typeof loadConfig>;
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
+  const c = parseEnv(schema, env);
+  return {
+    shardId: c.SHARD_ID,
+    role: c.ROLE,
+    nodeName: c.NODE_NAME ?? `${c.SHARD_ID}-${c.ROLE}`,
+    host: c.HOST,
+    port: c.PORT,
+    peerUrl: (c.ROLE === 'leader' ? c.FOLLOWER_URL : c.LEADER_URL)!,
+    clusterToken: c.CLUSTER_TOKEN,
+    storage: c.STORAGE,
+    replicationTimeoutMs: c.REPLICATION_TIMEOUT_MS,
+    heartbeatIntervalMs: c.HEARTBEAT_INTERVAL_MS,
+    retryBackoffMs: c.RETRY_BACKOFF_MS,
+    limits: {
+      queueEntriesMax: c.REPLICATION_QUEUE_ENTRIES_MAX,
+      queueBytesMax: c.REPLICATION_QUEUE_BYTES_MAX,
+      batchEntriesMax: c.REPLICATION_BATCH_ENTRIES_MAX,
+      batchBytesMax: c.REPLICATION_BATCH_BYTES_MAX,
+    },
+    /** One replication request: a full batch, or one entry of the largest public body, plus framing. */
+    internalBodyBytesMax: c.REPLICATION_BATCH_BYTES_MAX + BODY_BYTES_MAX + 64 * 1024,
+  };
+}

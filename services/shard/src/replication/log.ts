@@ -1,0 +1,129 @@
+import { KvError } from '@shardkv/common';
+
+/**
+ * The pure sequencing core: no sockets, no timers, no storage. The leader's LeaderLog assigns
+ * sequence numbers and tracks what the follower has acknowledged; `planApply` decides what a
+ * follower does with a batch. Both are tested with plain function calls.
+ */
+export type Op = { op: 'put'; key: string; value: string } | { op: 'del'; key: string };
+export type Entry = Op & { seq: number };
+
+/** An entry as held in the leader's log: serialised once, when it is sequenced. */
+export interface LogRecord {
+  entry: Entry;
+  json: string;
+  bytes: number;
+}
+
+export interface LogLimits {
+  /** Entries sequenced but not yet committed; a full queue refuses writes (503). */
+  queueEntriesMax: number;
+  queueBytesMax: number;
+  /** One leader->follower request carries at most this much (but always at least one entry). */
+  batchEntriesMax: number;
+  batchBytesMax: number;
+}
+
+/**
+ * The leader's log of entries that are sequenced but not yet committed (`seq > committedSeq`).
+ * Sequence numbers are assigned here and nowhere else, so every write, whatever order requests
+ * arrive in, has exactly one place in the shard's history.
+ */
+export class LeaderLog {
+  private records: LogRecord[] = [];
+  private bytesQueued = 0;
+
+  constructor(
+    private committed: number,
+    private readonly limits: LogLimits,
+  ) {}
+
+  get committedSeq(): number {
+    return this.committed;
+  }
+
+  get lastSeq(): number {
+    return this.committed + this.records.length;
+  }
+
+  /** The first sequence number the leader can still send. */
+  get startSeq(): number {
+    return this.committed + 1;
+  }
+
+  get queuedEntries(): number {
+    return this.records.length;
+  }
+
+  get queuedBytes(): number {
+    return this.bytesQueued;
+  }
+
+  /** Gives the operation the next sequence number; refuses when the queue is at its limit. */
+  append(op: Op): LogRecord {
+    const entry = { ...op, seq: this.lastSeq + 1 } as Entry;
+    const json = JSON.stringify(entry);
+    const bytes = Buffer.byteLength(json);
+    if (this.records.length >= this.limits.queueEntriesMax || this.bytesQueued + bytes > this.limits.queueBytesMax) {
+      throw new KvError('replication_queue_full', 'replication queue is full; nothing was applied, retry later');
+    }
+    const record = { entry, json, bytes };
+    this.records.push(record);
+    this.bytesQueued += bytes;
+    return record;
+  }
+
+  /** The contiguous run of entries starting at `fromSeq`, within the batch limits. */
+  batchFrom(fromSeq: number): LogRecord[] {
+    if (fromSeq < this.startSeq) throw new Error(`log invariant: seq ${fromSeq} is already committed`);
+    const batch: LogRecord[] = [];
+    let bytes = 0;
+    for (let i = fromSeq - this.startSeq; i < this.records.length; i += 1) {
+      const r = this.records[i]!;
+      if (batch.length > 0 && (batch.length >= this.limits.batchEntriesMax || bytes + r.bytes > this.limits.batchBytesMax)) break;
+      batch.push(r);
+      bytes += r.bytes;
+    }
+    return batch;
+  }
+
+  /** Removes and returns the entries up to `seq`, in order: they are now committed. */
+  commitThrough(seq: number): LogRecord[] {
+    if (seq > this.lastSeq) throw new Error(`log invariant: commit ${seq} beyond last ${this.lastSeq}`);
+    if (seq <= this.committed) return [];
+    const done = this.records.splice(0, seq - this.committed);
+    for (const r of done) this.bytesQueued -= r.bytes;
+    this.committed = seq;
+    return done;
+  }
+}
+
+export interface ApplyPlan {
+  /** Entries to apply now, in order: exactly those with seq > lastApplied, if contiguous with it. */
+  apply: Entry[];
+  /** True when the batch starts beyond lastApplied + 1: the follower must ask for what it lacks. */
+  gap: boolean;
+}
+
+/**
+ * What a follower does with a batch. It applies strictly `seq === lastApplied + 1`: entries it
+ * already has are skipped (a resend after a lost ack), a batch that starts beyond the next
+ * sequence number is a gap and nothing is applied. A batch that is not contiguous is a protocol
+ * error: the leader never sends one.
+ */
+export function planApply(lastApplied: number, entries: readonly Entry[]): ApplyPlan {
+  for (let i = 1; i < entries.length; i += 1) {
+    if (entries[i]!.seq !== entries[i - 1]!.seq + 1) {
+      throw new KvError('invalid_body', `replication batch is not contiguous at seq ${entries[i]!.seq}`);
+    }
+  }
+  const first = entries[0];
+  if (first === undefined) return { apply: [], gap: false };
+  if (first.seq > lastApplied + 1) return { apply: [], gap: true };
+  return { apply: entries.slice(lastApplied + 1 - first.seq), gap: false };
+}
+
+/** A follower whose next entry the leader no longer holds must take a full state transfer. */
+export function needsStateTransfer(lastApplied: number, leaderLogStartSeq: number): boolean {
+  return lastApplied + 1 < leaderLogStartSeq;
+}

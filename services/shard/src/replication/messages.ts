@@ -1,0 +1,48 @@
+import { z } from 'zod';
+import type { LogRecord } from './log';
+
+/**
+ * Leader -> follower: `POST /internal/replicate`. One message type carries batches and
+ * heartbeats (an empty batch), so the follower learns the leader's log bounds on every contact.
+ */
+const keyField = z.string().min(1);
+export const entrySchema = z.discriminatedUnion('op', [
+  z.object({ seq: z.number().int().positive(), op: z.literal('put'), key: keyField, value: z.string() }),
+  z.object({ seq: z.number().int().positive(), op: z.literal('del'), key: keyField }),
+]);
+
+export const replicateRequestSchema = z.object({
+  /** The first sequence number the leader can still send; below it, only a state transfer helps. */
+  logStartSeq: z.number().int().positive(),
+  /** The leader's last sequenced entry. */
+  lastSeq: z.number().int().nonnegative(),
+  entries: z.array(entrySchema),
+});
+export type ReplicateRequest = z.infer<typeof replicateRequestSchema>;
+
+export const replicateReplySchema = z.object({
+  /** The follower's last applied sequence number: the leader resends from seq + 1. */
+  seq: z.number().int().nonnegative(),
+  /** The follower is loading a state transfer and applies nothing until it is done. */
+  catchingUp: z.boolean(),
+  /** The batch started beyond seq + 1 (nothing was applied). */
+  gap: z.boolean(),
+});
+export type ReplicateReply = z.infer<typeof replicateReplySchema>;
+
+/** Builds the request body from records serialised when they were sequenced: no re-encoding. */
+export function replicateBody(logStartSeq: number, lastSeq: number, batch: readonly LogRecord[]): string {
+  let entries = '';
+  for (let i = 0; i < batch.length; i += 1) entries += (i === 0 ? '' : ',') + batch[i]!.json;
+  return `{"logStartSeq":${logStartSeq},"lastSeq":${lastSeq},"entries":[${entries}]}`;
+}
+
+/** What a node needs from its peer. HTTP lives behind it (transport.ts); tests wire nodes directly. */
+export interface PeerTransport {
+  readonly url: string;
+  /** Sends one replicate message; rejects on any failure, including a timeout. */
+  replicate(body: string): Promise<ReplicateReply>;
+  /** Streams the peer's whole state as snapshot lines (see snapshot.ts). */
+  snapshot(): Promise<AsyncIterable<string>>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,56 @@
+import { createInterface } from 'node:readline';
+import { authHeaders } from '@shardkv/common';
+import { Pool } from 'undici';
+import { replicateReplySchema, type PeerTransport, type ReplicateReply } from './messages';
+
+/**
+ * The HTTP side of PeerTransport: one keep-alive undici Pool per peer. Every request has a
+ * deadline, so a paused peer costs at most `requestTimeoutMs` and never hangs the loop.
+ */
+export class HttpPeer implements PeerTransport {
+  private readonly pool: Pool;
+  private readonly headers: Record<string, string>;
+
+  constructor(
+    readonly url: string,
+    token: string | undefined,
+    private readonly requestTimeoutMs: number,
+  ) {
+    // Few connections: the replication loop keeps one request in flight, plus a state transfer.
+    this.pool = new Pool(url, { connections: 4, connectTimeout: requestTimeoutMs });
+    this.headers = authHeaders(token);
+  }
+
+  async replicate(body: string): Promise<ReplicateReply> {
+    const res = await this.pool.request({
+      path: '/internal/replicate',
+      method: 'POST',
+      headers: { ...this.headers, 'content-type': 'application/json' },
+      body,
+      signal: AbortSignal.timeout(this.requestTimeoutMs),
+    });
+    const text = await res.body.text();
+    if (res.statusCode !== 200) throw new Error(`replicate: HTTP ${res.statusCode} ${text.slice(0, 200)}`);
+    return replicateReplySchema.parse(JSON.parse(text));
+  }
+
+  /** Streams the peer's state line by line; a stalled stream fails after `requestTimeoutMs`. */
+  async snapshot(): Promise<AsyncIterable<string>> {
+    const res = await this.pool.request({
+      path: '/internal/snapshot',
+      method: 'GET',
+      headers: this.headers,
+      headersTimeout: this.requestTimeoutMs,
+      bodyTimeout: this.requestTimeoutMs,
+    });
+    if (res.statusCode !== 200) {
+      const text = await res.body.text();
+      throw new Error(`snapshot: HTTP ${res.statusCode} ${text.slice(0, 200)}`);
+    }
+    return createInterface({ input: res.body, crlfDelay: Infinity });
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+}

@@ -1,0 +1,122 @@
+import { randomBytes } from 'node:crypto';
+import { resolve } from 'node:path';
+import { request } from 'undici';
+import { freePort } from './ports';
+import { DEFAULT_RESTART, Supervised, type LineSink, type RestartPolicy } from './supervisor';
+
+const ROOT = resolve(__dirname, '..', '..');
+export const ROUTER_SCRIPT = resolve(ROOT, 'services/router/dist/main.js');
+export const SHARD_SCRIPT = resolve(ROOT, 'services/shard/dist/main.js');
+
+export interface ClusterOptions {
+  shardCount?: number;
+  /** `default`: router 5000, leader i 5001+i, follower i 6001+i. `free`: ports the OS picks (tests). */
+  ports?: 'default' | 'free';
+  /** Shared secret for /internal/*; a random one per run when not given. */
+  token?: string;
+  /** Extra environment for every node, e.g. shorter timeouts in tests. */
+  env?: Record<string, string>;
+  sink?: LineSink;
+  restart?: RestartPolicy;
+}
+
+export interface ClusterNode {
+  name: string;
+  url: string;
+  port: number;
+}
+
+export interface ClusterShard {
+  id: string;
+  leader: ClusterNode;
+  follower: ClusterNode;
+}
+
+/**
+ * The whole local cluster as supervised processes: what `npm start` runs and what the
+ * integration tests start on free ports. Same names, same environment as docker-compose.yml.
+ */
+export class Cluster {
+  private readonly procs = new Map<string, Supervised>();
+
+  private constructor(
+    readonly router: ClusterNode,
+    readonly shards: ClusterShard[],
+    readonly token: string,
+  ) {}
+
+  static async create(opts: ClusterOptions = {}): Promise<Cluster> {
+    const count = opts.shardCount ?? 3;
+    const port = async (fallback: number) => (opts.ports === 'free' ? freePort() : fallback);
+    const node = async (name: string, fallback: number): Promise<ClusterNode> => {
+      const p = await port(fallback);
+      return { name, port: p, url: `http://127.0.0.1:${p}` };
+    };
+    const router = await node('router', 5000);
+    const shards: ClusterShard[] = [];
+    for (let i = 0; i < count; i += 1) {
+      shards.push({ id: `shard-${i}`, leader: await node(`shard${i}-leader`, 5001 + i), follower: await node(`shard${i}-follower`, 6001 + i) });
+    }
+    const cluster = new Cluster(router, shards, opts.token ?? randomBytes(24).toString('hex'));
+    cluster.define(opts);
+    return cluster;
+  }
+
+  get nodes(): ClusterNode[] {
+    return [this.router, ...this.shards.flatMap((s) => [s.leader, s.follower])];
+  }
+
+  /** The SHARDS value the router reads (same format as in docker-compose.yml). */
+  get shardsSpec(): string {
+    return this.shards.map((s) => `${s.id}=${s.leader.url},${s.follower.url}`).join(';');
+  }
+
+  private define(opts: ClusterOptions): void {
+    const sink = opts.sink ?? (() => {});
+    const restart = opts.restart ?? DEFAULT_RESTART;
+    const common = { CLUSTER_TOKEN: this.token, HOST: '127.0.0.1', ...opts.env };
+    const add = (name: string, script: string, env: Record<string, string>) =>
+      this.procs.set(name, new Supervised({ name, script, env: { ...common, NODE_NAME: name, ...env } }, sink, restart));
+    for (const s of this.shards) {
+      add(s.follower.name, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'follower', PORT: String(s.follower.port), LEADER_URL: s.leader.url });
+      add(s.leader.name, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'leader', PORT: String(s.leader.port), FOLLOWER_URL: s.follower.url });
+    }
+    add(this.router.name, ROUTER_SCRIPT, { PORT: String(this.router.port), SHARDS: this.shardsSpec });
+  }
+
+  /** Starts every process and waits until each answers /health. */
+  async start(healthyTimeoutMs = 30_000): Promise<void> {
+    for (const p of this.procs.values()) p.start();
+    await this.waitHealthy(healthyTimeoutMs);
+  }
+
+  process(name: string): Supervised {
+    const p = this.procs.get(name);
+    if (p === undefined) throw new Error(`no node named ${name}`);
+    return p;
+  }
+
+  async waitHealthy(timeoutMs = 30_000, nodes: ClusterNode[] = this.nodes): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (const n of nodes) {
+      while (!(await isHealthy(n.url))) {
+        if (Date.now() > deadline) throw new Error(`${n.name} (${n.url}) not healthy after ${timeoutMs} ms`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.procs.values()].map((p) => p.stop()));
+  }
+}
+
+export async function isHealthy(url: string): Promise<boolean> {
+  try {
+    const res = await request(`${url}/health`, { signal: AbortSignal.timeout(1000) });
+    await res.body.dump();
+    return res.statusCode === 200;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,4 @@
+export * from './cluster';
+export * from './format';
+export * from './ports';
+export * from './supervisor';
