@@ -111,7 +111,7 @@ export class Leader {
   }
 
   /** Sequences a write and resolves once it is committed (on the follower and applied here). */
-  write(op: Op): Promise<WriteResult> {
+  async write(op: Op): Promise<WriteResult> {
     this.assertServing();
     this.assertReplicaAvailable();
     const { entry } = this.log.append(op);

@@ -1,0 +1,418 @@
+// Static checks of the Docker packaging (this machine has no Docker engine, so nothing is built
+// or started here): docker-compose.yml must pass dclint and describe the cluster the services
+// expect (names, roles, ports, peer URLs, health checks, start-up order, the shared token), and
+// the two Dockerfiles must build on node:20-slim and run as a non-root user.
+//
+// The structural checks collect problems instead of stopping at the first one, and the second
+// half of the file feeds them broken variants of the real file, so every check is shown to fail.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+const ROOT = path.resolve(__dirname, '..');
+const COMPOSE_FILE = path.join(ROOT, 'docker-compose.yml');
+const DCLINT_CONFIG = path.join(ROOT, '.dclintrc');
+const DCLINT_BIN = path.join(ROOT, 'node_modules', '.bin', 'dclint');
+
+// ---------------------------------------------------------------------------------------------
+// YAML: the `yaml` package, which dclint itself uses. It is not a direct dependency of the root
+// yet, so when a plain require fails it is taken from dclint's own dependencies.
+interface YamlModule {
+  parse(src: string, options?: { merge?: boolean }): unknown;
+  stringify(value: unknown): string;
+}
+
+function loadYaml(): YamlModule {
+  try {
+    return require('yaml') as YamlModule;
+  } catch {
+    const dclintDir = path.dirname(require.resolve('dclint/package.json', { paths: [ROOT] }));
+    return require(require.resolve('yaml', { paths: [dclintDir] })) as YamlModule;
+  }
+}
+const YAML = loadYaml();
+
+// ---------------------------------------------------------------------------------------------
+// The cluster the compose file must describe.
+type Dict = Record<string, unknown>;
+
+const SHARD_COUNT = 3;
+const ROUTER_PORT = 5000;
+const leaderPort = (i: number) => 5001 + i;
+const followerPort = (i: number) => 6001 + i;
+
+interface NodeSpec {
+  name: string;
+  shardId: string;
+  role: 'leader' | 'follower';
+  port: number;
+  peerVar: 'FOLLOWER_URL' | 'LEADER_URL';
+  peerUrl: string;
+  peerService: string;
+}
+
+const NODES: NodeSpec[] = [];
+for (let i = 0; i < SHARD_COUNT; i++) {
+  const leader = `shard${i}-leader`;
+  const follower = `shard${i}-follower`;
+  NODES.push({
+    name: leader,
+    shardId: `shard-${i}`,
+    role: 'leader',
+    port: leaderPort(i),
+    peerVar: 'FOLLOWER_URL',
+    peerUrl: `http://${follower}:${followerPort(i)}`,
+    peerService: follower,
+  });
+  NODES.push({
+    name: follower,
+    shardId: `shard-${i}`,
+    role: 'follower',
+    port: followerPort(i),
+    peerVar: 'LEADER_URL',
+    peerUrl: `http://${leader}:${leaderPort(i)}`,
+    peerService: leader,
+  });
+}
+const LEADERS = NODES.filter((n) => n.role === 'leader').map((n) => n.name);
+const DEFAULT_SERVICES = ['router', ...NODES.map((n) => n.name)].sort();
+
+const isDict = (v: unknown): v is Dict => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** `environment` in either compose form (map or KEY=VALUE list); a bare key maps to null. */
+function envOf(service: Dict): Map<string, string | null> {
+  const env = new Map<string, string | null>();
+  const raw = service.environment;
+  if (Array.isArray(raw)) {
+    for (const item of raw) {
+      const s = String(item);
+      const eq = s.indexOf('=');
+      if (eq < 0) env.set(s, null);
+      else env.set(s.slice(0, eq), s.slice(eq + 1));
+    }
+  } else if (isDict(raw)) {
+    for (const [k, v] of Object.entries(raw)) env.set(k, v === null || v === undefined ? null : String(v));
+  }
+  return env;
+}
+
+/** `depends_on` in either form; the short (list) form has no condition, reported as ''. */
+function dependsOn(service: Dict): Map<string, string> {
+  const deps = new Map<string, string>();
+  const raw = service.depends_on;
+  if (Array.isArray(raw)) for (const d of raw) deps.set(String(d), '');
+  else if (isDict(raw)) for (const [k, v] of Object.entries(raw)) deps.set(k, isDict(v) ? String(v.condition ?? '') : '');
+  return deps;
+}
+
+/** Published host ports: "H:C", "IP:H:C", "H:C/proto", or the long form with `published`. */
+function publishedPorts(service: Dict): number[] {
+  const out: number[] = [];
+  const raw = service.ports;
+  if (!Array.isArray(raw)) return out;
+  for (const p of raw) {
+    if (isDict(p)) {
+      if (p.published !== undefined) out.push(Number(p.published));
+      continue;
+    }
+    const parts = String(p).split('/')[0]!.split(':');
+    if (parts.length >= 2) out.push(Number(parts[parts.length - 2]));
+  }
+  return out;
+}
+
+function isDefaultProfile(service: Dict): boolean {
+  return !Array.isArray(service.profiles) || service.profiles.length === 0;
+}
+
+/** The port the healthcheck probes, if it is the expected `GET http://127.0.0.1:PORT/health`. */
+function healthcheckPort(service: Dict): number | undefined {
+  const hc = service.healthcheck;
+  if (!isDict(hc) || hc.disable === true) return undefined;
+  const test = hc.test;
+  const cmd = Array.isArray(test) ? test.map(String).join(' ') : typeof test === 'string' ? test : '';
+  const m = /^CMD(?:-SHELL)? .*https?:\/\/(?:127\.0\.0\.1|localhost):(\d+)\/health\b/.exec(cmd);
+  return m ? Number(m[1]) : undefined;
+}
+
+const REQUIRED_TOKEN = /^\$\{CLUSTER_TOKEN:\?[^}]*\}$/;
+
+/** Every way the parsed compose document departs from the cluster above; [] when none. */
+function composeProblems(doc: unknown): string[] {
+  const problems: string[] = [];
+  if (!isDict(doc) || !isDict(doc.services)) return ['no top-level `services` map'];
+  const services = doc.services as Record<string, unknown>;
+
+  const defaults = Object.keys(services)
+    .filter((name) => isDict(services[name]) && isDefaultProfile(services[name] as Dict))
+    .sort();
+  if (JSON.stringify(defaults) !== JSON.stringify(DEFAULT_SERVICES)) {
+    problems.push(`default-profile services are [${defaults.join(', ')}], expected [${DEFAULT_SERVICES.join(', ')}]`);
+  }
+
+  for (const [name, value] of Object.entries(services)) {
+    if (!isDict(value)) {
+      problems.push(`${name}: not a map`);
+      continue;
+    }
+    const env = envOf(value);
+    const token = env.get('CLUSTER_TOKEN');
+    if (token === undefined || token === null || !REQUIRED_TOKEN.test(token)) {
+      problems.push(`${name}: CLUSTER_TOKEN must be passed as \${CLUSTER_TOKEN:?message}, got ${String(token)}`);
+    }
+    for (const [dep, condition] of dependsOn(value)) {
+      if (!(dep in services)) problems.push(`${name}: depends on unknown service ${dep}`);
+      if (condition !== 'service_healthy') problems.push(`${name}: depends on ${dep} with condition "${condition}", expected service_healthy`);
+    }
+    if (!isDefaultProfile(value)) continue;
+
+    if (value.restart !== 'unless-stopped') problems.push(`${name}: restart is ${String(value.restart)}, expected unless-stopped`);
+    if (!isDict(value.build) && typeof value.build !== 'string') problems.push(`${name}: no build section`);
+    const hc = value.healthcheck;
+    if (!isDict(hc)) {
+      problems.push(`${name}: no healthcheck`);
+    } else {
+      for (const key of ['interval', 'timeout', 'retries', 'start_period']) {
+        if (hc[key] === undefined) problems.push(`${name}: healthcheck has no ${key}`);
+      }
+    }
+    const probed = healthcheckPort(value);
+    const port = Number(env.get('PORT'));
+    if (probed === undefined) problems.push(`${name}: healthcheck does not probe http://127.0.0.1:PORT/health`);
+    else if (probed !== port) problems.push(`${name}: healthcheck probes port ${probed} but PORT is ${String(env.get('PORT'))}`);
+    if (env.get('HOST') !== '0.0.0.0') problems.push(`${name}: HOST is ${String(env.get('HOST'))}, expected 0.0.0.0`);
+    const published = publishedPorts(value);
+    if (name !== 'router' && published.length > 0) problems.push(`${name}: publishes ${published.join(', ')}; only the router may`);
+  }
+
+  // The router.
+  const router = services.router;
+  if (isDict(router)) {
+    const env = envOf(router);
+    if (env.get('PORT') !== String(ROUTER_PORT)) problems.push(`router: PORT is ${String(env.get('PORT'))}, expected ${ROUTER_PORT}`);
+    if (!publishedPorts(router).includes(ROUTER_PORT)) problems.push(`router: does not publish ${ROUTER_PORT}`);
+    const deps = dependsOn(router);
+    for (const leader of LEADERS) if (!deps.has(leader)) problems.push(`router: does not depend on ${leader}`);
+    for (const dep of deps.keys()) if (!LEADERS.includes(dep)) problems.push(`router: depends on ${dep}, which is not a leader`);
+    const expectedShards = Array.from({ length: SHARD_COUNT }, (_, i) =>
+      `shard-${i}=http://shard${i}-leader:${leaderPort(i)},http://shard${i}-follower:${followerPort(i)}`,
+    );
+    const shards = (env.get('SHARDS') ?? '').split(';').filter(Boolean).sort();
+    if (JSON.stringify(shards) !== JSON.stringify(expectedShards)) {
+      problems.push(`router: SHARDS is ${String(env.get('SHARDS'))}, expected ${expectedShards.join(';')}`);
+    }
+  }
+
+  // The shard nodes.
+  for (const node of NODES) {
+    const svc = services[node.name];
+    if (!isDict(svc)) continue; // already reported as a missing default service
+    const env = envOf(svc);
+    const expect: Record<string, string> = {
+      NODE_NAME: node.name,
+      SHARD_ID: node.shardId,
+      ROLE: node.role,
+      PORT: String(node.port),
+      [node.peerVar]: node.peerUrl,
+    };
+    for (const [k, v] of Object.entries(expect)) {
+      if (env.get(k) !== v) problems.push(`${node.name}: ${k} is ${String(env.get(k))}, expected ${v}`);
+    }
+    const otherPeerVar = node.peerVar === 'FOLLOWER_URL' ? 'LEADER_URL' : 'FOLLOWER_URL';
+    if (env.has(otherPeerVar)) problems.push(`${node.name}: a ${node.role} must not set ${otherPeerVar}`);
+    const deps = [...dependsOn(svc).keys()];
+    // A leader recovers from its follower at start-up, so it waits for it; a follower waits for nobody.
+    const expectedDeps = node.role === 'leader' ? [node.peerService] : [];
+    if (JSON.stringify(deps) !== JSON.stringify(expectedDeps)) {
+      problems.push(`${node.name}: depends_on is [${deps.join(', ')}], expected [${expectedDeps.join(', ')}]`);
+    }
+  }
+  return problems;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dockerfiles.
+interface Stage {
+  from: string;
+  lines: string[];
+}
+
+/** Instructions (comments dropped, continuation lines joined) grouped by FROM. */
+function stagesOf(dockerfile: string): Stage[] {
+  const joined = dockerfile.replace(/\\\r?\n/g, ' ');
+  const stages: Stage[] = [];
+  for (const raw of joined.split(/\r?\n/)) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    const from = /^FROM\s+(?:--platform=\S+\s+)?(\S+)/i.exec(line);
+    if (from) stages.push({ from: from[1]!, lines: [] });
+    else stages[stages.length - 1]?.lines.push(line);
+  }
+  return stages;
+}
+
+/** An exec-form argument list, normalised (`["a", "b"]` -> `["a","b"]`); undefined for shell form. */
+function execForm(args: string): string | undefined {
+  try {
+    const v: unknown = JSON.parse(args);
+    return Array.isArray(v) ? JSON.stringify(v) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function dockerfileProblems(text: string, pkg: string): string[] {
+  const problems: string[] = [];
+  const stages = stagesOf(text);
+  if (stages.length < 2) problems.push(`${stages.length} stage(s), expected a multi-stage build`);
+  for (const s of stages) if (s.from !== 'node:20-slim') problems.push(`FROM ${s.from}, expected node:20-slim`);
+  const all = stages.flatMap((s) => s.lines);
+  if (!all.some((l) => /pnpm install\b.*--frozen-lockfile/.test(l))) problems.push('no `pnpm install --frozen-lockfile`');
+  if (!all.some((l) => l.includes(`--filter ${pkg} deploy`) && /--prod\b/.test(l))) problems.push(`no \`pnpm --filter ${pkg} deploy --prod\``);
+
+  const final = stages[stages.length - 1];
+  if (final) {
+    const users = final.lines.filter((l) => /^USER\s/i.test(l)).map((l) => l.split(/\s+/)[1]!);
+    const lastUser = users[users.length - 1];
+    if (lastUser === undefined) problems.push('final stage has no USER');
+    else if (/^(root|0)(:|$)/.test(lastUser)) problems.push(`final stage runs as ${lastUser}`);
+    const cmd = final.lines.filter((l) => /^CMD\s/i.test(l)).pop();
+    if (cmd === undefined || execForm(cmd.replace(/^CMD\s+/i, '')) !== '["node","dist/main.js"]') {
+      problems.push(`final stage CMD is ${String(cmd)}, expected ["node","dist/main.js"]`);
+    }
+    if (!final.lines.some((l) => /^COPY\s+--from=\S+\s+\/out\b/i.test(l))) problems.push('final stage does not copy the deployed /out');
+    if (final.lines.some((l) => /\b(pnpm|npm)\s+(install|i|ci)\b/.test(l))) problems.push('final stage installs packages itself');
+  }
+  return problems;
+}
+
+// ---------------------------------------------------------------------------------------------
+function runDclint(file: string): { status: number | null; output: string } {
+  const r = spawnSync(DCLINT_BIN, [file, '-c', DCLINT_CONFIG, '--max-warnings', '0', '--no-color'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  return { status: r.status, output: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? String(r.error) : ''}` };
+}
+
+const composeText = fs.readFileSync(COMPOSE_FILE, 'utf8');
+const parseCompose = (text: string) => YAML.parse(text, { merge: true });
+const clone = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T;
+
+describe('docker-compose.yml', () => {
+  it('passes dclint with no error and no warning', () => {
+    const r = runDclint(COMPOSE_FILE);
+    expect({ status: r.status, output: r.output.trim() }).toEqual({ status: 0, output: '' });
+  });
+
+  it('describes the router and the 3 leader/follower shards', () => {
+    expect(composeProblems(parseCompose(composeText))).toEqual([]);
+  });
+
+  it('keeps the artillery load generator out of the default profile, aimed at the router', () => {
+    const doc = parseCompose(composeText) as { services: Record<string, Dict> };
+    const artillery = doc.services.artillery;
+    expect(artillery).toBeDefined();
+    expect(artillery!.profiles).toEqual(['loadtest']);
+    expect(envOf(artillery!).get('TARGET')).toBe(`http://router:${ROUTER_PORT}`);
+    expect(dependsOn(artillery!).get('router')).toBe('service_healthy');
+  });
+});
+
+describe('Dockerfiles', () => {
+  it.each([
+    ['Dockerfile.router', '@shardkv/router'],
+    ['Dockerfile.shard', '@shardkv/shard'],
+  ])('%s builds on node:20-slim and runs %s as a non-root user', (file, pkg) => {
+    const p = path.join(ROOT, file);
+    expect(fs.existsSync(p)).toBe(true);
+    expect(dockerfileProblems(fs.readFileSync(p, 'utf8'), pkg)).toEqual([]);
+  });
+});
+
+// The checks above, shown to fail on broken variants of the real files.
+describe('the checks catch mistakes', () => {
+  const good = parseCompose(composeText) as { services: Record<string, Dict> };
+  const mutate = (change: (s: Record<string, Dict>) => void) => {
+    const doc = clone(good);
+    change(doc.services);
+    return composeProblems(doc);
+  };
+  const env = (svc: Dict) => svc.environment as Dict;
+
+  it.each<[string, (s: Record<string, Dict>) => void, RegExp]>([
+    ['a missing service', (s) => delete s['shard2-follower'], /default-profile services/],
+    ['an extra default service', (s) => (s.extra = clone(s['shard0-follower']!)), /default-profile services/],
+    ['artillery in the default profile', (s) => delete s.artillery!.profiles, /default-profile services/],
+    ['a missing healthcheck', (s) => delete s['shard1-leader']!.healthcheck, /shard1-leader: no healthcheck/],
+    ['a healthcheck without start_period', (s) => delete (s.router!.healthcheck as Dict).start_period, /router: healthcheck has no start_period/],
+    ['a healthcheck on the wrong port', (s) => ((s['shard0-leader']!.healthcheck as Dict).test = ['CMD', 'node', '-e', "fetch('http://127.0.0.1:6001/health')"]), /shard0-leader: healthcheck probes port 6001/],
+    ['the router not published', (s) => delete s.router!.ports, /router: does not publish 5000/],
+    ['a shard port published', (s) => (s['shard1-follower']!.ports = ['6002:6002']), /shard1-follower: publishes 6002/],
+    ['a wrong ROLE', (s) => (env(s['shard2-leader']!).ROLE = 'follower'), /shard2-leader: ROLE is follower/],
+    ['a wrong SHARD_ID', (s) => (env(s['shard1-follower']!).SHARD_ID = 'shard-2'), /shard1-follower: SHARD_ID/],
+    ['a wrong PORT', (s) => (env(s['shard0-follower']!).PORT = '6002'), /shard0-follower: PORT is 6002/],
+    ['a wrong NODE_NAME', (s) => (env(s['shard0-leader']!).NODE_NAME = 'shard0'), /shard0-leader: NODE_NAME/],
+    ['a leader pointing at another shard', (s) => (env(s['shard1-leader']!).FOLLOWER_URL = 'http://shard2-follower:6003'), /shard1-leader: FOLLOWER_URL/],
+    ['a follower without LEADER_URL', (s) => delete env(s['shard2-follower']!).LEADER_URL, /shard2-follower: LEADER_URL is undefined/],
+    ['a follower with FOLLOWER_URL', (s) => (env(s['shard2-follower']!).FOLLOWER_URL = 'http://x:1'), /must not set FOLLOWER_URL/],
+    ['a wrong HOST', (s) => (env(s.router!).HOST = '127.0.0.1'), /router: HOST is 127.0.0.1/],
+    ['a missing CLUSTER_TOKEN', (s) => delete env(s['shard1-follower']!).CLUSTER_TOKEN, /shard1-follower: CLUSTER_TOKEN/],
+    ['an optional CLUSTER_TOKEN', (s) => (env(s.router!).CLUSTER_TOKEN = '${CLUSTER_TOKEN:-dev}'), /router: CLUSTER_TOKEN/],
+    ['an artillery without CLUSTER_TOKEN', (s) => delete env(s.artillery!).CLUSTER_TOKEN, /artillery: CLUSTER_TOKEN/],
+    ['service_started instead of service_healthy', (s) => ((s['shard0-leader']!.depends_on as Record<string, Dict>)['shard0-follower']!.condition = 'service_started'), /condition "service_started"/],
+    ['the short depends_on form', (s) => (s.router!.depends_on = ['shard0-leader', 'shard1-leader', 'shard2-leader']), /router: depends on shard0-leader with condition ""/],
+    ['a follower waiting for its leader', (s) => (s['shard0-follower']!.depends_on = { 'shard0-leader': { condition: 'service_healthy' } }), /shard0-follower: depends_on is \[shard0-leader\]/],
+    ['a leader not waiting for its follower', (s) => delete s['shard2-leader']!.depends_on, /shard2-leader: depends_on is \[\]/],
+    ['the router not waiting for a leader', (s) => delete (s.router!.depends_on as Dict)['shard1-leader'], /router: does not depend on shard1-leader/],
+    ['the router waiting for a follower', (s) => ((s.router!.depends_on as Dict)['shard0-follower'] = { condition: 'service_healthy' }), /router: depends on shard0-follower, which is not a leader/],
+    ['a wrong SHARDS map', (s) => (env(s.router!).SHARDS = 'shard-0=http://shard0-leader:5001,http://shard0-follower:6001'), /router: SHARDS/],
+    ['a missing restart policy', (s) => delete s['shard1-leader']!.restart, /shard1-leader: restart/],
+    ['a missing build', (s) => delete s.router!.build, /router: no build section/],
+  ])('flags %s', (_what, change, expected) => {
+    const problems = mutate(change);
+    expect(problems.some((p) => expected.test(p))).toBe(true);
+  });
+
+  it('reads the list form of environment like the map form', () => {
+    const doc = clone(good);
+    for (const svc of Object.values(doc.services)) {
+      svc.environment = [...envOf(svc)].map(([k, v]) => (v === null ? k : `${k}=${v}`));
+    }
+    expect(composeProblems(doc)).toEqual([]);
+  });
+
+  it('dclint fails on a compose file that breaks its rules', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shardkv-dclint-'));
+    try {
+      const broken = clone(good);
+      broken.services.router!.image = 'shardkv-router:latest'; // build + image, and a mutable tag
+      const file = path.join(dir, 'docker-compose.yml');
+      fs.writeFileSync(file, YAML.stringify(broken));
+      const r = runDclint(file);
+      expect(r.status).toBe(1);
+      expect(r.output).toMatch(/no-build-and-image/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it.each<[string, (text: string) => string, RegExp]>([
+    ['another base image', (t) => t.replace(/^FROM node:20-slim$/m, 'FROM node:20'), /FROM node:20, expected/],
+    ['a single stage', (t) => t.replace(/^FROM node:20-slim AS build$/m, '').replace(/^FROM node:20-slim$/m, ''), /multi-stage/],
+    ['no USER', (t) => t.replace(/^USER node$/m, ''), /final stage has no USER/],
+    ['USER root', (t) => t.replace(/^USER node$/m, 'USER root'), /final stage runs as root/],
+    ['another CMD', (t) => t.replace(/^CMD .*$/m, 'CMD ["node", "src/main.ts"]'), /final stage CMD/],
+    ['a shell-form CMD', (t) => t.replace(/^CMD .*$/m, 'CMD node dist/main.js'), /final stage CMD/],
+    ['a deploy without --prod', (t) => t.replace('deploy --prod', 'deploy'), /deploy --prod/],
+    ['an install without --frozen-lockfile', (t) => t.replace('pnpm install --frozen-lockfile', 'pnpm install'), /frozen-lockfile/],
+    ['an install in the final stage', (t) => t.replace(/^USER node$/m, 'RUN npm install left-pad\nUSER node'), /final stage installs/],
+  ])('flags a Dockerfile with %s', (_what, change, expected) => {
+    const text = fs.readFileSync(path.join(ROOT, 'Dockerfile.shard'), 'utf8');
+    expect(dockerfileProblems(text, '@shardkv/shard')).toEqual([]);
+    const problems = dockerfileProblems(change(text), '@shardkv/shard');
+    expect(problems.some((p) => expected.test(p))).toBe(true);
+  });
+});

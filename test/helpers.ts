@@ -1,0 +1,89 @@
+import { Cluster, type ClusterOptions } from '@shardkv/tools';
+import { request } from 'undici';
+
+/** Integration tests run the real processes: the same Cluster as `npm start`, on free ports. */
+export async function startCluster(opts: ClusterOptions = {}): Promise<TestCluster> {
+  const logs: string[] = [];
+  const cluster = await Cluster.create({
+    ports: 'free',
+    // Faster fault detection than production defaults keeps the suite short.
+    env: { LOG_LEVEL: 'info', HEARTBEAT_INTERVAL_MS: '100', RETRY_BACKOFF_MS: '100', ...opts.env },
+    restart: { backoffMinMs: 100, backoffMaxMs: 1000, stableAfterMs: 5000 },
+    ...opts,
+    sink: (name, line) => {
+      logs.push(`${name} ${line}`);
+      if (logs.length > 2000) logs.shift();
+    },
+  });
+  try {
+    await cluster.start(30_000);
+  } catch (err) {
+    await cluster.stop();
+    throw new Error(`${String(err)}\nlast log lines:\n${logs.slice(-40).join('\n')}`);
+  }
+  return Object.assign(cluster, { logs });
+}
+
+export type TestCluster = Cluster & { logs: string[] };
+
+export interface HttpResult {
+  status: number;
+  body: any;
+  ms: number;
+}
+
+/** One HTTP call; never throws on a status, only on a transport failure. */
+export async function http(method: string, url: string, body?: unknown, headers: Record<string, string> = {}, timeoutMs = 10_000): Promise<HttpResult> {
+  const started = Date.now();
+  const isString = typeof body === 'string';
+  const res = await request(url, {
+    method: method as 'GET',
+    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : isString ? body : JSON.stringify(body),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  const text = await res.body.text();
+  let parsed: unknown = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    // left as text: the test asserting JSON will say so
+  }
+  return { status: res.statusCode, body: parsed, ms: Date.now() - started };
+}
+
+export const put = (base: string, key: string, value: string) => http('POST', `${base}/put`, { key, value });
+export const get = (base: string, key: string) => http('GET', `${base}/get?key=${encodeURIComponent(key)}`);
+export const del = (base: string, key: string) => http('DELETE', `${base}/delete?key=${encodeURIComponent(key)}`);
+export const status = async (nodeUrl: string) => (await http('GET', `${nodeUrl}/status`)).body;
+
+/** Polls until `check` returns true or the deadline passes; returns whether it did. */
+export async function eventually(check: () => Promise<boolean>, timeoutMs = 10_000, stepMs = 100): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (await check()) return true;
+    } catch {
+      // a node may be down mid-check; try again
+    }
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
+
+/** Finds keys that the router places on the given shard, by asking the leader after a write. */
+export function keysOn(cluster: Cluster, shardId: string, count: number, prefix = 'k'): Promise<string[]> {
+  return findKeys(cluster, shardId, count, prefix);
+}
+
+async function findKeys(cluster: Cluster, shardId: string, count: number, prefix: string): Promise<string[]> {
+  // The router's ring is deterministic over shard ids, so the test computes it the same way.
+  const { ShardRing } = await import('@shardkv/router/dist/ring');
+  const ring = new ShardRing(cluster.shards.map((s) => s.id));
+  const keys: string[] = [];
+  for (let i = 0; keys.length < count; i += 1) {
+    const k = `${prefix}-${i}`;
+    if (ring.shardFor(k) === shardId) keys.push(k);
+  }
+  return keys;
+}
