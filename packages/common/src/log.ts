@@ -1,3 +1,4 @@
+import type { Server } from 'node:http';
 import pino from 'pino';
 
 export type Logger = pino.Logger;
@@ -12,12 +13,32 @@ export function createLogger(name: string, level = process.env.LOG_LEVEL ?? 'inf
 }
 
 /**
+ * The end of every service's main: on SIGTERM/SIGINT (or the supervisor going away) run the
+ * service's own cleanup, close the server and its connections, and exit 0.
+ */
+export function stopOnSignals(server: Server, log: Logger, cleanup: () => Promise<void> | void): void {
+  let stopping = false;
+  const shutdown = async (reason: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ reason }, 'shutting down');
+    await cleanup();
+    server.close();
+    server.closeAllConnections();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+  exitWithParent(() => void shutdown('supervisor gone'));
+}
+
+/**
  * Under the local supervisor (EXIT_WITH_PARENT=1) stdin is a pipe from it: when the pipe closes
  * the supervisor is gone, and this node exits rather than linger as an orphan.
  */
-export function exitWithParent(): void {
+function exitWithParent(exit: () => void): void {
   if (process.env.EXIT_WITH_PARENT !== '1') return;
-  process.stdin.on('end', () => process.exit(0));
-  process.stdin.on('close', () => process.exit(0));
+  process.stdin.once('end', exit);
+  process.stdin.once('close', exit);
   process.stdin.resume();
 }

@@ -1,4 +1,4 @@
-import { createLogger, exitWithParent } from '@shardkv/common';
+import { createLogger, stopOnSignals } from '@shardkv/common';
 import { once } from 'node:events';
 import { createRouterApp } from './app';
 import { loadConfig } from './config';
@@ -15,16 +15,7 @@ async function main(): Promise<void> {
   await once(server, 'listening');
   log.info({ host: config.host, port: config.port, shards: config.shards }, 'listening');
 
-  const shutdown = async (signal: string) => {
-    log.info({ signal }, 'shutting down');
-    server.close();
-    server.closeAllConnections();
-    await shards.close();
-    process.exit(0);
-  };
-  process.once('SIGTERM', () => void shutdown('SIGTERM'));
-  process.once('SIGINT', () => void shutdown('SIGINT'));
-  exitWithParent();
+  stopOnSignals(server, log, () => shards.close());
 }
 
 main().catch((err) => {

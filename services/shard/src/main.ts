@@ -1,4 +1,4 @@
-import { createLogger, exitWithParent } from '@shardkv/common';
+import { createLogger, stopOnSignals } from '@shardkv/common';
 import { once } from 'node:events';
 import { createShardApp, type NodeRole } from './app';
 import { loadConfig } from './config';
@@ -28,18 +28,11 @@ async function main(): Promise<void> {
     });
   }
 
-  const shutdown = async (signal: string) => {
-    log.info({ signal }, 'shutting down');
+  stopOnSignals(server, log, async () => {
     if (role.kind === 'leader') await role.leader.stop();
     else role.follower.stop();
-    server.close();
-    server.closeAllConnections();
     await peer.close();
-    process.exit(0);
-  };
-  process.once('SIGTERM', () => void shutdown('SIGTERM'));
-  process.once('SIGINT', () => void shutdown('SIGINT'));
-  exitWithParent();
+  });
 }
 
 main().catch((err) => {
