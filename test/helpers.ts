@@ -6,10 +6,10 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<TestClust
   const logs: string[] = [];
   const cluster = await Cluster.create({
     ports: 'free',
-    // Faster fault detection than production defaults keeps the suite short.
-    env: { LOG_LEVEL: 'info', HEARTBEAT_INTERVAL_MS: '100', RETRY_BACKOFF_MS: '100', ...opts.env },
     restart: { backoffMinMs: 100, backoffMaxMs: 1000, stableAfterMs: 5000 },
     ...opts,
+    // Faster fault detection than production defaults keeps the suite short.
+    env: { LOG_LEVEL: 'info', HEARTBEAT_INTERVAL_MS: '100', RETRY_BACKOFF_MS: '100', ...opts.env },
     sink: (name, line) => {
       logs.push(`${name} ${line}`);
       if (logs.length > 2000) logs.shift();

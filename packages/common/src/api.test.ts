@@ -1,5 +1,6 @@
 import { KEY_BYTES_MAX, keyQuery, parseKeyQuery, parsePutBody, VALUE_BYTES_MAX } from './api';
 import { KvError } from './errors';
+import { isInternalPath } from './http';
 
 function codeOf(fn: () => unknown): string {
   try {
@@ -60,5 +61,14 @@ describe('key query', () => {
     ['key over 1024 bytes', `key=${'x'.repeat(KEY_BYTES_MAX + 1)}`],
   ])('refuses %s with 400 invalid_key', (_what, qs) => {
     expect(codeOf(() => parseKeyQuery(qs))).toBe('400 invalid_key');
+  });
+});
+
+describe('isInternalPath', () => {
+  test('catches every spelling of /internal a router might accept', () => {
+    for (const p of ['/internal/replicate', '/INTERNAL/snapshot', '/Internal/replicate', '//internal/x', '/%69nternal/snapshot', '/internal']) {
+      expect(isInternalPath(p)).toBe(true);
+    }
+    for (const p of ['/put', '/get', '/status', '/health', '/internals-doc'.slice(0, 4)]) expect(isInternalPath(p)).toBe(false);
   });
 });

@@ -70,7 +70,7 @@ export const requireJson: Koa.Middleware = async (ctx, next) => {
 export function internalAuth(token: string | undefined): Koa.Middleware {
   const expected = token === undefined ? undefined : Buffer.from(`Bearer ${token}`);
   return async (ctx, next) => {
-    if (expected !== undefined && ctx.path.startsWith('/internal/')) {
+    if (expected !== undefined && isInternalPath(ctx.path)) {
       const got = Buffer.from(ctx.get('authorization'));
       if (got.length !== expected.length || !timingSafeEqual(got, expected)) {
         throw new KvError('unauthorized', 'internal endpoint: missing or wrong cluster token');
@@ -78,6 +78,21 @@ export function internalAuth(token: string | undefined): Koa.Middleware {
     }
     await next();
   };
+}
+
+/**
+ * Whether a request path addresses /internal/*, judged the way a lenient router might match it:
+ * percent-decoded, case-folded, with repeated slashes collapsed. The guard must never be
+ * narrower than the routing, or `/INTERNAL/snapshot` would slip past it.
+ */
+export function isInternalPath(path: string): boolean {
+  let p = path;
+  try {
+    p = decodeURIComponent(path);
+  } catch {
+    // an undecodable path is judged as it is
+  }
+  return p.toLowerCase().replace(/\/+/g, '/').startsWith('/internal');
 }
 
 export function authHeaders(token: string | undefined): Record<string, string> {

@@ -20,7 +20,8 @@ export interface RouterAppDeps {
  */
 export function createRouterApp({ ring, shards, statusTimeoutMs, log }: RouterAppDeps): Koa {
   const app = new Koa();
-  const router = new Router();
+  // Case-sensitive: `/PUT` is not `/put`, and no spelling of a path escapes the internal guard.
+  const router = new Router({ sensitive: true });
 
   const forward = async (ctx: Koa.Context, key: string, opts: ForwardOptions) => {
     const res: UpstreamResponse = await shards.get(ring.shardFor(key)).leader.request(opts);

@@ -23,7 +23,8 @@ export interface ShardAppDeps {
 /** The HTTP face of a shard node: public reads and writes, health, status, and /internal/*. */
 export function createShardApp(deps: ShardAppDeps): Koa {
   const app = new Koa();
-  const router = new Router();
+  // Case-sensitive: `/PUT` is not `/put`, and no spelling of a path escapes the internal guard.
+  const router = new Router({ sensitive: true });
   addPublicRoutes(router, deps);
   addInternalRoutes(router, deps);
   app.use(errorMiddleware(deps.log));

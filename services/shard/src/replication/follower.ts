@@ -1,6 +1,6 @@
 import { KvError, type Logger } from '@shardkv/common';
 import type { KvStore } from '../store';
-import { needsStateTransfer, planApply } from './log';
+import { assertContiguous, needsStateTransfer, planApply } from './log';
 import type { PeerTransport, ReplicateReply, ReplicateRequest } from './messages';
 import { installSnapshot } from './snapshot';
 
@@ -64,6 +64,7 @@ export class Follower {
   /** The single entry point for replication messages. */
   onReplicate(req: ReplicateRequest): ReplicateReply {
     if (this.state === 'stopped') throw new KvError('not_ready', 'follower stopping');
+    assertContiguous(req.entries);
     this.lastContactAt = Date.now();
     this.leaderLastSeq = req.lastSeq;
     if (this.state === 'catching_up') return this.reply(false);

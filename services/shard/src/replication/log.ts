@@ -112,15 +112,20 @@ export interface ApplyPlan {
  * error: the leader never sends one.
  */
 export function planApply(lastApplied: number, entries: readonly Entry[]): ApplyPlan {
+  assertContiguous(entries);
+  const first = entries[0];
+  if (first === undefined) return { apply: [], gap: false };
+  if (first.seq > lastApplied + 1) return { apply: [], gap: true };
+  return { apply: entries.slice(lastApplied + 1 - first.seq), gap: false };
+}
+
+/** A batch the leader could not have sent is refused whole, before anything acts on it. */
+export function assertContiguous(entries: readonly Entry[]): void {
   for (let i = 1; i < entries.length; i += 1) {
     if (entries[i]!.seq !== entries[i - 1]!.seq + 1) {
       throw new KvError('invalid_body', `replication batch is not contiguous at seq ${entries[i]!.seq}`);
     }
   }
-  const first = entries[0];
-  if (first === undefined) return { apply: [], gap: false };
-  if (first.seq > lastApplied + 1) return { apply: [], gap: true };
-  return { apply: entries.slice(lastApplied + 1 - first.seq), gap: false };
 }
 
 /** A follower whose next entry the leader no longer holds must take a full state transfer. */
