@@ -35,11 +35,11 @@ export interface HttpResult {
 /** One HTTP call; never throws on a status, only on a transport failure. */
 export async function http(method: string, url: string, body?: unknown, headers: Record<string, string> = {}, timeoutMs = 10_000): Promise<HttpResult> {
   const started = Date.now();
-  const isString = typeof body === 'string';
+  const isString = typeof body === 'string' || Buffer.isBuffer(body);
   const res = await request(url, {
     method: method as 'GET',
     headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
-    body: body === undefined ? undefined : isString ? body : JSON.stringify(body),
+    body: body === undefined ? undefined : isString ? (body as string | Buffer) : JSON.stringify(body),
     signal: AbortSignal.timeout(timeoutMs),
   });
   const text = await res.body.text();

@@ -1,7 +1,8 @@
 import { timingSafeEqual } from 'node:crypto';
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type Koa from 'koa';
-import bodyParser from 'koa-bodyparser';
-import { BODY_BYTES_MAX } from './api';
 import { ERRORS, KvError } from './errors';
 import type { Logger } from './log';
 
@@ -26,42 +27,14 @@ export function errorMiddleware(log: Logger): Koa.Middleware {
   };
 }
 
-/** Maps errors thrown by koa-bodyparser and @koa/router onto the error table. */
+/** Maps errors thrown by @koa/router (405/501) onto the error table; anything else is a 500. */
 function toKvError(err: unknown): KvError {
   if (err instanceof KvError) return err;
-  const e = err as { type?: string; status?: number; message?: string };
-  if (e.type === 'entity.too.large' || e.status === 413) {
-    return new KvError('body_too_large', `request body is larger than ${BODY_BYTES_MAX} bytes`);
-  }
-  // koa-bodyparser's strict mode refuses a top-level scalar with this message.
-  if (e.status === 400 && e.message?.includes('only supports object and array')) {
-    return new KvError('invalid_body', 'request body must be a JSON object');
-  }
-  // Every other 400 that is not ours comes from the body parser: the JSON did not parse.
-  if (e.type === 'entity.parse.failed' || e.status === 400) {
-    return new KvError('invalid_json', `request body is not valid JSON: ${e.message ?? 'parse error'}`);
-  }
-  if (e.status === 415) return new KvError('unsupported_media_type', 'request body must be application/json');
+  const e = err as { status?: number; message?: string };
   // @koa/router answers 501 for a method no route uses at all; for a client that is still a 405.
   if (e.status === 405 || e.status === 501) return new KvError('method_not_allowed', e.message ?? 'method not allowed');
   return new KvError('internal', 'internal error');
 }
-
-/**
- * JSON bodies only, with a hard size limit checked against Content-Length and while streaming,
- * so an oversized body is refused before it is parsed. `strict` refuses a top-level scalar.
- */
-export function jsonBody(bytesMax: number = BODY_BYTES_MAX): Koa.Middleware {
-  return bodyParser({ enableTypes: ['json'], jsonLimit: `${bytesMax}b`, strict: true });
-}
-
-/** Refuses a request whose body is not declared as JSON, before it is read. */
-export const requireJson: Koa.Middleware = async (ctx, next) => {
-  if (!ctx.is('application/json')) {
-    throw new KvError('unsupported_media_type', 'Content-Type must be application/json');
-  }
-  await next();
-};
 
 /**
  * Guards node-to-node endpoints. Runs before routing, so an unauthenticated caller learns nothing
@@ -93,6 +66,25 @@ export function isInternalPath(path: string): boolean {
     // an undecodable path is judged as it is
   }
   return p.toLowerCase().replace(/\/+/g, '/').startsWith('/internal');
+}
+
+/**
+ * Starts the HTTP server. Errors Node's parser raises before Koa sees the request (a header block
+ * over the limit, a malformed request line) are answered in the same JSON error shape.
+ */
+export async function listen(app: Koa, port: number, host: string): Promise<Server> {
+  const server = app.listen(port, host);
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (!socket.writable) return socket.destroy();
+    const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+    const status = tooLarge ? 431 : 400;
+    const body = JSON.stringify({
+      error: { code: tooLarge ? 'headers_too_large' : 'bad_request', message: tooLarge ? 'request line and headers exceed 16 KiB' : 'malformed HTTP request' },
+    });
+    socket.end(`HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  });
+  await once(server, 'listening');
+  return server;
 }
 
 export function authHeaders(token: string | undefined): Record<string, string> {

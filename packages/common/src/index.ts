@@ -1,4 +1,5 @@
 export * from './api';
+export * from './body';
 export * from './config';
 export * from './errors';
 export * from './http';

@@ -16,14 +16,9 @@ export function upstreamError(err: unknown, target: string, timeoutMs: number): 
   return new KvError('upstream_connection_lost', `connection to ${target} failed (${code ?? 'error'}); the outcome is unknown`);
 }
 
-const CONNECT_FAILURES = new Set([
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EAI_AGAIN',
-  'UND_ERR_CONNECT_TIMEOUT',
-]);
+// EHOSTUNREACH/ENETUNREACH are left out on purpose: on a keep-alive socket they can surface after
+// the request was written, so they do not prove that nothing was applied.
+const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
 
 function errorCode(err: unknown): string | undefined {
   let e = err as { code?: unknown; cause?: unknown } | undefined;

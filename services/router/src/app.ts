@@ -1,8 +1,6 @@
 import Router from '@koa/router';
 import { errorMiddleware, jsonBody, keyQuery, parseKeyQuery, parsePutBody, requireJson, type Logger } from '@shardkv/common';
 import Koa from 'koa';
-// Brings in koa-bodyparser's typing of ctx.request.body / rawBody.
-import type {} from 'koa-bodyparser';
 import type { ShardRing } from './ring';
 import { nodeStatus, type ForwardOptions, type Shards, type UpstreamResponse } from './shards';
 

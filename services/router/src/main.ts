@@ -1,5 +1,4 @@
-import { createLogger, stopOnSignals } from '@shardkv/common';
-import { once } from 'node:events';
+import { createLogger, listen, stopOnSignals } from '@shardkv/common';
 import { createRouterApp } from './app';
 import { loadConfig } from './config';
 import { ShardRing } from './ring';
@@ -11,8 +10,7 @@ async function main(): Promise<void> {
   const log = createLogger(config.nodeName);
   const shards = new Shards(config.shards, config.upstreamConnections, config.upstreamTimeoutMs);
   const ring = new ShardRing(shards.ids);
-  const server = createRouterApp({ ring, shards, statusTimeoutMs: config.statusTimeoutMs, log }).listen(config.port, config.host);
-  await once(server, 'listening');
+  const server = await listen(createRouterApp({ ring, shards, statusTimeoutMs: config.statusTimeoutMs, log }), config.port, config.host);
   log.info({ host: config.host, port: config.port, shards: config.shards }, 'listening');
 
   stopOnSignals(server, log, () => shards.close());

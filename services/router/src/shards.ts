@@ -28,15 +28,18 @@ class NodeClient {
   }
 
   async request(opts: ForwardOptions, timeoutMs = this.timeoutMs): Promise<UpstreamResponse> {
+    const deadline = Date.now() + timeoutMs;
     try {
       return await this.once(opts, timeoutMs);
     } catch (err) {
       const kv = upstreamError(err, this.url, timeoutMs);
       // A keep-alive socket the node closed between requests surfaces as a lost connection; a
-      // read may safely go again, a write may not (it could have been applied).
-      if (!opts.idempotent || kv.code !== 'upstream_connection_lost') throw kv;
+      // read may safely go again, within what is left of the same deadline; a write may not (it
+      // could have been applied).
+      const leftMs = deadline - Date.now();
+      if (!opts.idempotent || kv.code !== 'upstream_connection_lost' || leftMs <= 0) throw kv;
       try {
-        return await this.once(opts, timeoutMs);
+        return await this.once(opts, leftMs);
       } catch (err2) {
         throw upstreamError(err2, this.url, timeoutMs);
       }

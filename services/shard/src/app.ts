@@ -1,8 +1,6 @@
 import Router from '@koa/router';
 import { errorMiddleware, internalAuth, jsonBody, KvError, parseKeyQuery, parsePutBody, requireJson, type Logger } from '@shardkv/common';
 import Koa from 'koa';
-// Brings in koa-bodyparser's typing of ctx.request.body.
-import type {} from 'koa-bodyparser';
 import { Readable } from 'node:stream';
 import type { ShardConfig } from './config';
 import type { Follower } from './replication/follower';
@@ -113,6 +111,6 @@ function addInternalRoutes(router: Router, { config, store, role }: ShardAppDeps
     const ready = role.kind === 'leader' ? role.leader.serving : role.follower.snapshotable;
     if (!ready) throw new KvError('not_ready', `${config.nodeName} cannot serve a state transfer now`);
     ctx.type = 'application/x-ndjson';
-    ctx.body = Readable.from(snapshotLines(store));
+    ctx.body = Readable.from(snapshotLines(store, config.shardId));
   });
 }

@@ -1,5 +1,4 @@
-import { createLogger, stopOnSignals } from '@shardkv/common';
-import { once } from 'node:events';
+import { createLogger, listen, stopOnSignals } from '@shardkv/common';
 import { createShardApp, type NodeRole } from './app';
 import { loadConfig } from './config';
 import { Follower } from './replication/follower';
@@ -15,11 +14,10 @@ async function main(): Promise<void> {
   const peer = new HttpPeer(config.peerUrl, config.clusterToken, config.replicationTimeoutMs);
   const role: NodeRole =
     config.role === 'leader'
-      ? { kind: 'leader', leader: new Leader(store, peer, { ...config }, log.child({ component: 'leader' })) }
+      ? { kind: 'leader', leader: new Leader(store, peer, config, log.child({ component: 'leader' })) }
       : { kind: 'follower', follower: new Follower(store, peer, config, log.child({ component: 'follower' })) };
 
-  const server = createShardApp({ config, store, role, log }).listen(config.port, config.host);
-  await once(server, 'listening');
+  const server = await listen(createShardApp({ config, store, role, log }), config.port, config.host);
   log.info({ host: config.host, port: config.port, role: config.role, peer: config.peerUrl, storage: config.storage }, 'listening');
   if (role.kind === 'leader') {
     role.leader.start().catch((err) => {

@@ -1,7 +1,7 @@
 import { KvError, type Logger } from '@shardkv/common';
 import type { KvStore } from '../store';
 import { assertContiguous, needsStateTransfer, planApply } from './log';
-import type { PeerTransport, ReplicateReply, ReplicateRequest } from './messages';
+import { PeerNotReadyError, type PeerTransport, type ReplicateReply, type ReplicateRequest } from './messages';
 import { installSnapshot } from './snapshot';
 
 /**
@@ -13,6 +13,7 @@ import { installSnapshot } from './snapshot';
 export type FollowerState = 'waiting' | 'catching_up' | 'replicating' | 'in_sync' | 'stopped';
 
 export interface FollowerOptions {
+  shardId: string;
   retryBackoffMs: number;
 }
 
@@ -64,6 +65,9 @@ export class Follower {
   /** The single entry point for replication messages. */
   onReplicate(req: ReplicateRequest): ReplicateReply {
     if (this.state === 'stopped') throw new KvError('not_ready', 'follower stopping');
+    if (req.shard !== this.opts.shardId) {
+      throw new KvError('wrong_shard', `replication for shard ${req.shard} sent to a follower of ${this.opts.shardId}`);
+    }
     assertContiguous(req.entries);
     this.lastContactAt = Date.now();
     this.leaderLastSeq = req.lastSeq;
@@ -88,11 +92,19 @@ export class Follower {
     this.logger.info({ seq: this.store.seq, leaderLogStartSeq }, 'behind the leader log: starting state transfer');
     while (this.state === 'catching_up') {
       try {
-        const { seq, keys } = await installSnapshot(await this.leader.snapshot(), this.store);
+        const { seq, keys } = await installSnapshot(await this.leader.snapshot(), this.store, this.opts.shardId);
         this.logger.info({ seq, keys }, 'state transfer done; replaying log tail');
         if (this.state === 'catching_up') this.state = 'replicating';
         return;
       } catch (err) {
+        if (err instanceof PeerNotReadyError) {
+          // The leader is itself recovering, from us: waiting for it would deadlock the shard.
+          // Our old state is intact (a transfer swaps only when complete), so stand by with it
+          // and let the leader take it; the leader's next message says whether we are behind.
+          this.logger.warn({ err: err.message }, 'leader cannot serve a state transfer; standing by');
+          if (this.state === 'catching_up') this.state = 'waiting';
+          return;
+        }
         this.logger.warn({ err: String(err) }, 'state transfer failed; retrying');
         await new Promise((r) => setTimeout(r, this.opts.retryBackoffMs));
       }

@@ -5,6 +5,7 @@ import { replicateBody, type PeerTransport, type ReplicateReply } from './messag
 import { installSnapshot } from './snapshot';
 
 export interface LeaderOptions {
+  shardId: string;
   /** How long a write waits for its commit before the client gets 504 replication_timeout. */
   replicationTimeoutMs: number;
   /** An idle leader contacts its follower this often, so a lost or restarted follower is noticed. */
@@ -54,6 +55,7 @@ export class Leader {
   private nextSeq = 1;
   private lastSentAt = 0;
   private wake: (() => void) | undefined;
+  private readonly shardJson: string;
   readonly follower: FollowerView = {
     reachable: false,
     catchingUp: false,
@@ -70,6 +72,7 @@ export class Leader {
     private readonly logger: Logger,
   ) {
     this.log = new LeaderLog(store.seq, opts.limits);
+    this.shardJson = JSON.stringify(opts.shardId);
   }
 
   get status() {
@@ -147,7 +150,7 @@ export class Leader {
     if (this.store.seq > 0) return;
     while (this.state === 'recovering') {
       try {
-        const { seq, keys } = await installSnapshot(await this.peer.snapshot(), this.store);
+        const { seq, keys } = await installSnapshot(await this.peer.snapshot(), this.store, this.opts.shardId);
         this.logger.info({ seq, keys, from: this.peer.url }, 'recovered state from follower');
         return;
       } catch (err) {
@@ -167,7 +170,7 @@ export class Leader {
       }
       this.lastSentAt = Date.now();
       try {
-        this.onReply(await this.peer.replicate(replicateBody(this.log.startSeq, this.log.lastSeq, batch)));
+        this.onReply(await this.peer.replicate(replicateBody(this.shardJson, this.log.startSeq, this.log.lastSeq, batch)));
         // A diverged follower will answer the same way again: do not spin on it.
         if (this.follower.diverged) await this.sleep(this.opts.retryBackoffMs);
       } catch (err) {

@@ -12,6 +12,8 @@ export const entrySchema = z.discriminatedUnion('op', [
 ]);
 
 export const replicateRequestSchema = z.object({
+  /** The shard the sender leads: a follower refuses another shard's history (a config mix-up). */
+  shard: z.string(),
   /** The first sequence number the leader can still send; below it, only a state transfer helps. */
   logStartSeq: z.number().int().positive(),
   /** The leader's last sequenced entry. */
@@ -31,10 +33,15 @@ export const replicateReplySchema = z.object({
 export type ReplicateReply = z.infer<typeof replicateReplySchema>;
 
 /** Builds the request body from records serialised when they were sequenced: no re-encoding. */
-export function replicateBody(logStartSeq: number, lastSeq: number, batch: readonly LogRecord[]): string {
+export function replicateBody(shardJson: string, logStartSeq: number, lastSeq: number, batch: readonly LogRecord[]): string {
   let entries = '';
   for (let i = 0; i < batch.length; i += 1) entries += (i === 0 ? '' : ',') + batch[i]!.json;
-  return `{"logStartSeq":${logStartSeq},"lastSeq":${lastSeq},"entries":[${entries}]}`;
+  return `{"shard":${shardJson},"logStartSeq":${logStartSeq},"lastSeq":${lastSeq},"entries":[${entries}]}`;
+}
+
+/** The peer answered that it cannot serve a state transfer now (503 not_ready). */
+export class PeerNotReadyError extends Error {
+  override name = 'PeerNotReadyError';
 }
 
 /** What a node needs from its peer. HTTP lives behind it (transport.ts); tests wire nodes directly. */

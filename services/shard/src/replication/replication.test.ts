@@ -2,8 +2,8 @@ import { createLogger, isKvError } from '@shardkv/common';
 import { MemoryStore } from '../store';
 import { Follower } from './follower';
 import { Leader, type LeaderOptions } from './leader';
-import { replicateRequestSchema, type PeerTransport, type ReplicateReply } from './messages';
-import { snapshotLines } from './snapshot';
+import { PeerNotReadyError, replicateRequestSchema, type PeerTransport, type ReplicateReply } from './messages';
+import { installSnapshot, snapshotLines } from './snapshot';
 
 /**
  * Leader and follower wired in-process through a link whose faults the test controls: no
@@ -18,6 +18,8 @@ class Link implements PeerTransport {
     readonly url: string,
     private readonly onReplicate: (body: unknown) => ReplicateReply,
     private readonly snapshotSource: () => MemoryStore,
+    /** Whether the node behind the link can serve a state transfer (else 503 not_ready). */
+    private readonly ready: () => boolean,
     private readonly hangMs = 150,
   ) {}
 
@@ -36,7 +38,8 @@ class Link implements PeerTransport {
 
   async snapshot(): Promise<AsyncIterable<string>> {
     if (this.mode !== 'up') throw new Error(`link ${this.mode}`);
-    return splitLines(snapshotLines(this.snapshotSource()));
+    if (!this.ready()) throw new PeerNotReadyError('not_ready');
+    return splitLines(snapshotLines(this.snapshotSource(), SHARD));
   }
 
   async close(): Promise<void> {}
@@ -48,7 +51,9 @@ async function* splitLines(chunks: AsyncIterable<string>): AsyncGenerator<string
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const quiet = createLogger('test', 'silent');
+const SHARD = 'shard-t';
 const options: LeaderOptions = {
+  shardId: SHARD,
   replicationTimeoutMs: 300,
   heartbeatIntervalMs: 20,
   retryBackoffMs: 20,
@@ -78,9 +83,9 @@ async function pair(opts: Partial<LeaderOptions> = {}, leaderStore = new MemoryS
   const p = { leaderStore, followerStore } as Pair;
   p.toLeader = new Link('leader', () => {
     throw new Error('follower never sends replicate');
-  }, () => p.leaderStore);
+  }, () => p.leaderStore, () => p.leader.serving);
   const attach = () => {
-    p.follower = new Follower(p.followerStore, p.toLeader, { retryBackoffMs: 20 }, quiet);
+    p.follower = new Follower(p.followerStore, p.toLeader, { shardId: SHARD, retryBackoffMs: 20 }, quiet);
   };
   attach();
   p.restartFollower = () => {
@@ -88,7 +93,7 @@ async function pair(opts: Partial<LeaderOptions> = {}, leaderStore = new MemoryS
     p.followerStore = new MemoryStore();
     attach();
   };
-  p.toFollower = new Link('follower', (body) => p.follower.onReplicate(replicateRequestSchema.parse(body)), () => p.followerStore);
+  p.toFollower = new Link('follower', (body) => p.follower.onReplicate(replicateRequestSchema.parse(body)), () => p.followerStore, () => p.follower.snapshotable);
   p.leader = new Leader(p.leaderStore, p.toFollower, { ...options, ...opts }, quiet);
   void p.leader.start();
   await until(() => p.leader.serving && p.leader.follower.reachable);
@@ -216,6 +221,32 @@ describe('leader and follower', () => {
     expect(fresh.seq).toBe(20);
     await p.leader.write({ op: 'put', key: 'next', value: 'v' });
     expect(converged(p)).toBe(true);
+  });
+
+  test('a follower catching up when its leader restarts empty stands by, so the shard comes back', async () => {
+    p = await pair();
+    for (let i = 0; i < 10; i += 1) await p.leader.write({ op: 'put', key: `k${i}`, value: 'v' });
+    p.toLeader.mode = 'down';
+    p.restartFollower();
+    await until(() => p.leader.follower.catchingUp);
+    // Both nodes have now lost their state (in-memory engine): the data is gone, but the shard
+    // must not deadlock with each node waiting for the other's state transfer.
+    await p.leader.stop();
+    p.leaderStore = new MemoryStore();
+    p.leader = new Leader(p.leaderStore, p.toFollower, options, quiet);
+    void p.leader.start();
+    p.toLeader.mode = 'up';
+    await until(() => p.leader.serving && p.leader.follower.reachable && !p.leader.follower.catchingUp);
+    await p.leader.write({ op: 'put', key: 'again', value: 'v' });
+    expect(converged(p)).toBe(true);
+  });
+
+  test("a follower refuses another shard's replication and snapshots", async () => {
+    p = await pair();
+    const wrong = { shard: 'other', logStartSeq: 1, lastSeq: 1, entries: [{ seq: 1, op: 'put' as const, key: 'x', value: 'y' }] };
+    expect(() => p.follower.onReplicate(wrong)).toThrow(/shard other/);
+    expect(p.followerStore.seq).toBe(0);
+    await expect(installSnapshot(splitLines(snapshotLines(p.leaderStore, 'other')), new MemoryStore(), SHARD)).rejects.toThrow(/refusing/);
   });
 
   test('a follower ahead of its leader is a diverged history: writes are refused', async () => {

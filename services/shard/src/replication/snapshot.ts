@@ -4,21 +4,21 @@ import type { KvStore } from '../store';
 /**
  * State transfer as newline-delimited JSON, streamed so that neither side holds the whole state
  * in one buffer:
- *   {"seq":S,"keys":N}             header: the state is as of sequence number S
+ *   {"shard":I,"seq":S,"keys":N}   header: shard I's state as of sequence number S
  *   ["key","value"]                 one line per pair
  *   {"end":true,"seq":S,"digest":D} trailer: a truncated stream has none and is rejected
  * The receiver checks the digest before it swaps the new state in.
  */
-const headerSchema = z.object({ seq: z.number().int().nonnegative(), keys: z.number().int().nonnegative() });
+const headerSchema = z.object({ shard: z.string(), seq: z.number().int().nonnegative(), keys: z.number().int().nonnegative() });
 const pairSchema = z.tuple([z.string(), z.string()]);
 const trailerSchema = z.object({ end: z.literal(true), seq: z.number().int().nonnegative(), digest: z.string() });
 
 export const SNAPSHOT_CHUNK_BYTES = 64 * 1024;
 
 /** The sender. Fails (truncating the stream) if the state changes while it is being sent. */
-export async function* snapshotLines(store: KvStore): AsyncGenerator<string> {
+export async function* snapshotLines(store: KvStore, shard: string): AsyncGenerator<string> {
   const seq = store.seq;
-  yield `${JSON.stringify({ seq, keys: store.size })}\n`;
+  yield `${JSON.stringify({ shard, seq, keys: store.size })}\n`;
   let chunk = '';
   for (const pair of store.scan()) {
     chunk += `${JSON.stringify(pair)}\n`;
@@ -33,7 +33,7 @@ export async function* snapshotLines(store: KvStore): AsyncGenerator<string> {
 }
 
 /** The receiver: replaces the store's state with the stream's, or throws and leaves it as it was. */
-export async function installSnapshot(lines: AsyncIterable<string>, store: KvStore): Promise<{ seq: number; keys: number }> {
+export async function installSnapshot(lines: AsyncIterable<string>, store: KvStore, shard: string): Promise<{ seq: number; keys: number }> {
   const restore = store.restore();
   let header: z.infer<typeof headerSchema> | undefined;
   let keys = 0;
@@ -42,6 +42,7 @@ export async function installSnapshot(lines: AsyncIterable<string>, store: KvSto
     const value: unknown = JSON.parse(line);
     if (header === undefined) {
       header = headerSchema.parse(value);
+      if (header.shard !== shard) throw new Error(`snapshot is of shard ${header.shard}, this node is ${shard}: refusing it`);
     } else if (Array.isArray(value)) {
       const [k, v] = pairSchema.parse(value);
       restore.put(k, v);

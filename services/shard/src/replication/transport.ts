@@ -1,7 +1,7 @@
 import { createInterface } from 'node:readline';
 import { authHeaders } from '@shardkv/common';
 import { Pool } from 'undici';
-import { replicateReplySchema, type PeerTransport, type ReplicateReply } from './messages';
+import { PeerNotReadyError, replicateReplySchema, type PeerTransport, type ReplicateReply } from './messages';
 
 /**
  * The HTTP side of PeerTransport: one keep-alive undici Pool per peer. Every request has a
@@ -45,7 +45,8 @@ export class HttpPeer implements PeerTransport {
     });
     if (res.statusCode !== 200) {
       const text = await res.body.text();
-      throw new Error(`snapshot: HTTP ${res.statusCode} ${text.slice(0, 200)}`);
+      const message = `snapshot: HTTP ${res.statusCode} ${text.slice(0, 200)}`;
+      throw res.statusCode === 503 ? new PeerNotReadyError(message) : new Error(message);
     }
     return createInterface({ input: res.body, crlfDelay: Infinity });
   }
