@@ -1,4 +1,5 @@
 import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
 import { authHeaders } from '@shardkv/common';
 import { Pool } from 'undici';
 import { PeerNotReadyError, replicateReplySchema, type PeerTransport, type ReplicateReply } from './messages';
@@ -7,6 +8,15 @@ import { PeerNotReadyError, replicateReplySchema, type PeerTransport, type Repli
  * The HTTP side of PeerTransport: one keep-alive undici Pool per peer. Every request has a
  * deadline, so a paused peer costs at most `requestTimeoutMs` and never hangs the loop.
  */
+/** The body's lines; the body is destroyed however the reader stops, so no connection leaks. */
+async function* linesOf(body: Readable): AsyncGenerator<string> {
+  try {
+    yield* createInterface({ input: body, crlfDelay: Infinity });
+  } finally {
+    body.destroy();
+  }
+}
+
 export class HttpPeer implements PeerTransport {
   private readonly pool: Pool;
   private readonly headers: Record<string, string>;
@@ -48,7 +58,7 @@ export class HttpPeer implements PeerTransport {
       const message = `snapshot: HTTP ${res.statusCode} ${text.slice(0, 200)}`;
       throw res.statusCode === 503 ? new PeerNotReadyError(message) : new Error(message);
     }
-    return createInterface({ input: res.body, crlfDelay: Infinity });
+    return linesOf(res.body);
   }
 
   async close(): Promise<void> {
