@@ -8,12 +8,21 @@ import { PeerNotReadyError, replicateReplySchema, type PeerTransport, type Repli
  * The HTTP side of PeerTransport: one keep-alive undici Pool per peer. Every request has a
  * deadline, so a paused peer costs at most `requestTimeoutMs` and never hangs the loop.
  */
-/** The body's lines; the body is destroyed however the reader stops, so no connection leaks. */
+/**
+ * The body's lines. The body is destroyed however the reader stops, so a transfer that fails
+ * half-way does not hold a pooled connection. A reader that stops early (the trailer was read)
+ * makes undici's body emit an abort error on destroy; errors reach the reader through the
+ * iterator, so the no-op listeners only keep that last one from crashing the process.
+ */
 async function* linesOf(body: Readable): AsyncGenerator<string> {
+  const lines = createInterface({ input: body, crlfDelay: Infinity });
+  lines.on('error', () => {});
+  body.on('error', () => {});
   try {
-    yield* createInterface({ input: body, crlfDelay: Infinity });
+    yield* lines;
   } finally {
-    body.destroy();
+    lines.close();
+    if (!body.destroyed) body.destroy();
   }
 }
 

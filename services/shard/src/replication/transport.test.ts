@@ -1,0 +1,59 @@
+import { createServer, type Server } from 'node:http';
+import { MemoryStore } from '../store';
+import { installSnapshot } from './snapshot';
+import { HttpPeer } from './transport';
+import { PeerNotReadyError } from './messages';
+
+/** The HTTP edge of replication, against a plain local server standing in for the peer. */
+let server: Server;
+let url: string;
+let respond: (res: import('node:http').ServerResponse) => void;
+
+beforeAll(async () => {
+  server = createServer((_req, res) => respond(res));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+});
+afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+function trailerFor(pairs: Array<[string, string]>): string {
+  const s = new MemoryStore();
+  pairs.forEach(([k, v], i) => s.apply({ seq: i + 1, op: 'put', key: k, value: v }));
+  return JSON.stringify({ end: true, seq: pairs.length, digest: s.digest() });
+}
+
+test('a transfer whose stream goes on after the trailer does not crash the process', async () => {
+  // The receiver stops at the trailer and destroys the body; undici then emits an abort error
+  // that once went unhandled and killed the follower after every state transfer.
+  respond = (res) => {
+    res.write(`{"shard":"s","seq":1,"keys":1}\n["a","b"]\n${trailerFor([['a', 'b']])}\n`);
+    setTimeout(() => res.end(), 30);
+  };
+  const peer = new HttpPeer(url, undefined, 2000);
+  for (let i = 0; i < 20; i += 1) {
+    const store = new MemoryStore();
+    await installSnapshot(await peer.snapshot(), store, 's');
+    expect(store.get('a')).toBe('b');
+  }
+  await peer.close();
+});
+
+test('a 503 from the peer is reported as PeerNotReadyError, other failures as plain errors', async () => {
+  const peer = new HttpPeer(url, undefined, 2000);
+  respond = (res) => res.writeHead(503).end('{"error":{"code":"not_ready"}}');
+  await expect(peer.snapshot()).rejects.toBeInstanceOf(PeerNotReadyError);
+  respond = (res) => res.writeHead(401).end('{}');
+  await expect(peer.snapshot()).rejects.not.toBeInstanceOf(PeerNotReadyError);
+  await peer.close();
+});
+
+test('a stream cut before its trailer is refused and leaves the store as it was', async () => {
+  respond = (res) => res.end('{"shard":"s","seq":9,"keys":2}\n["a","b"]\n');
+  const peer = new HttpPeer(url, undefined, 2000);
+  const store = new MemoryStore();
+  store.apply({ seq: 1, op: 'put', key: 'old', value: 'v' });
+  await expect(installSnapshot(await peer.snapshot(), store, 's')).rejects.toThrow(/without a trailer/);
+  expect(store.get('old')).toBe('v');
+  expect(store.seq).toBe(1);
+  await peer.close();
+});
