@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type Koa from 'koa';
-import { ERRORS, KvError } from './errors';
+import { KvError } from './errors';
 import type { Logger } from './log';
 
 /**
@@ -89,8 +89,4 @@ export async function listen(app: Koa, port: number, host: string): Promise<Serv
 
 export function authHeaders(token: string | undefined): Record<string, string> {
   return token === undefined ? {} : { authorization: `Bearer ${token}` };
-}
-
-export function statusOf(code: keyof typeof ERRORS): number {
-  return ERRORS[code].status;
 }

@@ -38,9 +38,3 @@ export function isTimeout(err: unknown): boolean {
     e?.code === 'UND_ERR_BODY_TIMEOUT'
   );
 }
-
-/** True when the error proves the request never reached the other node. */
-export function isConnectFailure(err: unknown): boolean {
-  const code = errorCode(err);
-  return code !== undefined && CONNECT_FAILURES.has(code);
-}
