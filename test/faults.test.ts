@@ -100,6 +100,18 @@ function parseSnapshot(text: string) {
 let uniq = 0;
 const value = (tag: string) => `${tag}-${process.pid}-${(uniq += 1)}`;
 
+/** Writes a fresh value to each key through the router, requiring 200; returns what was acknowledged. */
+async function putAcknowledged(keys: string[]): Promise<Map<string, string>> {
+  const acked = new Map<string, string>();
+  for (const key of keys) {
+    const v = value(key);
+    const r = await put(cluster.router.url, key, v);
+    expect({ key, status: r.status }).toEqual({ key, status: 200 });
+    acked.set(key, v);
+  }
+  return acked;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 describe('fault tolerance', () => {
@@ -254,13 +266,7 @@ describe('fault tolerance', () => {
     const { leader, follower } = shard(1);
     const [ackKeys, duringKeys, laterKeys] = [await keysOn(cluster, 'shard-1', 8, 'fk-ack'), await keysOn(cluster, 'shard-1', 400, 'fk-down'), await keysOn(cluster, 'shard-1', 5, 'fk-later')];
 
-    const acked = new Map<string, string>();
-    for (const key of ackKeys) {
-      const v = value(key);
-      const r = await put(cluster.router.url, key, v);
-      expect({ key, status: r.status }).toEqual({ key, status: 200 });
-      acked.set(key, v);
-    }
+    const acked = await putAcknowledged(ackKeys);
     const deletedKey = ackKeys[0]!;
     expect((await del(cluster.router.url, deletedKey)).status).toBe(200);
     acked.delete(deletedKey);
@@ -333,13 +339,7 @@ describe('fault tolerance', () => {
     const proc = cluster.process(name);
     const keys = await keysOn(cluster, 'shard-2', 12, 'lk');
 
-    const acked = new Map<string, string>();
-    for (const key of keys) {
-      const v = value(key);
-      const r = await put(cluster.router.url, key, v);
-      expect({ key, status: r.status }).toEqual({ key, status: 200 });
-      acked.set(key, v);
-    }
+    const acked = await putAcknowledged(keys);
     // The last acknowledged op on a key is a delete: it must stay deleted.
     const deletedKey = keys[1]!;
     expect((await del(cluster.router.url, deletedKey)).status).toBe(200);

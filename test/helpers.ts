@@ -1,3 +1,4 @@
+import { ShardRing } from '@shardkv/router/dist/ring';
 import { Cluster, type ClusterOptions } from '@shardkv/tools';
 import { request } from 'undici';
 
@@ -71,14 +72,11 @@ export async function eventually(check: () => Promise<boolean>, timeoutMs = 10_0
   }
 }
 
-/** Finds keys that the router places on the given shard, by asking the leader after a write. */
-export function keysOn(cluster: Cluster, shardId: string, count: number, prefix = 'k'): Promise<string[]> {
-  return findKeys(cluster, shardId, count, prefix);
-}
-
-async function findKeys(cluster: Cluster, shardId: string, count: number, prefix: string): Promise<string[]> {
-  // The router's ring is deterministic over shard ids, so the test computes it the same way.
-  const { ShardRing } = await import('@shardkv/router/dist/ring');
+/**
+ * Keys the router places on the given shard. The ring is deterministic over shard ids, so the
+ * test computes the same placement as the router.
+ */
+export async function keysOn(cluster: Cluster, shardId: string, count: number, prefix = 'k'): Promise<string[]> {
   const ring = new ShardRing(cluster.shards.map((s) => s.id));
   const keys: string[] = [];
   for (let i = 0; keys.length < count; i += 1) {

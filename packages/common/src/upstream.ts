@@ -29,7 +29,7 @@ function errorCode(err: unknown): string | undefined {
   return undefined;
 }
 
-export function isTimeout(err: unknown): boolean {
+function isTimeout(err: unknown): boolean {
   const e = err as { name?: string; code?: string; cause?: { name?: string } } | undefined;
   return (
     e?.name === 'TimeoutError' ||

@@ -62,8 +62,7 @@ function addPublicRoutes(router: Router, { config, store, role }: ShardAppDeps):
   }
 
   router.get('/health', (ctx) => {
-    const ready = role.kind === 'leader' ? role.leader.serving : role.follower.snapshotable;
-    if (!ready) throw new KvError('not_ready', `${config.nodeName} is not ready`);
+    if (!canServeState(role)) throw new KvError('not_ready', `${config.nodeName} is not ready`);
     ctx.body = { status: 'ok', node: config.nodeName, role: role.kind };
   });
 
@@ -78,6 +77,11 @@ function addPublicRoutes(router: Router, { config, store, role }: ShardAppDeps):
       ...(role.kind === 'leader' ? leaderStatus(role.leader, config) : { ...role.follower.status, leader: config.peerUrl }),
     };
   });
+}
+
+/** Healthy, and able to hand its state to its peer: a serving leader, a follower not mid-transfer. */
+function canServeState(role: NodeRole): boolean {
+  return role.kind === 'leader' ? role.leader.serving : role.follower.snapshotable;
 }
 
 function leaderStatus(leader: Leader, config: ShardConfig) {
@@ -108,8 +112,7 @@ function addInternalRoutes(router: Router, { config, store, role }: ShardAppDeps
   }
 
   router.get('/internal/snapshot', (ctx) => {
-    const ready = role.kind === 'leader' ? role.leader.serving : role.follower.snapshotable;
-    if (!ready) throw new KvError('not_ready', `${config.nodeName} cannot serve a state transfer now`);
+    if (!canServeState(role)) throw new KvError('not_ready', `${config.nodeName} cannot serve a state transfer now`);
     ctx.type = 'application/x-ndjson';
     ctx.body = Readable.from(snapshotLines(store, config.shardId));
   });

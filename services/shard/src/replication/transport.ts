@@ -29,6 +29,8 @@ async function* linesOf(body: Readable): AsyncGenerator<string> {
 export class HttpPeer implements PeerTransport {
   private readonly pool: Pool;
   private readonly headers: Record<string, string>;
+  /** Built once: the replication loop sends on this peer many times a second. */
+  private readonly replicateHeaders: Record<string, string>;
 
   constructor(
     readonly url: string,
@@ -38,13 +40,14 @@ export class HttpPeer implements PeerTransport {
     // Few connections: the replication loop keeps one request in flight, plus a state transfer.
     this.pool = new Pool(url, { connections: 4, connectTimeout: requestTimeoutMs });
     this.headers = authHeaders(token);
+    this.replicateHeaders = { ...this.headers, 'content-type': 'application/json' };
   }
 
   async replicate(body: string): Promise<ReplicateReply> {
     const res = await this.pool.request({
       path: '/internal/replicate',
       method: 'POST',
-      headers: { ...this.headers, 'content-type': 'application/json' },
+      headers: this.replicateHeaders,
       body,
       signal: AbortSignal.timeout(this.requestTimeoutMs),
     });
