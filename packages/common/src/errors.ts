@@ -34,6 +34,8 @@ export const ERRORS = {
   no_replica: { status: 503, outcome: 'definite' },
   replication_queue_full: { status: 503, outcome: 'definite' },
   not_ready: { status: 503, outcome: 'definite' },
+  /** The node's store refuses writes (disk full, I/O error); checked before anything is sequenced. */
+  storage_unavailable: { status: 503, outcome: 'definite' },
   shard_unavailable: { status: 503, outcome: 'definite' },
   // 504: the outcome is unknown.
   replication_timeout: { status: 504, outcome: 'indeterminate' },

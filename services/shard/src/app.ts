@@ -6,7 +6,7 @@ import type { ShardConfig } from './config';
 import type { Follower } from './replication/follower';
 import type { Leader } from './replication/leader';
 import { replicateRequestSchema } from './replication/messages';
-import { snapshotLines } from './replication/snapshot';
+import { transferLines } from './replication/transfer';
 import type { KvStore } from './store';
 
 export type NodeRole = { kind: 'leader'; leader: Leader } | { kind: 'follower'; follower: Follower };
@@ -81,7 +81,7 @@ function addPublicRoutes(router: Router, { config, store, role }: ShardAppDeps):
 
 /** Healthy, and able to hand its state to its peer: a serving leader, a follower not mid-transfer. */
 function canServeState(role: NodeRole): boolean {
-  return role.kind === 'leader' ? role.leader.serving : role.follower.snapshotable;
+  return role.kind === 'leader' ? role.leader.serving : role.follower.transferable;
 }
 
 function leaderStatus(leader: Leader, config: ShardConfig) {
@@ -104,16 +104,18 @@ function leaderStatus(leader: Leader, config: ShardConfig) {
 
 function addInternalRoutes(router: Router, { config, store, role }: ShardAppDeps): void {
   if (role.kind === 'follower') {
-    router.post('/internal/replicate', requireJson, jsonBody(config.internalBodyBytesMax), (ctx) => {
+    router.post('/internal/replicate', requireJson, jsonBody(config.internalBodyBytesMax), async (ctx) => {
       const parsed = replicateRequestSchema.safeParse(ctx.request.body);
       if (!parsed.success) throw new KvError('invalid_body', `bad replicate message: ${parsed.error.issues[0]?.message}`);
-      ctx.body = role.follower.onReplicate(parsed.data);
+      ctx.body = await role.follower.onReplicate(parsed.data);
     });
   }
 
-  router.get('/internal/snapshot', (ctx) => {
-    if (!canServeState(role)) throw new KvError('not_ready', `${config.nodeName} cannot serve a state transfer now`);
+  router.get('/internal/transfer', (ctx) => {
+    const fromSeq = Number(ctx.query['fromSeq']);
+    if (!Number.isSafeInteger(fromSeq) || fromSeq < 1) throw new KvError('bad_request', 'fromSeq must be a positive integer');
+    if (!canServeState(role)) throw new KvError('not_ready', `${config.nodeName} cannot serve a transfer now`);
     ctx.type = 'application/x-ndjson';
-    ctx.body = Readable.from(snapshotLines(store, config.shardId));
+    ctx.body = Readable.from(transferLines(store, config.shardId, fromSeq));
   });
 }

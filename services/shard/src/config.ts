@@ -1,4 +1,5 @@
 import { BODY_BYTES_MAX, envInt, envOptionalString, envPort, envUrl, parseEnv } from '@shardkv/common';
+import { join, resolve } from 'node:path';
 import { z } from 'zod';
 
 const MiB = 1024 * 1024;
@@ -13,7 +14,12 @@ const schema = z
     LEADER_URL: envUrl().optional(),
     FOLLOWER_URL: envUrl().optional(),
     CLUSTER_TOKEN: envOptionalString(),
-    STORAGE: z.enum(['memory']).default('memory'),
+    STORAGE: z.enum(['lmdb', 'memory']).default('lmdb'),
+    DATA_DIR: envOptionalString(),
+    /** Stored in every data directory: a directory from another cluster is refused at start-up. */
+    CLUSTER_ID: z.string().min(1).default('shardkv'),
+    LOG_WINDOW_ENTRIES: envInt(100_000, 1),
+    LOG_WINDOW_BYTES: envInt(64 * MiB, 1024),
     REPLICATION_TIMEOUT_MS: envInt(2000, 1),
     HEARTBEAT_INTERVAL_MS: envInt(250, 10),
     RETRY_BACKOFF_MS: envInt(250, 10),
@@ -29,15 +35,19 @@ export type ShardConfig = ReturnType<typeof loadConfig>;
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
   const c = parseEnv(schema, env);
+  const nodeName = c.NODE_NAME ?? `${c.SHARD_ID}-${c.ROLE}`;
   return {
     shardId: c.SHARD_ID,
     role: c.ROLE,
-    nodeName: c.NODE_NAME ?? `${c.SHARD_ID}-${c.ROLE}`,
+    nodeName,
     host: c.HOST,
     port: c.PORT,
     peerUrl: (c.ROLE === 'leader' ? c.FOLLOWER_URL : c.LEADER_URL)!,
     clusterToken: c.CLUSTER_TOKEN,
     storage: c.STORAGE,
+    dataDir: resolve(c.DATA_DIR ?? join('data', nodeName)),
+    clusterId: c.CLUSTER_ID,
+    logWindow: { entriesMax: c.LOG_WINDOW_ENTRIES, bytesMax: c.LOG_WINDOW_BYTES },
     replicationTimeoutMs: c.REPLICATION_TIMEOUT_MS,
     heartbeatIntervalMs: c.HEARTBEAT_INTERVAL_MS,
     retryBackoffMs: c.RETRY_BACKOFF_MS,

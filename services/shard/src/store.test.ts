@@ -1,50 +1,185 @@
-import { MemoryStore } from './store';
-import type { Entry } from './replication/log';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LmdbStore, StorageConfigError, type StoreIdentity } from './lmdb-store';
+import type { Entry, LogRecord } from './replication/log';
+import { MemoryStore, type KvStore, type LogWindow } from './store';
 
-const put = (seq: number, key: string, value: string): Entry => ({ seq, op: 'put', key, value });
-const del = (seq: number, key: string): Entry => ({ seq, op: 'del', key });
+const rec = (entry: Entry): LogRecord => {
+  const json = JSON.stringify(entry);
+  return { entry, json, bytes: Buffer.byteLength(json) };
+};
+const put = (seq: number, key: string, value: string) => rec({ seq, op: 'put', key, value });
+const del = (seq: number, key: string) => rec({ seq, op: 'del', key });
+const WIDE: LogWindow = { entriesMax: 1000, bytesMax: 1 << 20 };
+const ID: StoreIdentity = { cluster: 'c1', shard: 's0', node: 's0-leader' };
 
-describe('MemoryStore', () => {
-  test('digest depends on the state only, not on the history that led to it', () => {
-    const a = new MemoryStore();
-    const b = new MemoryStore();
-    [put(1, 'x', '1'), put(2, 'y', '2'), put(3, 'x', '3')].forEach((e) => a.apply(e));
-    [put(1, 'y', '2'), put(2, 'z', 'gone'), put(3, 'x', '3'), del(4, 'z')].forEach((e) => b.apply(e));
+const dirs: string[] = [];
+const stores: KvStore[] = [];
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'shardkv-store-'));
+  dirs.push(d);
+  return d;
+}
+async function lmdb(dir = tempDir(), window = WIDE, identity = ID): Promise<LmdbStore> {
+  const s = await LmdbStore.open(dir, identity, window);
+  stores.push(s);
+  return s;
+}
+afterAll(async () => {
+  await Promise.all(stores.map((s) => s.close().catch(() => {})));
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const engines: Array<[string, (window?: LogWindow) => Promise<KvStore>]> = [
+  ['memory', async (window = WIDE) => new MemoryStore(window)],
+  ['lmdb', (window = WIDE) => lmdb(tempDir(), window)],
+];
+
+const pairsOf = (s: KvStore) => {
+  const v = s.view();
+  try {
+    return [...v.pairs()].sort();
+  } finally {
+    v.close();
+  }
+};
+
+describe.each(engines)('%s store', (_name, make) => {
+  test('digest depends on the state only, not on the history that led to it', async () => {
+    const a = await make();
+    const b = await make();
+    await a.apply([put(1, 'x', '1'), put(2, 'y', '2'), put(3, 'x', '3')]);
+    await b.apply([put(1, 'y', '2'), put(2, 'z', 'gone')]);
+    await b.apply([put(3, 'x', '3'), del(4, 'z')]);
     expect(a.digest()).toBe(b.digest());
+    expect(a.size).toBe(2);
+    expect(b.size).toBe(2);
   });
 
-  test('digest tells apart states that differ in one value, or in where a key ends', () => {
-    const a = new MemoryStore();
-    const b = new MemoryStore();
-    a.apply(put(1, 'ab', 'c'));
-    b.apply(put(1, 'a', 'bc'));
+  test('digest tells apart states that differ in one value, or in where a key ends', async () => {
+    const a = await make();
+    const b = await make();
+    await a.apply([put(1, 'ab', 'c')]);
+    await b.apply([put(1, 'a', 'bc')]);
     expect(a.digest()).not.toBe(b.digest());
-    const empty = new MemoryStore().digest();
-    const c = new MemoryStore();
-    c.apply(put(1, 'k', 'v'));
-    c.apply(del(2, 'k'));
-    expect(c.digest()).toBe(empty);
+    const c = await make();
+    await c.apply([put(1, 'k', 'v'), del(2, 'k')]);
+    expect(c.digest()).toBe(new MemoryStore(WIDE).digest());
   });
 
-  test('apply reports whether the key existed, and refuses anything but seq + 1', () => {
-    const s = new MemoryStore();
-    expect(s.apply(put(1, 'k', 'v'))).toBe(false);
-    expect(s.apply(put(2, 'k', 'w'))).toBe(true);
-    expect(s.apply(del(3, 'k'))).toBe(true);
-    expect(s.apply(del(4, 'k'))).toBe(false);
-    expect(() => s.apply(put(6, 'k', 'v'))).toThrow(/seq 6 after 4/);
-    expect(() => s.apply(put(4, 'k', 'v'))).toThrow();
+  test('apply reports whether each key existed, and refuses anything but seq + 1 without applying', async () => {
+    const s = await make();
+    expect(await s.apply([put(1, 'k', 'v'), put(2, 'k', 'w'), del(3, 'k'), del(4, 'k')])).toEqual([false, true, true, false]);
+    await expect(s.apply([put(5, 'a', '1'), put(7, 'b', '2')])).rejects.toThrow(/seq 7 after 5/);
+    await expect(s.apply([put(4, 'k', 'v')])).rejects.toThrow();
+    expect(s.seq).toBe(4);
+    expect(s.get('a')).toBeUndefined();
   });
 
-  test('restore replaces the whole state only on commit', () => {
-    const s = new MemoryStore();
-    s.apply(put(1, 'old', 'v'));
-    const r = s.restore();
-    r.put('new', 'v');
+  test('keys with awkward characters round-trip', async () => {
+    const s = await make();
+    const keys = ['\u0000a', 'a\u0000b', '\u0001', ' space ', 'é', '日本', '1', 'true', 'k'.repeat(1024)];
+    await s.apply(keys.map((k, i) => put(i + 1, k, `v${i}`)));
+    keys.forEach((k, i) => expect(s.get(k)).toBe(`v${i}`));
+    expect(pairsOf(s).map(([k]) => k).sort()).toEqual([...keys].sort());
+  });
+
+  test('the log window keeps the newest entries within its entry and byte limits', async () => {
+    const s = await make({ entriesMax: 5, bytesMax: 1 << 20 });
+    await s.apply(Array.from({ length: 12 }, (_, i) => put(i + 1, `k${i}`, 'v')));
+    const v = s.view();
+    expect(v.logStartSeq).toBe(8);
+    expect([...v.entries(10)].map((j) => (JSON.parse(j) as Entry).seq)).toEqual([10, 11, 12]);
+    v.close();
+    const b = await make({ entriesMax: 1000, bytesMax: 200 });
+    await b.apply(Array.from({ length: 20 }, (_, i) => put(i + 1, `k${i}`, 'x'.repeat(20))));
+    const bv = b.view();
+    const kept = [...bv.entries(bv.logStartSeq)];
+    expect(kept.reduce((n, j) => n + Buffer.byteLength(j), 0)).toBeLessThanOrEqual(200);
+    expect(kept.length).toBe(20 - bv.logStartSeq + 1);
+    expect((JSON.parse(kept[kept.length - 1]!) as Entry).seq).toBe(20);
+    bv.close();
+  });
+
+  test('restore replaces the whole state only on commit, with an empty log window', async () => {
+    const s = await make();
+    await s.apply([put(1, 'old', 'v')]);
+    const r = await s.restore();
+    await r.put([['new', 'v'], ['n2', 'w']]);
     expect(s.get('old')).toBe('v');
-    r.commit(7);
+    expect(s.get('new')).toBeUndefined();
+    await r.commit(7);
     expect(s.get('old')).toBeUndefined();
     expect(s.get('new')).toBe('v');
     expect(s.seq).toBe(7);
+    expect(s.size).toBe(2);
+    expect(s.view().logStartSeq).toBe(8);
+    await s.apply([put(8, 'after', 'x')]);
+    expect(s.get('after')).toBe('x');
+  });
+});
+
+describe('lmdb store', () => {
+  test('a reopened directory has the same state, seq, digest, size and log window', async () => {
+    const dir = tempDir();
+    const a = await LmdbStore.open(dir, ID, { entriesMax: 3, bytesMax: 1 << 20 });
+    await a.apply([put(1, 'a', '1'), put(2, 'b', '2'), del(3, 'a'), put(4, 'c', '3')]);
+    const before = { seq: a.seq, digest: a.digest(), size: a.size };
+    await a.close();
+    const b = await lmdb(dir, { entriesMax: 3, bytesMax: 1 << 20 });
+    expect({ seq: b.seq, digest: b.digest(), size: b.size }).toEqual(before);
+    expect(b.get('b')).toBe('2');
+    expect(b.get('a')).toBeUndefined();
+    const v = b.view();
+    expect(v.logStartSeq).toBe(2);
+    expect([...v.entries(2)].length).toBe(3);
+    v.close();
+  });
+
+  test('a restored state survives a reopen; the replaced one is gone', async () => {
+    const dir = tempDir();
+    const a = await LmdbStore.open(dir, ID, WIDE);
+    await a.apply([put(1, 'old', 'v')]);
+    const r = await a.restore();
+    await r.put([['new', 'v']]);
+    await r.commit(5);
+    await a.close();
+    const b = await lmdb(dir);
+    expect(b.seq).toBe(5);
+    expect(b.get('new')).toBe('v');
+    expect(b.get('old')).toBeUndefined();
+    expect(pairsOf(b)).toEqual([['new', 'v']]);
+  });
+
+  test('a view is a consistent snapshot while writes go on', async () => {
+    const s = await lmdb();
+    await s.apply([put(1, 'a', '1'), put(2, 'b', '2')]);
+    const v = s.view();
+    await s.apply([put(3, 'a', 'changed'), put(4, 'c', '3')]);
+    expect(v.seq).toBe(2);
+    expect([...v.pairs()].sort()).toEqual([['a', '1'], ['b', '2']]);
+    expect([...v.entries(1)].length).toBe(2);
+    v.close();
+  });
+
+  test("refuses a directory that belongs to another node, shard or cluster", async () => {
+    const dir = tempDir();
+    const a = await LmdbStore.open(dir, ID, WIDE);
+    await a.apply([put(1, 'k', 'v')]);
+    await a.close();
+    for (const other of [{ ...ID, shard: 's1' }, { ...ID, node: 's0-follower' }, { ...ID, cluster: 'c2' }]) {
+      await expect(LmdbStore.open(dir, other, WIDE)).rejects.toThrow(StorageConfigError);
+    }
+    await expect(LmdbStore.open(dir, { ...ID, shard: 's1' }, WIDE)).rejects.toThrow(/belongs to .*"shard":"s0"/);
+    const again = await lmdb(dir);
+    expect(again.get('k')).toBe('v');
+  });
+
+  test('a data directory that cannot be created is a clear configuration error', async () => {
+    const file = join(tempDir(), 'a-file');
+    writeFileSync(file, 'not a directory');
+    await expect(LmdbStore.open(join(file, 'data'), ID, WIDE)).rejects.toThrow(StorageConfigError);
+    await expect(LmdbStore.open(join(file, 'data'), ID, WIDE)).rejects.toThrow(/cannot open data directory/);
   });
 });

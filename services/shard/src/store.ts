@@ -1,32 +1,59 @@
 import { createHash } from 'node:crypto';
-import type { Entry } from './replication/log';
+import type { LogRecord } from './replication/log';
 
 /**
- * The storage engine behind a node. A store holds the node's applied state and the sequence
- * number of the last entry it applied; `apply` is the only way state changes during normal
- * operation, so state and `seq` cannot disagree.
+ * The storage engine behind a node. A store holds the node's applied state, the sequence number
+ * of the last entry it applied and a bounded window of the most recent entries (the log a peer
+ * that fell behind catches up from). `apply` changes all three in one atomic step, so they can
+ * never disagree, not even after a crash.
  */
 export interface KvStore {
+  /** Survives a restart: `lmdb` does, `memory` does not. */
+  readonly durable: boolean;
   /** Sequence number of the last applied entry (0 for an empty store). */
   readonly seq: number;
   readonly size: number;
   get(key: string): string | undefined;
-  /** Applies the next entry; `entry.seq` must be `seq + 1`. Returns whether the key existed. */
-  apply(entry: Entry): boolean;
+  /**
+   * Applies entries `seq + 1 ...` in order, as one transaction that is durable when the promise
+   * resolves; resolves with whether each key existed just before its entry. If it rejects,
+   * nothing was applied. Calls must not overlap: each waits for the previous one.
+   */
+  apply(records: readonly LogRecord[]): Promise<boolean[]>;
   /** A hash of the whole key/value state: equal on two stores exactly when their states are equal. */
   digest(): string;
-  /** Every key/value pair, for state transfer. */
-  scan(): IterableIterator<[string, string]>;
-  /** Starts replacing the whole state (state transfer); the old state serves until `commit`. */
-  restore(): StoreRestore;
+  /** A consistent point-in-time view, for a state transfer. Must be closed. */
+  view(): StoreView;
+  /** Starts replacing the whole state (full state transfer); the old state serves until `commit`. */
+  restore(): Promise<StoreRestore>;
+  close(): Promise<void>;
+}
+
+export interface StoreView {
+  readonly seq: number;
+  readonly size: number;
+  readonly digest: string;
+  /** The first entry still held in the log window (`seq + 1` when the window is empty). */
+  readonly logStartSeq: number;
+  pairs(): Iterable<[string, string]>;
+  /** The logged entries `fromSeq ... seq`, JSON-encoded as they were sequenced. */
+  entries(fromSeq: number): Iterable<string>;
+  close(): void;
 }
 
 export interface StoreRestore {
-  put(key: string, value: string): void;
+  /** Adds pairs to the state being built; each call is one bounded write. */
+  put(pairs: readonly [string, string][]): Promise<void>;
   /** The digest of what has been put so far, to verify a transfer before it is committed. */
   digest(): string;
-  /** Swaps the restored state in, as of `seq`. */
-  commit(seq: number): void;
+  /** Swaps the restored state in, as of `seq`, with an empty log window. */
+  commit(seq: number): Promise<void>;
+}
+
+/** The log window a store keeps: whichever limit is reached first trims the oldest entries. */
+export interface LogWindow {
+  entriesMax: number;
+  bytesMax: number;
 }
 
 const DIGEST_MOD = 1n << 256n;
@@ -44,8 +71,11 @@ export function pairHash(key: string, value: string): bigint {
   return BigInt(`0x${h.digest('hex')}`);
 }
 
-class DigestSum {
-  value = 0n;
+export class DigestSum {
+  constructor(public value = 0n) {}
+  static fromHex(hex: string): DigestSum {
+    return new DigestSum(BigInt(`0x${hex}`));
+  }
   add(key: string, val: string): void {
     this.value = (this.value + pairHash(key, val)) % DIGEST_MOD;
   }
@@ -57,11 +87,26 @@ class DigestSum {
   }
 }
 
+/** The store-side invariant every engine checks before it writes anything: entries follow `lastSeq` exactly. */
+export function assertSequence(lastSeq: number, records: readonly LogRecord[]): void {
+  let last = lastSeq;
+  for (const { entry } of records) {
+    if (entry.seq !== last + 1) throw new Error(`store invariant: applying seq ${entry.seq} after ${last}`);
+    last = entry.seq;
+  }
+}
+
 /** `STORAGE=memory`: a Map. Nothing survives a restart; a node recovers from its peer. */
 export class MemoryStore implements KvStore {
+  readonly durable = false;
   private map = new Map<string, string>();
   private sum = new DigestSum();
   private lastSeq = 0;
+  /** The log window, oldest first. Records are immutable, so a view can share them. */
+  private log: LogRecord[] = [];
+  private logBytes = 0;
+
+  constructor(private readonly window: LogWindow) {}
 
   get seq(): number {
     return this.lastSeq;
@@ -75,10 +120,13 @@ export class MemoryStore implements KvStore {
     return this.map.get(key);
   }
 
-  apply(entry: Entry): boolean {
-    if (entry.seq !== this.lastSeq + 1) {
-      throw new Error(`store invariant: applying seq ${entry.seq} after ${this.lastSeq}`);
-    }
+  async apply(records: readonly LogRecord[]): Promise<boolean[]> {
+    assertSequence(this.lastSeq, records);
+    return records.map((record) => this.applyOne(record));
+  }
+
+  private applyOne(record: LogRecord): boolean {
+    const { entry } = record;
     const old = this.map.get(entry.key);
     if (old !== undefined) this.sum.remove(entry.key, old);
     if (entry.op === 'put') {
@@ -88,33 +136,77 @@ export class MemoryStore implements KvStore {
       this.map.delete(entry.key);
     }
     this.lastSeq = entry.seq;
+    this.log.push(record);
+    this.logBytes += record.bytes;
+    this.trimLog();
     return old !== undefined;
+  }
+
+  private trimLog(): void {
+    let drop = 0;
+    while (drop < this.log.length && (this.log.length - drop > this.window.entriesMax || this.logBytes > this.window.bytesMax)) {
+      this.logBytes -= this.log[drop]!.bytes;
+      drop += 1;
+    }
+    if (drop > 0) this.log = this.log.slice(drop);
   }
 
   digest(): string {
     return this.sum.hex();
   }
 
-  scan(): IterableIterator<[string, string]> {
-    return this.map.entries();
+  /** The Map is live, so the view fails (truncating a transfer) if the state moves under it. */
+  view(): StoreView {
+    const seq = this.lastSeq;
+    const log = this.log;
+    const logStartSeq = log[0]?.entry.seq ?? seq + 1;
+    const assertUnchanged = () => {
+      if (this.lastSeq !== seq) throw new Error(`state changed during transfer (seq ${seq} -> ${this.lastSeq})`);
+    };
+    const map = this.map;
+    return {
+      seq,
+      size: this.map.size,
+      digest: this.sum.hex(),
+      logStartSeq,
+      *pairs() {
+        let n = 0;
+        for (const pair of map) {
+          if ((n += 1) % 1024 === 0) assertUnchanged();
+          yield pair;
+        }
+        assertUnchanged();
+      },
+      *entries(fromSeq) {
+        // The array may have grown since (appends are in place): stop at the view's seq.
+        for (let i = Math.max(0, fromSeq - logStartSeq); i < log.length && log[i]!.entry.seq <= seq; i += 1) yield log[i]!.json;
+      },
+      close() {},
+    };
   }
 
-  restore(): StoreRestore {
+  async restore(): Promise<StoreRestore> {
     const map = new Map<string, string>();
     const sum = new DigestSum();
     return {
-      put: (key, value) => {
-        const old = map.get(key);
-        if (old !== undefined) sum.remove(key, old);
-        map.set(key, value);
-        sum.add(key, value);
+      put: async (pairs) => {
+        for (const [key, value] of pairs) {
+          const old = map.get(key);
+          if (old !== undefined) sum.remove(key, old);
+          map.set(key, value);
+          sum.add(key, value);
+        }
       },
       digest: () => sum.hex(),
-      commit: (seq) => {
+      commit: async (seq) => {
         this.map = map;
         this.sum = sum;
         this.lastSeq = seq;
+        this.log = [];
+        this.logBytes = 0;
       },
     };
   }
+
+  async close(): Promise<void> {}
 }

@@ -1,12 +1,12 @@
 import { KvError, type Logger } from '@shardkv/common';
 import type { KvStore } from '../store';
-import { assertContiguous, needsStateTransfer, planApply } from './log';
+import { assertContiguous, needsCatchUp, planApply, type Entry, type LogRecord } from './log';
 import { PeerNotReadyError, type PeerTransport, type ReplicateReply, type ReplicateRequest } from './messages';
-import { installSnapshot } from './snapshot';
+import { catchUpFrom, type CatchUpResult } from './transfer';
 
 /**
  * - `waiting`: started, not yet contacted by the leader; its state may be stale, so it serves no reads.
- * - `catching_up`: loading a state transfer from the leader; serves no reads, applies nothing.
+ * - `catching_up`: pulling what it lacks from the leader (log tail or full state); applies nothing else.
  * - `replicating`: applying the log, but behind the leader's last entry.
  * - `in_sync`: has applied every entry the leader had sequenced at the last contact.
  */
@@ -18,15 +18,18 @@ export interface FollowerOptions {
 }
 
 /**
- * The follower of one shard. It applies the leader's entries strictly in sequence order, and
- * takes a full state transfer when it is behind the start of the leader's log (after a restart
- * with an empty store). Entries are applied, and so durable on this node, before they are
- * acknowledged: the leader makes them visible only after that acknowledgement.
+ * The follower of one shard. It applies the leader's entries strictly in sequence order and
+ * durably (one store transaction per batch) before it acknowledges them: the leader makes an
+ * entry visible only after that acknowledgement. When it is behind the leader's in-memory log
+ * (it was away, or lost its disk) it pulls a catch-up transfer first.
  */
 export class Follower {
   private state: FollowerState = 'waiting';
   private lastContactAt = 0;
   private leaderLastSeq = 0;
+  private lastCatchUp: CatchUpResult | null = null;
+  /** Messages are handled one at a time: a batch is planned against the seq the previous one left. */
+  private handling: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly store: KvStore,
@@ -40,16 +43,17 @@ export class Follower {
       state: this.state,
       leaderLastSeq: this.leaderLastSeq,
       lastContactMsAgo: this.lastContactAt === 0 ? null : Date.now() - this.lastContactAt,
+      lastCatchUp: this.lastCatchUp,
     };
   }
 
-  /** Ready to serve reads: contacted by the leader and not in the middle of a state transfer. */
+  /** Ready to serve reads: contacted by the leader and not in the middle of a catch-up. */
   get readable(): boolean {
     return this.state === 'replicating' || this.state === 'in_sync';
   }
 
   /** The state may be served to a recovering leader only when it is not being replaced. */
-  get snapshotable(): boolean {
+  get transferable(): boolean {
     return this.state !== 'catching_up' && this.state !== 'stopped';
   }
 
@@ -58,26 +62,41 @@ export class Follower {
     return this.store.get(key);
   }
 
-  stop(): void {
+  /** Stops taking messages; resolves when the one being applied (if any) is done. */
+  async stop(): Promise<void> {
     this.state = 'stopped';
+    await this.handling.catch(() => {});
   }
 
   /** The single entry point for replication messages. */
-  onReplicate(req: ReplicateRequest): ReplicateReply {
+  onReplicate(req: ReplicateRequest): Promise<ReplicateReply> {
     if (this.state === 'stopped') throw new KvError('not_ready', 'follower stopping');
     if (req.shard !== this.opts.shardId) {
       throw new KvError('wrong_shard', `replication for shard ${req.shard} sent to a follower of ${this.opts.shardId}`);
     }
     assertContiguous(req.entries);
+    const run = this.handling.then(() => this.handle(req));
+    this.handling = run.catch(() => {});
+    return run;
+  }
+
+  private async handle(req: ReplicateRequest): Promise<ReplicateReply> {
     this.lastContactAt = Date.now();
     this.leaderLastSeq = req.lastSeq;
-    if (this.state === 'catching_up') return this.reply(false);
-    if (needsStateTransfer(this.store.seq, req.logStartSeq)) {
-      void this.catchUp(req.logStartSeq);
+    if (this.state === 'catching_up' || this.state === 'stopped') return this.reply(false);
+    if (needsCatchUp(this.store.seq, req.logStartSeq)) {
+      void this.catchUp();
       return this.reply(false);
     }
     const plan = planApply(this.store.seq, req.entries);
-    for (const entry of plan.apply) this.store.apply(entry);
+    if (plan.apply.length > 0) {
+      try {
+        await this.store.apply(plan.apply.map(toRecord));
+      } catch (err) {
+        this.logger.error({ err: String(err) }, 'cannot persist replicated entries');
+        throw new KvError('storage_unavailable', `follower cannot persist entries: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
     this.state = this.store.seq >= req.lastSeq ? 'in_sync' : 'replicating';
     return this.reply(plan.gap);
   }
@@ -86,28 +105,36 @@ export class Follower {
     return { seq: this.store.seq, catchingUp: this.state === 'catching_up', gap };
   }
 
-  /** Replaces the whole state with the leader's; the leader then resends its log from there. */
-  private async catchUp(leaderLogStartSeq: number): Promise<void> {
+  /** Pulls what it lacks; the leader then resends its in-memory log from the new seq. */
+  private async catchUp(): Promise<void> {
     this.state = 'catching_up';
-    this.logger.info({ seq: this.store.seq, leaderLogStartSeq }, 'behind the leader log: starting state transfer');
+    this.logger.info({ seq: this.store.seq }, 'behind the leader log: catching up');
     while (this.state === 'catching_up') {
       try {
-        const { seq, keys } = await installSnapshot(await this.leader.snapshot(), this.store, this.opts.shardId);
-        this.logger.info({ seq, keys }, 'state transfer done; replaying log tail');
+        const result = await catchUpFrom(this.leader, this.store, this.opts.shardId);
+        this.lastCatchUp = result;
+        this.logger.info(result, 'caught up; replaying the live log');
         if (this.state === 'catching_up') this.state = 'replicating';
         return;
       } catch (err) {
         if (err instanceof PeerNotReadyError) {
           // The leader is itself recovering, from us: waiting for it would deadlock the shard.
-          // Our old state is intact (a transfer swaps only when complete), so stand by with it
-          // and let the leader take it; the leader's next message says whether we are behind.
-          this.logger.warn({ err: err.message }, 'leader cannot serve a state transfer; standing by');
+          // Our old state is intact (a full transfer swaps only when complete, a tail applies
+          // valid prefixes), so stand by with it and let the leader take it; the leader's next
+          // message says whether we are still behind.
+          this.logger.warn({ err: err.message }, 'leader cannot serve a transfer; standing by');
           if (this.state === 'catching_up') this.state = 'waiting';
           return;
         }
-        this.logger.warn({ err: String(err) }, 'state transfer failed; retrying');
+        this.logger.warn({ err: String(err) }, 'catch-up failed; retrying');
         await new Promise((r) => setTimeout(r, this.opts.retryBackoffMs));
       }
     }
   }
+}
+
+/** Entries are logged as JSON on every node, so a follower can serve its log to a recovering leader. */
+function toRecord(entry: Entry): LogRecord {
+  const json = JSON.stringify(entry);
+  return { entry, json, bytes: Buffer.byteLength(json) };
 }

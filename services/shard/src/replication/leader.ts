@@ -1,8 +1,8 @@
 import { KvError, type Logger } from '@shardkv/common';
 import type { KvStore } from '../store';
-import { LeaderLog, type LogLimits, type Op } from './log';
+import { LeaderLog, type LogLimits, type LogRecord, type Op } from './log';
 import { replicateBody, type PeerTransport, type ReplicateReply } from './messages';
-import { installSnapshot } from './snapshot';
+import { catchUpFrom } from './transfer';
 
 export interface LeaderOptions {
   shardId: string;
@@ -42,11 +42,12 @@ export type LeaderState = 'recovering' | 'serving' | 'stopped';
 
 /**
  * The leader of one shard: the only writer. A write is sequenced in the LeaderLog, sent to the
- * follower by a single replication loop, and applied to the store (made visible) and answered
- * only when the follower has acknowledged it.
+ * follower by a single replication loop, and applied to the store (made visible and durable here)
+ * and answered only when the follower has acknowledged it, i.e. has it durably too.
  *
  * The loop keeps at most one request in flight; writes that arrive meanwhile queue in the log and
- * travel together in the next request (pipelining by batching).
+ * travel together in the next request (pipelining by batching). Acknowledged entries are applied
+ * by one chain of store transactions, one per acknowledgement, in order: that is the group commit.
  */
 export class Leader {
   private state: LeaderState = 'recovering';
@@ -56,6 +57,10 @@ export class Leader {
   private lastSentAt = 0;
   private wake: (() => void) | undefined;
   private readonly shardJson: string;
+  /** The tail of the apply chain: each store transaction starts after the previous one ends. */
+  private applying: Promise<void> = Promise.resolve();
+  /** Set while the store refuses writes (disk full, I/O error): new writes are refused, definitely. */
+  private storageError: string | undefined;
   readonly follower: FollowerView = {
     reachable: false,
     catchingUp: false,
@@ -79,6 +84,8 @@ export class Leader {
     return {
       state: this.state,
       lastSeq: this.log.lastSeq,
+      appliedSeq: this.log.appliedSeq,
+      storageError: this.storageError ?? null,
       queue: { entries: this.log.queuedEntries, bytes: this.log.queuedBytes },
     };
   }
@@ -98,6 +105,7 @@ export class Leader {
     await this.replicationLoop();
   }
 
+  /** Stops the loop and answers every waiting write; resolves when no store transaction is running. */
   async stop(): Promise<void> {
     this.state = 'stopped';
     this.wake?.();
@@ -106,6 +114,7 @@ export class Leader {
       w.reject(new KvError('replication_timeout', `leader stopping; write ${seq} may or may not commit`));
     }
     this.waiters.clear();
+    await this.applying;
   }
 
   get(key: string): string | undefined {
@@ -135,6 +144,7 @@ export class Leader {
 
   /** Fails fast, before anything is sequenced, when the write could not commit in time. */
   private assertReplicaAvailable(): void {
+    if (this.storageError !== undefined) throw new KvError('storage_unavailable', `leader cannot persist writes: ${this.storageError}`);
     const f = this.follower;
     if (f.diverged) throw new KvError('no_replica', 'follower history diverged from this leader (see leader log)');
     if (!f.reachable) throw new KvError('no_replica', `follower ${this.peer.url} is unreachable: ${f.lastError ?? 'unknown'}`);
@@ -142,19 +152,24 @@ export class Leader {
   }
 
   /**
-   * A leader that starts with an empty store (the in-memory engine after a restart) must not
-   * serve that emptiness: every acknowledged write is on its follower, so it first takes the
-   * follower's state. Until then it answers 503 not_ready.
+   * Before it serves anything, a starting leader takes whatever its follower has beyond its own
+   * `seq`. The follower can be ahead: it acknowledges an entry before the leader applies it, so a
+   * leader killed in between restarts without entries that are committed on the follower (and an
+   * in-memory leader restarts with nothing). Serving before this could show a client an older
+   * state than one it already saw. Until then reads and writes get 503 not_ready.
    */
   private async recover(): Promise<void> {
-    if (this.store.seq > 0) return;
+    let lastError = '';
     while (this.state === 'recovering') {
       try {
-        const { seq, keys } = await installSnapshot(await this.peer.snapshot(), this.store, this.opts.shardId);
-        this.logger.info({ seq, keys, from: this.peer.url }, 'recovered state from follower');
+        const result = await catchUpFrom(this.peer, this.store, this.opts.shardId);
+        this.logger.info({ ...result, from: this.peer.url }, 'reconciled with follower');
         return;
       } catch (err) {
-        this.logger.warn({ err: String(err), from: this.peer.url }, 'recovery from follower failed; retrying');
+        const message = err instanceof Error ? err.message : String(err);
+        // Logged once per distinct reason: a follower that is down for minutes is one line, not thousands.
+        if (message !== lastError) this.logger.warn({ err: message, from: this.peer.url }, 'cannot reconcile with follower yet; not serving until it answers');
+        lastError = message;
         await this.sleep(this.opts.retryBackoffMs);
       }
     }
@@ -162,7 +177,7 @@ export class Leader {
 
   private async replicationLoop(): Promise<void> {
     while (this.state === 'serving') {
-      // A follower behind the log start gets nothing but heartbeats until its state transfer ends.
+      // A follower behind the in-memory log gets nothing but heartbeats until its catch-up ends.
       const batch = this.nextSeq >= this.log.startSeq ? this.log.batchFrom(this.nextSeq) : [];
       if (batch.length === 0 && Date.now() - this.lastSentAt < this.opts.heartbeatIntervalMs) {
         await this.sleep(this.opts.heartbeatIntervalMs - (Date.now() - this.lastSentAt));
@@ -196,17 +211,37 @@ export class Leader {
     f.diverged = false;
     f.ackedSeq = reply.seq;
     this.nextSeq = reply.seq + 1;
-    if (reply.seq > this.log.committedSeq) this.commitThrough(reply.seq);
+    const acked = this.log.ackThrough(reply.seq);
+    if (acked.length > 0) this.applying = this.applying.then(() => this.applyAcked(acked));
   }
 
-  private commitThrough(seq: number): void {
-    for (const { entry } of this.log.commitThrough(seq)) {
-      const existed = this.store.apply(entry);
-      const w = this.waiters.get(entry.seq);
+  /**
+   * Applies acknowledged entries (one durable transaction), then answers their writers. If the
+   * store fails (disk full), the entries are committed on the follower, so they are retried until
+   * they apply; meanwhile new writes are refused and the waiting ones time out as indeterminate.
+   */
+  private async applyAcked(records: LogRecord[]): Promise<void> {
+    let existed: boolean[] | undefined;
+    while (existed === undefined) {
+      try {
+        existed = await this.store.apply(records);
+      } catch (err) {
+        if (this.storageError === undefined) this.logger.error({ err: String(err) }, 'store cannot apply committed entries; refusing writes and retrying');
+        this.storageError = err instanceof Error ? err.message : String(err);
+        if (this.state === 'stopped') return;
+        await new Promise((r) => setTimeout(r, this.opts.retryBackoffMs));
+      }
+    }
+    if (this.storageError !== undefined) this.logger.info('store writable again');
+    this.storageError = undefined;
+    this.log.appliedThrough(records[records.length - 1]!.entry.seq);
+    for (let i = 0; i < records.length; i += 1) {
+      const seq = records[i]!.entry.seq;
+      const w = this.waiters.get(seq);
       if (w === undefined) continue;
-      this.waiters.delete(entry.seq);
+      this.waiters.delete(seq);
       clearTimeout(w.timer);
-      w.resolve({ seq: entry.seq, existed });
+      w.resolve({ seq, existed: existed[i]! });
     }
   }
 

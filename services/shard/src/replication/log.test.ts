@@ -1,11 +1,11 @@
 import { KvError } from '@shardkv/common';
-import { LeaderLog, needsStateTransfer, planApply, type Entry, type LogLimits } from './log';
+import { LeaderLog, needsCatchUp, planApply, type Entry, type LogLimits } from './log';
 
 const limits: LogLimits = { queueEntriesMax: 5, queueBytesMax: 10_000, batchEntriesMax: 3, batchBytesMax: 10_000 };
 const put = (seq: number, key = 'k', value = 'v'): Entry => ({ seq, op: 'put', key, value });
 
 describe('LeaderLog', () => {
-  test('assigns consecutive sequence numbers after the committed one', () => {
+  test('assigns consecutive sequence numbers after the applied one', () => {
     const log = new LeaderLog(10, limits);
     expect(log.append({ op: 'put', key: 'a', value: '1' }).entry.seq).toBe(11);
     expect(log.append({ op: 'del', key: 'a' }).entry.seq).toBe(12);
@@ -38,16 +38,23 @@ describe('LeaderLog', () => {
     expect(() => bytes.append({ op: 'put', key: 'k', value: 'x'.repeat(50) })).toThrow(/queue is full/);
   });
 
-  test('commitThrough removes committed entries in order and frees their bytes', () => {
+  test('acknowledged entries are handed out once, in order, and stay queued until applied', () => {
     const log = new LeaderLog(0, limits);
     for (let i = 0; i < 4; i += 1) log.append({ op: 'put', key: `k${i}`, value: 'v' });
-    expect(log.commitThrough(2).map((r) => r.entry.seq)).toEqual([1, 2]);
-    expect(log.commitThrough(2)).toEqual([]);
-    expect(log.committedSeq).toBe(2);
+    expect(log.ackThrough(2).map((r) => r.entry.seq)).toEqual([1, 2]);
+    expect(log.ackThrough(2)).toEqual([]);
+    expect(log.ackThrough(1)).toEqual([]);
+    expect(log.ackedSeq).toBe(2);
+    expect(log.queuedEntries).toBe(4);
+    expect(() => log.ackThrough(5)).toThrow(/beyond last/);
+    expect(() => log.appliedThrough(3)).toThrow(/beyond acknowledged/);
+    log.appliedThrough(2);
+    expect(log.appliedSeq).toBe(2);
     expect(log.queuedEntries).toBe(2);
-    expect(() => log.commitThrough(5)).toThrow(/beyond last/);
-    expect(() => log.batchFrom(1)).toThrow(/already committed/);
-    log.commitThrough(4);
+    expect(() => log.batchFrom(1)).toThrow(/already applied/);
+    expect(log.batchFrom(3).map((r) => r.entry.seq)).toEqual([3, 4]);
+    expect(log.ackThrough(4).map((r) => r.entry.seq)).toEqual([3, 4]);
+    log.appliedThrough(4);
     expect(log.queuedBytes).toBe(0);
   });
 });
@@ -75,9 +82,9 @@ describe('planApply (follower)', () => {
     expect(planApply(7, [])).toEqual({ apply: [], gap: false });
   });
 
-  test('needs a state transfer only when the leader no longer holds the next entry', () => {
-    expect(needsStateTransfer(0, 1)).toBe(false);
-    expect(needsStateTransfer(9, 10)).toBe(false);
-    expect(needsStateTransfer(8, 10)).toBe(true);
+  test('needs a catch-up only when the leader no longer holds the next entry in memory', () => {
+    expect(needsCatchUp(0, 1)).toBe(false);
+    expect(needsCatchUp(9, 10)).toBe(false);
+    expect(needsCatchUp(8, 10)).toBe(true);
   });
 });

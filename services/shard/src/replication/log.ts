@@ -25,30 +25,38 @@ export interface LogLimits {
 }
 
 /**
- * The leader's log of entries that are sequenced but not yet committed (`seq > committedSeq`).
- * Sequence numbers are assigned here and nowhere else, so every write, whatever order requests
- * arrive in, has exactly one place in the shard's history.
+ * The leader's in-memory log: entries sequenced but not yet applied to its store. An entry is
+ * acknowledged (`ackedSeq`) when the follower has it durably, then applied (made visible and
+ * durable here) and dropped. Sequence numbers are assigned here and nowhere else, so every
+ * write, whatever order requests arrive in, has exactly one place in the shard's history.
  */
 export class LeaderLog {
   private records: LogRecord[] = [];
   private bytesQueued = 0;
+  private acked: number;
 
   constructor(
-    private committed: number,
+    private applied: number,
     private readonly limits: LogLimits,
-  ) {}
+  ) {
+    this.acked = applied;
+  }
 
-  get committedSeq(): number {
-    return this.committed;
+  get appliedSeq(): number {
+    return this.applied;
+  }
+
+  get ackedSeq(): number {
+    return this.acked;
   }
 
   get lastSeq(): number {
-    return this.committed + this.records.length;
+    return this.applied + this.records.length;
   }
 
-  /** The first sequence number the leader can still send. */
+  /** The first sequence number the leader can still send from memory. */
   get startSeq(): number {
-    return this.committed + 1;
+    return this.applied + 1;
   }
 
   get queuedEntries(): number {
@@ -75,7 +83,7 @@ export class LeaderLog {
 
   /** The contiguous run of entries starting at `fromSeq`, within the batch limits. */
   batchFrom(fromSeq: number): LogRecord[] {
-    if (fromSeq < this.startSeq) throw new Error(`log invariant: seq ${fromSeq} is already committed`);
+    if (fromSeq < this.startSeq) throw new Error(`log invariant: seq ${fromSeq} is already applied`);
     const batch: LogRecord[] = [];
     let bytes = 0;
     for (let i = fromSeq - this.startSeq; i < this.records.length; i += 1) {
@@ -87,14 +95,21 @@ export class LeaderLog {
     return batch;
   }
 
-  /** Removes and returns the entries up to `seq`, in order: they are now committed. */
-  commitThrough(seq: number): LogRecord[] {
-    if (seq > this.lastSeq) throw new Error(`log invariant: commit ${seq} beyond last ${this.lastSeq}`);
-    if (seq <= this.committed) return [];
-    const done = this.records.splice(0, seq - this.committed);
-    for (const r of done) this.bytesQueued -= r.bytes;
-    this.committed = seq;
-    return done;
+  /** Marks entries up to `seq` acknowledged; returns the newly acknowledged ones, in order, to apply. */
+  ackThrough(seq: number): LogRecord[] {
+    if (seq > this.lastSeq) throw new Error(`log invariant: ack ${seq} beyond last ${this.lastSeq}`);
+    if (seq <= this.acked) return [];
+    const newly = this.records.slice(this.acked - this.applied, seq - this.applied);
+    this.acked = seq;
+    return newly;
+  }
+
+  /** Drops the entries up to `seq`: the store has applied them. */
+  appliedThrough(seq: number): void {
+    if (seq > this.acked) throw new Error(`log invariant: applied ${seq} beyond acknowledged ${this.acked}`);
+    if (seq <= this.applied) return;
+    for (const r of this.records.splice(0, seq - this.applied)) this.bytesQueued -= r.bytes;
+    this.applied = seq;
   }
 }
 
@@ -128,7 +143,10 @@ export function assertContiguous(entries: readonly Entry[]): void {
   }
 }
 
-/** A follower whose next entry the leader no longer holds must take a full state transfer. */
-export function needsStateTransfer(lastApplied: number, leaderLogStartSeq: number): boolean {
+/**
+ * A follower whose next entry the leader no longer holds in memory must pull what it lacks (the
+ * leader's durable log window, or its full state when even that does not reach back far enough).
+ */
+export function needsCatchUp(lastApplied: number, leaderLogStartSeq: number): boolean {
   return lastApplied + 1 < leaderLogStartSeq;
 }

@@ -14,7 +14,7 @@ export const entrySchema = z.discriminatedUnion('op', [
 export const replicateRequestSchema = z.object({
   /** The shard the sender leads: a follower refuses another shard's history (a config mix-up). */
   shard: z.string(),
-  /** The first sequence number the leader can still send; below it, only a state transfer helps. */
+  /** The first sequence number the leader can still send; a follower behind it pulls a catch-up transfer. */
   logStartSeq: z.number().int().positive(),
   /** The leader's last sequenced entry. */
   lastSeq: z.number().int().nonnegative(),
@@ -25,7 +25,7 @@ export type ReplicateRequest = z.infer<typeof replicateRequestSchema>;
 export const replicateReplySchema = z.object({
   /** The follower's last applied sequence number: the leader resends from seq + 1. */
   seq: z.number().int().nonnegative(),
-  /** The follower is loading a state transfer and applies nothing until it is done. */
+  /** The follower is pulling a catch-up transfer and applies nothing else until it is done. */
   catchingUp: z.boolean(),
   /** The batch started beyond seq + 1 (nothing was applied). */
   gap: z.boolean(),
@@ -39,7 +39,7 @@ export function replicateBody(shardJson: string, logStartSeq: number, lastSeq: n
   return `{"shard":${shardJson},"logStartSeq":${logStartSeq},"lastSeq":${lastSeq},"entries":[${entries}]}`;
 }
 
-/** The peer answered that it cannot serve a state transfer now (503 not_ready). */
+/** The peer answered that it cannot serve a transfer now (503 not_ready). */
 export class PeerNotReadyError extends Error {
   override name = 'PeerNotReadyError';
 }
@@ -49,7 +49,7 @@ export interface PeerTransport {
   readonly url: string;
   /** Sends one replicate message; rejects on any failure, including a timeout. */
   replicate(body: string): Promise<ReplicateReply>;
-  /** Streams the peer's whole state as snapshot lines (see snapshot.ts). */
-  snapshot(): Promise<AsyncIterable<string>>;
+  /** Streams what a node at `fromSeq - 1` lacks of the peer's state, as transfer lines (see transfer.ts). */
+  transfer(fromSeq: number): Promise<AsyncIterable<string>>;
   close(): Promise<void>;
 }

@@ -1,13 +1,19 @@
 import { createLogger, isKvError } from '@shardkv/common';
-import { MemoryStore } from '../store';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LmdbStore } from '../lmdb-store';
+import { MemoryStore, type KvStore, type LogWindow } from '../store';
 import { Follower } from './follower';
 import { Leader, type LeaderOptions } from './leader';
+import type { LogRecord } from './log';
 import { PeerNotReadyError, replicateRequestSchema, type PeerTransport, type ReplicateReply } from './messages';
-import { installSnapshot, snapshotLines } from './snapshot';
+import { installTransfer, transferLines } from './transfer';
 
 /**
  * Leader and follower wired in-process through a link whose faults the test controls: no
- * sockets, and the real wire format (the body is parsed exactly as the HTTP route does).
+ * sockets, and the real wire format (the body is parsed exactly as the HTTP route does). Every
+ * scenario runs on both engines; LMDB stores live in temp directories removed at the end.
  */
 type LinkMode = 'up' | 'down' | 'lose-reply' | 'hang';
 
@@ -16,9 +22,9 @@ class Link implements PeerTransport {
   requests = 0;
   constructor(
     readonly url: string,
-    private readonly onReplicate: (body: unknown) => ReplicateReply,
-    private readonly snapshotSource: () => MemoryStore,
-    /** Whether the node behind the link can serve a state transfer (else 503 not_ready). */
+    private readonly onReplicate: (body: unknown) => Promise<ReplicateReply>,
+    private readonly source: () => KvStore,
+    /** Whether the node behind the link can serve a transfer (else 503 not_ready). */
     private readonly ready: () => boolean,
     private readonly hangMs = 150,
   ) {}
@@ -31,15 +37,15 @@ class Link implements PeerTransport {
       await sleep(this.hangMs);
       throw Object.assign(new Error('timeout'), { name: 'TimeoutError' });
     }
-    const reply = this.onReplicate(JSON.parse(body));
+    const reply = await this.onReplicate(JSON.parse(body));
     if (this.mode === 'lose-reply') throw new Error('connection reset after the follower applied');
     return reply;
   }
 
-  async snapshot(): Promise<AsyncIterable<string>> {
+  async transfer(fromSeq: number): Promise<AsyncIterable<string>> {
     if (this.mode !== 'up') throw new Error(`link ${this.mode}`);
     if (!this.ready()) throw new PeerNotReadyError('not_ready');
-    return splitLines(snapshotLines(this.snapshotSource(), SHARD));
+    return splitLines(transferLines(this.source(), SHARD, fromSeq));
   }
 
   async close(): Promise<void> {}
@@ -52,6 +58,7 @@ async function* splitLines(chunks: AsyncIterable<string>): AsyncGenerator<string
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const quiet = createLogger('test', 'silent');
 const SHARD = 'shard-t';
+const WINDOW: LogWindow = { entriesMax: 10_000, bytesMax: 1 << 24 };
 const options: LeaderOptions = {
   shardId: SHARD,
   replicationTimeoutMs: 300,
@@ -60,7 +67,7 @@ const options: LeaderOptions = {
   limits: { queueEntriesMax: 1000, queueBytesMax: 1 << 20, batchEntriesMax: 50, batchBytesMax: 1 << 20 },
 };
 
-async function until(check: () => boolean, ms = 3000): Promise<void> {
+async function until(check: () => boolean, ms = 5000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!check()) {
     if (Date.now() > deadline) throw new Error('condition not reached');
@@ -68,18 +75,62 @@ async function until(check: () => boolean, ms = 3000): Promise<void> {
   }
 }
 
-interface Pair {
-  leader: Leader;
-  leaderStore: MemoryStore;
-  follower: Follower;
-  followerStore: MemoryStore;
-  toFollower: Link;
-  toLeader: Link;
-  /** Replaces the follower with a fresh, empty one (a restart of the in-memory engine). */
-  restartFollower(): void;
+const tempDirs: string[] = [];
+const openStores = new Set<KvStore>();
+afterAll(async () => {
+  await Promise.all([...openStores].map((s) => s.close().catch(() => {})));
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** Creates stores of one engine; `reopen(dir)` is a restart with the same disk (LMDB only). */
+interface Engine {
+  name: 'memory' | 'lmdb';
+  create(window?: LogWindow, name?: string): Promise<KvStore>;
+  dirOf(store: KvStore): string | undefined;
 }
 
-async function pair(opts: Partial<LeaderOptions> = {}, leaderStore = new MemoryStore(), followerStore = new MemoryStore()): Promise<Pair> {
+function engine(name: 'memory' | 'lmdb'): Engine {
+  const dirs = new Map<KvStore, string>();
+  return {
+    name,
+    async create(window = WINDOW, node = 'n') {
+      if (name === 'memory') return new MemoryStore(window);
+      const dir = mkdtempSync(join(tmpdir(), 'shardkv-repl-'));
+      tempDirs.push(dir);
+      const s = await LmdbStore.open(dir, { cluster: 'c', shard: SHARD, node }, window);
+      openStores.add(s);
+      dirs.set(s, dir);
+      return s;
+    },
+    dirOf: (s) => dirs.get(s),
+  };
+}
+
+async function reopen(dir: string, window = WINDOW, node = 'f'): Promise<KvStore> {
+  const s = await LmdbStore.open(dir, { cluster: 'c', shard: SHARD, node }, window);
+  openStores.add(s);
+  return s;
+}
+
+async function closeStore(s: KvStore): Promise<void> {
+  openStores.delete(s);
+  await s.close();
+}
+
+interface Pair {
+  leader: Leader;
+  leaderStore: KvStore;
+  follower: Follower;
+  followerStore: KvStore;
+  toFollower: Link;
+  toLeader: Link;
+  /** Replaces the follower's node with a new one over `store` (a restart). */
+  restartFollower(store: KvStore): Promise<void>;
+  /** Replaces the leader's node with a new one over `store` (a restart) and starts it. */
+  restartLeader(store: KvStore, opts?: Partial<LeaderOptions>): Promise<void>;
+}
+
+async function pair(leaderStore: KvStore, followerStore: KvStore, opts: Partial<LeaderOptions> = {}): Promise<Pair> {
   const p = { leaderStore, followerStore } as Pair;
   p.toLeader = new Link('leader', () => {
     throw new Error('follower never sends replicate');
@@ -88,12 +139,18 @@ async function pair(opts: Partial<LeaderOptions> = {}, leaderStore = new MemoryS
     p.follower = new Follower(p.followerStore, p.toLeader, { shardId: SHARD, retryBackoffMs: 20 }, quiet);
   };
   attach();
-  p.restartFollower = () => {
-    p.follower.stop();
-    p.followerStore = new MemoryStore();
+  p.restartFollower = async (store) => {
+    await p.follower.stop();
+    p.followerStore = store;
     attach();
   };
-  p.toFollower = new Link('follower', (body) => p.follower.onReplicate(replicateRequestSchema.parse(body)), () => p.followerStore, () => p.follower.snapshotable);
+  p.restartLeader = async (store, more = {}) => {
+    await p.leader.stop();
+    p.leaderStore = store;
+    p.leader = new Leader(store, p.toFollower, { ...options, ...opts, ...more }, quiet);
+    void p.leader.start();
+  };
+  p.toFollower = new Link('follower', (body) => p.follower.onReplicate(replicateRequestSchema.parse(body)), () => p.followerStore, () => p.follower.transferable);
   p.leader = new Leader(p.leaderStore, p.toFollower, { ...options, ...opts }, quiet);
   void p.leader.start();
   await until(() => p.leader.serving && p.leader.follower.reachable);
@@ -101,16 +158,21 @@ async function pair(opts: Partial<LeaderOptions> = {}, leaderStore = new MemoryS
 }
 
 const converged = (p: Pair) => p.leaderStore.digest() === p.followerStore.digest() && p.leaderStore.seq === p.followerStore.seq;
+const fill = async (p: Pair, n: number, prefix = 'k', value = (i: number) => `v${i}`) => {
+  for (let i = 0; i < n; i += 1) await p.leader.write({ op: 'put', key: `${prefix}${i}`, value: value(i) });
+};
 
-describe('leader and follower', () => {
+describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name store)', (eng) => {
   let p: Pair;
+  const fresh = (window?: LogWindow) => eng.create(window);
+  const newPair = async (opts: Partial<LeaderOptions> = {}) => (p = await pair(await fresh(), await fresh(), opts));
   afterEach(async () => {
     await p?.leader.stop();
-    p?.follower.stop();
+    await p?.follower.stop();
   });
 
   test('concurrent writes to the same keys leave leader and follower in the same state', async () => {
-    p = await pair();
+    await newPair();
     const ops = Array.from({ length: 300 }, (_, i) =>
       i % 7 === 0 ? p.leader.write({ op: 'del', key: `hot${i % 3}` }) : p.leader.write({ op: 'put', key: `hot${i % 3}`, value: `v${i}` }),
     );
@@ -121,7 +183,7 @@ describe('leader and follower', () => {
   });
 
   test('a write is visible on the leader only once the follower has it', async () => {
-    p = await pair();
+    await newPair();
     p.toFollower.mode = 'hang';
     const pending = p.leader.write({ op: 'put', key: 'k', value: 'v' }).catch((e: unknown) => e);
     await sleep(50);
@@ -133,7 +195,7 @@ describe('leader and follower', () => {
   });
 
   test('writes arriving while a request is in flight travel together (batching)', async () => {
-    p = await pair();
+    await newPair();
     const before = p.toFollower.requests;
     await Promise.all(Array.from({ length: 200 }, (_, i) => p.leader.write({ op: 'put', key: `k${i}`, value: 'v' })));
     expect(p.toFollower.requests - before).toBeLessThan(50);
@@ -141,7 +203,7 @@ describe('leader and follower', () => {
   });
 
   test('fails fast with no_replica when the follower is down, sequencing nothing', async () => {
-    p = await pair();
+    await newPair();
     p.toFollower.mode = 'down';
     await until(() => !p.leader.follower.reachable);
     const lastSeq = p.leader.status.lastSeq;
@@ -152,7 +214,7 @@ describe('leader and follower', () => {
   });
 
   test('a timed-out write is indeterminate: it commits once the follower is back', async () => {
-    p = await pair();
+    await newPair();
     p.toFollower.mode = 'hang';
     await expect(p.leader.write({ op: 'put', key: 'late', value: 'v' })).rejects.toMatchObject({ code: 'replication_timeout', status: 504 });
     p.toFollower.mode = 'up';
@@ -161,7 +223,7 @@ describe('leader and follower', () => {
   });
 
   test('a lost acknowledgement is resent and the follower ignores the duplicate', async () => {
-    p = await pair();
+    await newPair();
     await p.leader.write({ op: 'put', key: 'a', value: '1' });
     p.toFollower.mode = 'lose-reply';
     await expect(p.leader.write({ op: 'put', key: 'b', value: '2' })).rejects.toMatchObject({ code: 'replication_timeout' });
@@ -172,24 +234,40 @@ describe('leader and follower', () => {
     expect(p.leaderStore.seq).toBe(2);
   });
 
-  test('a follower that lost its state catches up by state transfer, then the log tail', async () => {
-    p = await pair();
-    for (let i = 0; i < 100; i += 1) await p.leader.write({ op: 'put', key: `k${i}`, value: `v${i}` });
-    p.restartFollower();
+  test('a follower that lost its disk catches up from the log tail when the window reaches back', async () => {
+    await newPair();
+    await fill(p, 100);
+    await p.restartFollower(await fresh());
     expect(p.followerStore.seq).toBe(0);
-    await until(() => p.leader.follower.catchingUp || p.follower.status.state !== 'waiting');
+    await until(() => p.follower.status.lastCatchUp !== null);
     await until(() => p.leader.follower.reachable && !p.leader.follower.catchingUp);
     await p.leader.write({ op: 'put', key: 'after', value: 'x' });
+    expect(p.follower.status.lastCatchUp).toMatchObject({ kind: 'tail', seq: 100, items: 100 });
     expect(converged(p)).toBe(true);
     expect(p.follower.status.state).toBe('in_sync');
     expect(p.followerStore.get('k42')).toBe('v42');
   });
 
+  test('a follower behind the window gets a full state transfer in several chunks, then the live log', async () => {
+    p = await pair(await fresh({ entriesMax: 50, bytesMax: 1 << 20 }), await fresh());
+    const big = (i: number) => `${i}:${'x'.repeat(200)}`;
+    await Promise.all(Array.from({ length: 10 }, (_, c) => fill(p, 120, `c${c}-`, big)));
+    await p.restartFollower(await fresh());
+    await until(() => p.follower.status.lastCatchUp !== null);
+    await until(() => p.leader.follower.reachable && !p.leader.follower.catchingUp);
+    await p.leader.write({ op: 'del', key: 'c3-7' });
+    // 1200 pairs of ~220 bytes: far more than one 64 KiB transfer chunk or one apply group.
+    expect(p.follower.status.lastCatchUp).toMatchObject({ kind: 'full', seq: 1200, items: 1200 });
+    expect(converged(p)).toBe(true);
+    expect(p.followerStore.get('c9-119')).toBe(big(119));
+    expect(p.followerStore.get('c3-7')).toBeUndefined();
+  });
+
   test('refuses writes while the follower is catching up', async () => {
-    p = await pair();
+    await newPair();
     await p.leader.write({ op: 'put', key: 'k', value: 'v' });
-    p.toLeader.mode = 'down'; // the follower cannot fetch the snapshot
-    p.restartFollower();
+    p.toLeader.mode = 'down'; // the follower cannot fetch what it lacks
+    await p.restartFollower(await fresh());
     await until(() => p.leader.follower.catchingUp);
     await expect(p.leader.write({ op: 'put', key: 'k2', value: 'v' })).rejects.toMatchObject({ code: 'no_replica' });
     expect(() => p.follower.get('k')).toThrow(/catching_up/);
@@ -200,64 +278,183 @@ describe('leader and follower', () => {
   });
 
   test('a full replication queue refuses writes with 503 instead of growing', async () => {
-    p = await pair({ limits: { ...options.limits, queueEntriesMax: 3 } });
+    await newPair({ limits: { ...options.limits, queueEntriesMax: 3 } });
     p.toFollower.mode = 'hang';
     const waiting = [1, 2, 3].map((i) => p.leader.write({ op: 'put', key: `k${i}`, value: 'v' }).catch((e: unknown) => e));
     await expect(p.leader.write({ op: 'put', key: 'k4', value: 'v' })).rejects.toMatchObject({ code: 'replication_queue_full', status: 503 });
     await Promise.all(waiting);
   });
 
-  test('a leader with an empty store recovers its state from the follower before serving', async () => {
-    p = await pair();
-    for (let i = 0; i < 20; i += 1) await p.leader.write({ op: 'put', key: `k${i}`, value: `v${i}` });
-    await p.leader.stop();
-    const fresh = new MemoryStore();
-    p.leaderStore = fresh;
-    p.leader = new Leader(fresh, p.toFollower, options, quiet);
+  test('a restarted leader takes what its follower has beyond its own seq before serving', async () => {
+    await newPair();
+    await fill(p, 20);
+    // The leader's disk stops taking writes: the follower acknowledges entries 21-23, the
+    // leader cannot apply them; it refuses new writes and the waiting ones are indeterminate.
+    const failing = failingStore(p.leaderStore);
+    await p.restartLeader(failing.store);
+    await until(() => p.leader.serving && p.leader.follower.reachable);
+    failing.fail = true;
+    const pending = [21, 22, 23].map((i) => p.leader.write({ op: 'put', key: `late${i}`, value: 'v' }).catch((e: unknown) => e));
+    for (const err of await Promise.all(pending)) expect(isKvError(err, 'replication_timeout')).toBe(true);
+    await expect(p.leader.write({ op: 'put', key: 'refused', value: 'v' })).rejects.toMatchObject({ code: 'storage_unavailable', status: 503 });
+    expect(p.followerStore.seq).toBe(23);
+    expect(p.leaderStore.seq).toBe(20);
+    expect(p.leader.get('late21')).toBeUndefined();
+    // The leader restarts over the same (working) store: it is behind its follower, so it first
+    // replays the follower's log tail, and only then serves.
+    await p.restartLeader(failing.inner);
     expect(() => p.leader.get('k1')).toThrow(/recovering/);
-    void p.leader.start();
     await until(() => p.leader.serving);
-    expect(p.leader.get('k7')).toBe('v7');
-    expect(fresh.seq).toBe(20);
+    expect(p.leader.get('late23')).toBe('v');
     await p.leader.write({ op: 'put', key: 'next', value: 'v' });
+    expect(converged(p)).toBe(true);
+    expect(p.leaderStore.seq).toBe(24);
+  });
+
+  test('a leader whose store recovers applies the committed entries and writes again', async () => {
+    await newPair();
+    const failing = failingStore(p.leaderStore);
+    await p.restartLeader(failing.store);
+    await until(() => p.leader.serving && p.leader.follower.reachable);
+    failing.fail = true;
+    await expect(p.leader.write({ op: 'put', key: 'a', value: '1' })).rejects.toMatchObject({ code: 'replication_timeout' });
+    failing.fail = false;
+    await until(() => p.leader.get('a') === '1');
+    await p.leader.write({ op: 'put', key: 'b', value: '2' });
     expect(converged(p)).toBe(true);
   });
 
+  test('a follower that cannot persist is not acknowledged: writes fail fast until it can', async () => {
+    const failing = failingStore(await fresh());
+    p = await pair(await fresh(), failing.store);
+    failing.fail = true;
+    await expect(p.leader.write({ op: 'put', key: 'a', value: '1' })).rejects.toMatchObject({ code: 'replication_timeout' });
+    expect(p.leader.get('a')).toBeUndefined();
+    await expect(p.leader.write({ op: 'put', key: 'b', value: '1' })).rejects.toMatchObject({ code: 'no_replica' });
+    failing.fail = false;
+    await until(() => p.leader.get('a') === '1');
+    expect(converged(p)).toBe(true);
+  });
+
+  test("a follower refuses another shard's replication and transfers", async () => {
+    await newPair();
+    const wrong = { shard: 'other', logStartSeq: 1, lastSeq: 1, entries: [{ seq: 1, op: 'put' as const, key: 'x', value: 'y' }] };
+    expect(() => p.follower.onReplicate(wrong)).toThrow(/shard other/);
+    expect(p.followerStore.seq).toBe(0);
+    await p.leader.write({ op: 'put', key: 'k', value: 'v' });
+    await expect(installTransfer(splitLines(transferLines(p.leaderStore, 'other', 1)), await fresh(), SHARD)).rejects.toThrow(/refusing/);
+  });
+
+  test('a follower ahead of its serving leader is a diverged history: writes are refused', async () => {
+    await newPair();
+    await fill(p, 3);
+    // An edit behind the leader's back (a restored backup of another history, say).
+    await p.restartFollower(p.followerStore);
+    await p.followerStore.apply([record(4, 'rogue'), record(5, 'rogue2')]);
+    await until(() => p.leader.follower.diverged);
+    await expect(p.leader.write({ op: 'put', key: 'k', value: 'v' })).rejects.toMatchObject({ code: 'no_replica' });
+  });
+});
+
+describe('restarts with the same disk (lmdb)', () => {
+  const eng = engine('lmdb');
+  let p: Pair;
+  afterEach(async () => {
+    await p?.leader.stop();
+    await p?.follower.stop();
+  });
+
+  /** A follower whose disk is an old copy resumes from its own seq: a tail if the window reaches, else a full transfer. */
+  async function followerFromOldCopy(window: LogWindow): Promise<Pair> {
+    p = await pair(await eng.create(window, 'l'), await eng.create(WINDOW, 'f'));
+    await fill(p, 200, 'early');
+    await p.follower.stop();
+    const dir = eng.dirOf(p.followerStore)!;
+    await closeStore(p.followerStore);
+    const copy = `${dir}-copy`;
+    tempDirs.push(copy);
+    cpSync(dir, copy, { recursive: true });
+    await p.restartFollower(await reopen(dir));
+    await until(() => p.leader.follower.reachable);
+    await fill(p, 100, 'late');
+    await p.follower.stop();
+    await closeStore(p.followerStore);
+    await p.restartFollower(await reopen(copy));
+    expect(p.followerStore.seq).toBe(200);
+    await until(() => p.follower.status.lastCatchUp !== null);
+    await until(() => p.leader.follower.reachable && !p.leader.follower.catchingUp);
+    await p.leader.write({ op: 'put', key: 'final', value: 'x' });
+    expect(converged(p)).toBe(true);
+    expect(p.followerStore.get('late99')).toBe('v99');
+    return p;
+  }
+
+  test('resumes from its own seq with the log tail', async () => {
+    await followerFromOldCopy({ entriesMax: 1000, bytesMax: 1 << 20 });
+    expect(p.follower.status.lastCatchUp).toMatchObject({ kind: 'tail', seq: 300, items: 100 });
+  });
+
+  test('behind the window, takes a full transfer', async () => {
+    await followerFromOldCopy({ entriesMax: 50, bytesMax: 1 << 20 });
+    expect(p.follower.status.lastCatchUp).toMatchObject({ kind: 'full', seq: 300, items: 300 });
+  });
+
+  test('a leader restarted over its disk serves its data again without any transfer', async () => {
+    p = await pair(await eng.create(WINDOW, 'l'), await eng.create(WINDOW, 'f'));
+    await fill(p, 50);
+    const dir = eng.dirOf(p.leaderStore)!;
+    await p.leader.stop();
+    await closeStore(p.leaderStore);
+    const reopened = await reopen(dir, WINDOW, 'l');
+    expect(reopened.seq).toBe(50);
+    await p.restartLeader(reopened);
+    await until(() => p.leader.serving);
+    expect(p.leader.get('k49')).toBe('v49');
+    await p.leader.write({ op: 'put', key: 'more', value: 'v' });
+    expect(converged(p)).toBe(true);
+  });
+});
+
+describe('in-memory engine', () => {
+  let p: Pair;
+  afterEach(async () => {
+    await p?.leader.stop();
+    await p?.follower.stop();
+  });
+
   test('a follower catching up when its leader restarts empty stands by, so the shard comes back', async () => {
-    p = await pair();
-    for (let i = 0; i < 10; i += 1) await p.leader.write({ op: 'put', key: `k${i}`, value: 'v' });
+    p = await pair(new MemoryStore(WINDOW), new MemoryStore(WINDOW));
+    await fill(p, 10);
     p.toLeader.mode = 'down';
-    p.restartFollower();
+    await p.restartFollower(new MemoryStore(WINDOW));
     await until(() => p.leader.follower.catchingUp);
     // Both nodes have now lost their state (in-memory engine): the data is gone, but the shard
-    // must not deadlock with each node waiting for the other's state transfer.
-    await p.leader.stop();
-    p.leaderStore = new MemoryStore();
-    p.leader = new Leader(p.leaderStore, p.toFollower, options, quiet);
-    void p.leader.start();
+    // must not deadlock with each node waiting for the other's transfer.
+    await p.restartLeader(new MemoryStore(WINDOW));
     p.toLeader.mode = 'up';
     await until(() => p.leader.serving && p.leader.follower.reachable && !p.leader.follower.catchingUp);
     await p.leader.write({ op: 'put', key: 'again', value: 'v' });
     expect(converged(p)).toBe(true);
   });
-
-  test("a follower refuses another shard's replication and snapshots", async () => {
-    p = await pair();
-    const wrong = { shard: 'other', logStartSeq: 1, lastSeq: 1, entries: [{ seq: 1, op: 'put' as const, key: 'x', value: 'y' }] };
-    expect(() => p.follower.onReplicate(wrong)).toThrow(/shard other/);
-    expect(p.followerStore.seq).toBe(0);
-    await expect(installSnapshot(splitLines(snapshotLines(p.leaderStore, 'other')), new MemoryStore(), SHARD)).rejects.toThrow(/refusing/);
-  });
-
-  test('a follower ahead of its leader is a diverged history: writes are refused', async () => {
-    const ahead = new MemoryStore();
-    ahead.apply({ seq: 1, op: 'put', key: 'x', value: 'y' });
-    const leaderStore = new MemoryStore();
-    leaderStore.apply({ seq: 1, op: 'put', key: 'x', value: 'z' });
-    // The leader has state, so it does not recover; the follower claims seq 5 after an edit.
-    ahead.apply({ seq: 2, op: 'put', key: 'a', value: '1' });
-    p = await pair({}, leaderStore, ahead);
-    await until(() => p.leader.follower.diverged);
-    await expect(p.leader.write({ op: 'put', key: 'k', value: 'v' })).rejects.toMatchObject({ code: 'no_replica' });
-  });
 });
+
+function record(seq: number, key: string): LogRecord {
+  const entry = { seq, op: 'put' as const, key, value: 'x' };
+  const json = JSON.stringify(entry);
+  return { entry, json, bytes: json.length };
+}
+
+/** A store whose disk can be made to refuse writes (ENOSPC), delegating everything else. */
+function failingStore(inner: KvStore) {
+  const control = { fail: false, inner, store: undefined as unknown as KvStore };
+  control.store = new Proxy(inner, {
+    get(target, prop) {
+      if (prop === 'apply') {
+        return (records: readonly LogRecord[]) => (control.fail ? Promise.reject(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' })) : target.apply(records));
+      }
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  return control;
+}

@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { MemoryStore } from '../store';
-import { installSnapshot } from './snapshot';
+import { installTransfer } from './transfer';
 import { HttpPeer } from './transport';
 import { PeerNotReadyError } from './messages';
 
@@ -16,23 +16,30 @@ beforeAll(async () => {
 });
 afterAll(() => new Promise<void>((r) => server.close(() => r())));
 
-function trailerFor(pairs: Array<[string, string]>): string {
-  const s = new MemoryStore();
-  pairs.forEach(([k, v], i) => s.apply({ seq: i + 1, op: 'put', key: k, value: v }));
+const WINDOW = { entriesMax: 100, bytesMax: 1 << 20 };
+const record = (seq: number, key: string, value: string) => {
+  const entry = { seq, op: 'put' as const, key, value };
+  return { entry, json: JSON.stringify(entry), bytes: 0 };
+};
+
+async function trailerFor(pairs: Array<[string, string]>): Promise<string> {
+  const s = new MemoryStore(WINDOW);
+  await s.apply(pairs.map(([k, v], i) => record(i + 1, k, v)));
   return JSON.stringify({ end: true, seq: pairs.length, digest: s.digest() });
 }
 
 test('a transfer whose stream goes on after the trailer does not crash the process', async () => {
   // The receiver stops at the trailer and destroys the body; undici then emits an abort error
   // that once went unhandled and killed the follower after every state transfer.
+  const trailer = await trailerFor([['a', 'b']]);
   respond = (res) => {
-    res.write(`{"shard":"s","seq":1,"keys":1}\n["a","b"]\n${trailerFor([['a', 'b']])}\n`);
+    res.write(`{"shard":"s","kind":"full","seq":1,"keys":1}\n["a","b"]\n${trailer}\n`);
     setTimeout(() => res.end(), 30);
   };
   const peer = new HttpPeer(url, undefined, 2000);
   for (let i = 0; i < 20; i += 1) {
-    const store = new MemoryStore();
-    await installSnapshot(await peer.snapshot(), store, 's');
+    const store = new MemoryStore(WINDOW);
+    await installTransfer(await peer.transfer(1), store, 's');
     expect(store.get('a')).toBe('b');
   }
   await peer.close();
@@ -41,18 +48,18 @@ test('a transfer whose stream goes on after the trailer does not crash the proce
 test('a 503 from the peer is reported as PeerNotReadyError, other failures as plain errors', async () => {
   const peer = new HttpPeer(url, undefined, 2000);
   respond = (res) => res.writeHead(503).end('{"error":{"code":"not_ready"}}');
-  await expect(peer.snapshot()).rejects.toBeInstanceOf(PeerNotReadyError);
+  await expect(peer.transfer(1)).rejects.toBeInstanceOf(PeerNotReadyError);
   respond = (res) => res.writeHead(401).end('{}');
-  await expect(peer.snapshot()).rejects.not.toBeInstanceOf(PeerNotReadyError);
+  await expect(peer.transfer(1)).rejects.not.toBeInstanceOf(PeerNotReadyError);
   await peer.close();
 });
 
 test('a stream cut before its trailer is refused and leaves the store as it was', async () => {
-  respond = (res) => res.end('{"shard":"s","seq":9,"keys":2}\n["a","b"]\n');
+  respond = (res) => res.end('{"shard":"s","kind":"full","seq":9,"keys":2}\n["a","b"]\n');
   const peer = new HttpPeer(url, undefined, 2000);
-  const store = new MemoryStore();
-  store.apply({ seq: 1, op: 'put', key: 'old', value: 'v' });
-  await expect(installSnapshot(await peer.snapshot(), store, 's')).rejects.toThrow(/without a trailer/);
+  const store = new MemoryStore(WINDOW);
+  await store.apply([record(1, 'old', 'v')]);
+  await expect(installTransfer(await peer.transfer(2), store, 's')).rejects.toThrow(/without a trailer/);
   expect(store.get('old')).toBe('v');
   expect(store.seq).toBe(1);
   await peer.close();

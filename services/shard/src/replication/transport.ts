@@ -56,10 +56,10 @@ export class HttpPeer implements PeerTransport {
     return replicateReplySchema.parse(JSON.parse(text));
   }
 
-  /** Streams the peer's state line by line; a stalled stream fails after `requestTimeoutMs`. */
-  async snapshot(): Promise<AsyncIterable<string>> {
+  /** Streams the peer's transfer line by line; a stalled stream fails after `requestTimeoutMs`. */
+  async transfer(fromSeq: number): Promise<AsyncIterable<string>> {
     const res = await this.pool.request({
-      path: '/internal/snapshot',
+      path: `/internal/transfer?fromSeq=${fromSeq}`,
       method: 'GET',
       headers: this.headers,
       headersTimeout: this.requestTimeoutMs,
@@ -67,7 +67,7 @@ export class HttpPeer implements PeerTransport {
     });
     if (res.statusCode !== 200) {
       const text = await res.body.text();
-      const message = `snapshot: HTTP ${res.statusCode} ${text.slice(0, 200)}`;
+      const message = `transfer: HTTP ${res.statusCode} ${text.slice(0, 200)}`;
       throw res.statusCode === 503 ? new PeerNotReadyError(message) : new Error(message);
     }
     return linesOf(res.body);

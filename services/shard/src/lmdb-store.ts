@@ -1,0 +1,226 @@
+import { mkdirSync } from 'node:fs';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import type { LogRecord } from './replication/log';
+import { assertSequence, DigestSum, type KvStore, type LogWindow, type StoreRestore, type StoreView } from './store';
+
+/** Who a data directory belongs to; a node refuses a directory that names someone else. */
+export interface StoreIdentity {
+  cluster: string;
+  shard: string;
+  node: string;
+}
+
+/** Everything a node needs after a restart, in one record updated in the same transaction as the data. */
+interface PersistedState {
+  seq: number;
+  digest: string;
+  keys: number;
+  /** Which of the two data tables is live: a full state transfer fills the other, then flips this. */
+  active: 0 | 1;
+  logStartSeq: number;
+  logBytes: number;
+}
+
+/** The data directory cannot be used at all (unwritable, or it belongs to another node). */
+export class StorageConfigError extends Error {
+  override name = 'StorageConfigError';
+}
+
+const FORMAT = 1;
+const EMPTY_STATE: PersistedState = { seq: 0, digest: new DigestSum().hex(), keys: 0, active: 0, logStartSeq: 1, logBytes: 0 };
+
+/**
+ * `STORAGE=lmdb` (the default): one LMDB environment per node, in its DATA_DIR.
+ *
+ * Tables: `kv0`/`kv1` (key -> value, one live), `log` (seq -> entry JSON: the recent-entries
+ * window), `meta` (identity and PersistedState). `apply` writes the pairs, the log entries, the
+ * trimmed window and the new state in ONE transaction, so after any crash the data, `seq` and
+ * the log agree. Transactions commit with `overlappingSync: false` and LMDB's default sync mode:
+ * a commit returns only after fsync, so "applied" means "on disk". Concurrent writes are grouped
+ * by the replication batches (one transaction per batch), so a burst costs one fsync, not one
+ * per write.
+ */
+export class LmdbStore implements KvStore {
+  readonly durable = true;
+  private state: PersistedState;
+  private sum: DigestSum;
+
+  private constructor(
+    private readonly env: RootDatabase,
+    private readonly tables: [Database<string, string>, Database<string, string>],
+    private readonly log: Database<string, number>,
+    private readonly meta: Database<unknown, string>,
+    private readonly window: LogWindow,
+  ) {
+    this.state = (meta.get('state') as PersistedState | undefined) ?? { ...EMPTY_STATE };
+    this.sum = DigestSum.fromHex(this.state.digest);
+  }
+
+  /** Opens (or creates) a node's data directory; refuses one that belongs to another node. */
+  static async open(dir: string, identity: StoreIdentity, window: LogWindow): Promise<LmdbStore> {
+    let env: RootDatabase;
+    try {
+      mkdirSync(dir, { recursive: true });
+      env = open({ path: dir, maxDbs: 8, overlappingSync: false });
+    } catch (err) {
+      throw new StorageConfigError(`cannot open data directory ${dir}: ${(err as Error).message}`);
+    }
+    const tables: [Database<string, string>, Database<string, string>] = [
+      env.openDB<string, string>({ name: 'kv0', encoding: 'string' }),
+      env.openDB<string, string>({ name: 'kv1', encoding: 'string' }),
+    ];
+    const log = env.openDB<string, number>({ name: 'log', encoding: 'string' });
+    const meta = env.openDB<unknown, string>({ name: 'meta', encoding: 'json' });
+    try {
+      await claim(meta, dir, identity);
+    } catch (err) {
+      await env.close();
+      throw err;
+    }
+    return new LmdbStore(env, tables, log, meta, window);
+  }
+
+  get seq(): number {
+    return this.state.seq;
+  }
+
+  get size(): number {
+    return this.state.keys;
+  }
+
+  get(key: string): string | undefined {
+    return this.live.get(key);
+  }
+
+  private get live(): Database<string, string> {
+    return this.tables[this.state.active];
+  }
+
+  async apply(records: readonly LogRecord[]): Promise<boolean[]> {
+    // Checked before the transaction starts, so a bad batch writes nothing at all.
+    assertSequence(this.state.seq, records);
+    const next = { ...this.state };
+    const sum = new DigestSum(this.sum.value);
+    const existed = await this.env.transaction(() => {
+      const result = records.map((r) => this.write(r, next, sum));
+      next.digest = sum.hex();
+      this.meta.put('state', next);
+      return result;
+    });
+    this.state = next;
+    this.sum = sum;
+    return existed;
+  }
+
+  /** Runs inside the write transaction: reads see the transaction's own writes. */
+  private write({ entry, json, bytes }: LogRecord, next: PersistedState, sum: DigestSum): boolean {
+    const kv = this.tables[next.active];
+    const old = kv.get(entry.key);
+    if (old !== undefined) sum.remove(entry.key, old);
+    if (entry.op === 'put') {
+      kv.put(entry.key, entry.value);
+      sum.add(entry.key, entry.value);
+    } else if (old !== undefined) {
+      kv.remove(entry.key);
+    }
+    next.keys += (entry.op === 'put' ? 1 : 0) - (old !== undefined ? 1 : 0);
+    next.seq = entry.seq;
+    this.log.put(entry.seq, json);
+    next.logBytes += bytes;
+    this.trimLog(next);
+    return old !== undefined;
+  }
+
+  private trimLog(next: PersistedState): void {
+    while (next.logStartSeq <= next.seq && (next.seq - next.logStartSeq + 1 > this.window.entriesMax || next.logBytes > this.window.bytesMax)) {
+      const json = this.log.get(next.logStartSeq);
+      if (json !== undefined) next.logBytes -= Buffer.byteLength(json);
+      this.log.remove(next.logStartSeq);
+      next.logStartSeq += 1;
+    }
+  }
+
+  digest(): string {
+    return this.sum.hex();
+  }
+
+  /** An LMDB read transaction: a consistent snapshot however long the transfer takes. */
+  view(): StoreView {
+    const transaction = this.env.useReadTransaction();
+    const state = (this.meta.get('state', { transaction }) as PersistedState | undefined) ?? EMPTY_STATE;
+    const kv = this.tables[state.active];
+    const log = this.log;
+    return {
+      seq: state.seq,
+      size: state.keys,
+      digest: state.digest,
+      logStartSeq: state.logStartSeq,
+      *pairs() {
+        for (const { key, value } of kv.getRange({ transaction })) yield [key, value];
+      },
+      *entries(fromSeq) {
+        for (const { value } of log.getRange({ start: fromSeq, end: state.seq + 1, transaction })) yield value;
+      },
+      close: () => transaction.done(),
+    };
+  }
+
+  /** Fills the idle table in bounded transactions; `commit` flips to it in one transaction. */
+  async restore(): Promise<StoreRestore> {
+    const target = (1 - this.state.active) as 0 | 1;
+    const table = this.tables[target];
+    await table.clearAsync();
+    const sum = new DigestSum();
+    let keys = 0;
+    return {
+      put: async (pairs) => {
+        await this.env.transaction(() => {
+          for (const [key, value] of pairs) {
+            const old = table.get(key);
+            if (old !== undefined) sum.remove(key, old);
+            else keys += 1;
+            table.put(key, value);
+            sum.add(key, value);
+          }
+        });
+      },
+      digest: () => sum.hex(),
+      commit: async (seq) => {
+        const next: PersistedState = { seq, digest: sum.hex(), keys, active: target, logStartSeq: seq + 1, logBytes: 0 };
+        await this.env.transaction(() => {
+          // The old window belongs to the replaced history: it goes in the same transaction.
+          for (const s of this.log.getKeys()) this.log.remove(s);
+          this.meta.put('state', next);
+        });
+        const old = this.live;
+        this.state = next;
+        this.sum = DigestSum.fromHex(next.digest);
+        // Frees the space now; if this is interrupted, the next restore clears it first anyway.
+        await old.clearAsync();
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.env.close();
+  }
+}
+
+/** Writes the identity into a new directory, or checks the one it holds; also proves it is writable. */
+async function claim(meta: Database<unknown, string>, dir: string, identity: StoreIdentity): Promise<void> {
+  const stored = meta.get('identity') as (StoreIdentity & { format: number }) | undefined;
+  if (stored !== undefined) {
+    const mismatch = (['cluster', 'shard', 'node'] as const).filter((k) => stored[k] !== identity[k]);
+    if (mismatch.length > 0) {
+      const want = JSON.stringify(identity);
+      const has = JSON.stringify({ cluster: stored.cluster, shard: stored.shard, node: stored.node });
+      throw new StorageConfigError(`data directory ${dir} belongs to ${has}, not to this node ${want}: refusing to use it (check DATA_DIR, SHARD_ID, NODE_NAME, CLUSTER_ID)`);
+    }
+    if (stored.format !== FORMAT) throw new StorageConfigError(`data directory ${dir} has format ${stored.format}; this build reads format ${FORMAT}`);
+  }
+  try {
+    await meta.put('identity', { ...identity, format: FORMAT });
+  } catch (err) {
+    throw new StorageConfigError(`data directory ${dir} is not writable: ${(err as Error).message}`);
+  }
+}
