@@ -88,13 +88,13 @@ async function attempt(call: () => Promise<HttpResult>): Promise<HttpResult> {
 
 const code = (r: HttpResult): string | undefined => (typeof r.body === 'object' && r.body !== null ? r.body.error?.code : undefined);
 
-/** Parses an /internal/snapshot body: header, pairs, trailer. */
+/** Parses an /internal/transfer body (a full transfer: fromSeq=1 is behind an empty log window after a restart, else a tail): header, pairs, trailer. */
 function parseSnapshot(text: string) {
   const lines = text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as unknown);
-  const header = lines[0] as { seq: number; keys: number };
+  const header = lines[0] as { kind: 'tail' | 'full'; seq: number; keys?: number };
   const trailer = lines[lines.length - 1] as { end: boolean; seq: number; digest: string };
-  const pairs = lines.slice(1, -1) as Array<[string, string]>;
-  return { header, trailer, pairs };
+  const items = lines.slice(1, -1);
+  return { header, trailer, items };
 }
 
 let uniq = 0;
@@ -259,7 +259,7 @@ describe('fault tolerance', () => {
   }, 60_000);
 
   test('killed follower: writes fail fast while it is down, it restarts, catches up and serves every acknowledged key', async () => {
-    // Property: with its follower dead a leader refuses writes at once (503 no_replica, never a hang), and the restarted empty follower catches up to exactly the leader's state, including every write acknowledged before the kill.
+    // Property: with its follower dead a leader refuses writes at once (503 no_replica, never a hang), and the restarted follower (its own data, plus what it missed) catches up to exactly the leader's state, including every write acknowledged before the kill.
     await allInSync();
     const name = 'shard1-follower';
     const proc = cluster.process(name);
@@ -332,8 +332,8 @@ describe('fault tolerance', () => {
     }
   }, 60_000);
 
-  test('killed leader: it recovers from its follower and never serves a state missing acknowledged writes', async () => {
-    // Property: a restarted (empty) leader takes its follower's state before it serves, so every write acknowledged before the kill reads back through the router, and no read ever sees the empty state.
+  test('killed leader: it reopens its data, reconciles with its follower and never serves a state missing acknowledged writes', async () => {
+    // Property: a restarted leader reopens its data and takes whatever its follower has beyond it before it serves, so every write acknowledged before the kill reads back through the router, and no read ever sees the empty state.
     await allInSync();
     const name = 'shard2-leader';
     const proc = cluster.process(name);
@@ -417,7 +417,7 @@ describe('fault tolerance', () => {
   });
 
   test('/internal/* requires the cluster token', async () => {
-    // Property: without the token, or with a wrong one, /internal/replicate and /internal/snapshot answer 401 unauthorized and change nothing; with the token the snapshot is served and matches the node's state.
+    // Property: without the token, or with a wrong one, /internal/replicate and /internal/transfer answer 401 unauthorized and change nothing; with the token the snapshot is served and matches the node's state.
     await allInSync();
     const { leader, follower } = shard(0);
     const before = await status(follower.url);
@@ -436,8 +436,8 @@ describe('fault tolerance', () => {
       for (const [url, method, body] of [
         [`${follower.url}/internal/replicate`, 'POST', harmful],
         [`${leader.url}/internal/replicate`, 'POST', harmful],
-        [`${follower.url}/internal/snapshot`, 'GET', undefined],
-        [`${leader.url}/internal/snapshot`, 'GET', undefined],
+        [`${follower.url}/internal/transfer?fromSeq=1`, 'GET', undefined],
+        [`${leader.url}/internal/transfer?fromSeq=1`, 'GET', undefined],
       ] as const) {
         const r = await http(method, url, body, headers);
         expect({ what, url, status: r.status, code: code(r) }).toEqual({ what, url, status: 401, code: 'unauthorized' });
@@ -448,14 +448,15 @@ describe('fault tolerance', () => {
     expect((await get(follower.url, intruderKey!)).status).toBe(404);
 
     for (const node of [leader, follower]) {
-      const r = await http('GET', `${node.url}/internal/snapshot`, undefined, authHeader());
+      const r = await http('GET', `${node.url}/internal/transfer?fromSeq=1`, undefined, authHeader());
       expect({ node: node.name, status: r.status }).toEqual({ node: node.name, status: 200 });
       const snap = parseSnapshot(String(r.body));
       const st = await status(node.url);
-      expect({ node: node.name, seq: snap.header.seq, keys: snap.pairs.length, end: snap.trailer.end, digest: snap.trailer.digest }).toEqual({
+      // From seq 1: every entry when the node's log window still reaches back that far, else every pair.
+      expect({ node: node.name, seq: snap.header.seq, items: snap.items.length, end: snap.trailer.end, digest: snap.trailer.digest }).toEqual({
         node: node.name,
         seq: st.seq,
-        keys: st.keys,
+        items: snap.header.kind === 'tail' ? st.seq : st.keys,
         end: true,
         digest: st.digest,
       });
@@ -517,8 +518,8 @@ describe('product bugs found by fault testing', () => {
     const probe = JSON.stringify({ logStartSeq: 1, lastSeq: st.seq, entries: [{ seq: 1, op: 'put', key: 'x', value: 'x' }, { seq: 3, op: 'put', key: 'y', value: 'y' }] });
     const served: unknown[] = [];
     for (const [url, method, body] of [
-      [`${follower.url}/INTERNAL/snapshot`, 'GET', undefined],
-      [`${leader.url}/Internal/snapshot`, 'GET', undefined],
+      [`${follower.url}/INTERNAL/transfer?fromSeq=1`, 'GET', undefined],
+      [`${leader.url}/Internal/transfer?fromSeq=1`, 'GET', undefined],
       [`${follower.url}/Internal/Replicate`, 'POST', probe],
     ] as const) {
       const r = await http(method, url, body);

@@ -1,12 +1,23 @@
 import { ShardRing } from '@shardkv/router/dist/ring';
 import { Cluster, type ClusterOptions } from '@shardkv/tools';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { request } from 'undici';
 
-/** Integration tests run the real processes: the same Cluster as `npm start`, on free ports. */
+/**
+ * Integration tests run the real processes: the same Cluster as `npm start`, on free ports, with
+ * the data in a temp directory. `stop()` removes that directory unless the caller passed its own
+ * `dataRoot` (to start a second cluster over the same data, then remove it with `removeDataRoot`).
+ */
 export async function startCluster(opts: ClusterOptions = {}): Promise<TestCluster> {
   const logs: string[] = [];
+  const ownsData = opts.dataRoot === undefined;
+  const dataRoot = opts.dataRoot ?? mkdtempSync(join(tmpdir(), 'shardkv-it-'));
   const cluster = await Cluster.create({
     ports: 'free',
+    clusterId: 'test-cluster',
+    dataRoot,
     restart: { backoffMinMs: 100, backoffMaxMs: 1000, stableAfterMs: 5000 },
     ...opts,
     // Faster fault detection than production defaults keeps the suite short.
@@ -16,16 +27,33 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<TestClust
       if (logs.length > 2000) logs.shift();
     },
   });
+  const stop = cluster.stop.bind(cluster);
+  const test = Object.assign(cluster, {
+    logs,
+    dataRoot,
+    stop: async () => {
+      await stop();
+      if (ownsData) removeDataRoot(dataRoot);
+    },
+  });
   try {
     await cluster.start(30_000);
   } catch (err) {
-    await cluster.stop();
+    await test.stop();
     throw new Error(`${String(err)}\nlast log lines:\n${logs.slice(-40).join('\n')}`);
   }
-  return Object.assign(cluster, { logs });
+  return test;
 }
 
-export type TestCluster = Cluster & { logs: string[] };
+export type TestCluster = Cluster & { logs: string[]; dataRoot: string };
+
+export function newDataRoot(): string {
+  return mkdtempSync(join(tmpdir(), 'shardkv-it-'));
+}
+
+export function removeDataRoot(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
 
 export interface HttpResult {
   status: number;

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { request } from 'undici';
 import { freePort } from './ports';
 import { DEFAULT_RESTART, Supervised, type LineSink, type RestartPolicy } from './supervisor';
@@ -7,6 +7,8 @@ import { DEFAULT_RESTART, Supervised, type LineSink, type RestartPolicy } from '
 const ROOT = resolve(__dirname, '..', '..');
 export const ROUTER_SCRIPT = resolve(ROOT, 'services/router/dist/main.js');
 export const SHARD_SCRIPT = resolve(ROOT, 'services/shard/dist/main.js');
+/** `npm start` keeps every node's data under the repository's `data/` (`npm run reset` wipes it). */
+export const DEFAULT_DATA_ROOT = resolve(ROOT, 'data');
 
 export interface ClusterOptions {
   shardCount?: number;
@@ -18,6 +20,10 @@ export interface ClusterOptions {
   env?: Record<string, string>;
   sink?: LineSink;
   restart?: RestartPolicy;
+  /** Each shard node keeps its data in `<dataRoot>/<node name>` (default `./data`). */
+  dataRoot?: string;
+  /** Written into every data directory; a node refuses a directory from another cluster. */
+  clusterId?: string;
 }
 
 export interface ClusterNode {
@@ -75,11 +81,13 @@ export class Cluster {
     const sink = opts.sink ?? (() => {});
     const restart = opts.restart ?? DEFAULT_RESTART;
     const common = { CLUSTER_TOKEN: this.token, HOST: '127.0.0.1', ...opts.env };
+    const dataRoot = resolve(opts.dataRoot ?? DEFAULT_DATA_ROOT);
     const add = (name: string, script: string, env: Record<string, string>) =>
       this.procs.set(name, new Supervised({ name, script, env: { ...common, NODE_NAME: name, ...env } }, sink, restart));
+    const storage = (name: string) => ({ DATA_DIR: join(dataRoot, name), ...(opts.clusterId === undefined ? {} : { CLUSTER_ID: opts.clusterId }) });
     for (const s of this.shards) {
-      add(s.follower.name, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'follower', PORT: String(s.follower.port), LEADER_URL: s.leader.url });
-      add(s.leader.name, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'leader', PORT: String(s.leader.port), FOLLOWER_URL: s.follower.url });
+      add(s.follower.name, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'follower', PORT: String(s.follower.port), LEADER_URL: s.leader.url, ...storage(s.follower.name) });
+      add(s.leader.name, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'leader', PORT: String(s.leader.port), FOLLOWER_URL: s.follower.url, ...storage(s.leader.name) });
     }
     add(this.router.name, ROUTER_SCRIPT, { PORT: String(this.router.port), SHARDS: this.shardsSpec });
   }
@@ -100,6 +108,8 @@ export class Cluster {
     const deadline = Date.now() + timeoutMs;
     for (const n of nodes) {
       while (!(await isHealthy(n.url))) {
+        const gaveUp = this.procs.get(n.name)?.gaveUp;
+        if (gaveUp !== undefined) throw new Error(gaveUp);
         if (Date.now() > deadline) throw new Error(`${n.name} (${n.url}) not healthy after ${timeoutMs} ms`);
         await new Promise((r) => setTimeout(r, 100));
       }

@@ -20,6 +20,13 @@ export const DEFAULT_RESTART: RestartPolicy = { backoffMinMs: 250, backoffMaxMs:
 export type LineSink = (name: string, line: string) => void;
 
 /**
+ * A node exits with this status (EX_CONFIG) when it cannot run as configured: a data directory
+ * that is unwritable or belongs to another node. Restarting cannot fix that, so it is not
+ * restarted: a crash loop would only bury the message.
+ */
+export const EXIT_CONFIG = 78;
+
+/**
  * One supervised child process. Like compose's `restart: unless-stopped`, it restarts the child
  * whenever it exits (crash, kill -9) until `stop`, with exponential backoff so a process that
  * cannot start does not spin.
@@ -31,6 +38,8 @@ export class Supervised {
   private startedAt = 0;
   private restartTimer: NodeJS.Timeout | undefined;
   restarts = 0;
+  /** Set when the child exited with EXIT_CONFIG: it stays down until started again by hand. */
+  gaveUp: string | undefined;
 
   constructor(
     readonly spec: ProcessSpec,
@@ -43,6 +52,8 @@ export class Supervised {
   }
 
   start(): void {
+    this.stopping = false;
+    this.gaveUp = undefined;
     this.startedAt = Date.now();
     const child = spawn(process.execPath, [this.spec.script], {
       // The child watches this stdin pipe and exits when it closes: if the supervisor itself is
@@ -61,6 +72,11 @@ export class Supervised {
     if (this.child !== child) return;
     this.child = undefined;
     if (this.stopping) return;
+    if (code === EXIT_CONFIG) {
+      this.gaveUp = `${this.spec.name} cannot start with its configuration (exit ${code}); not restarting it: see its last log line`;
+      this.sink('supervisor', this.gaveUp);
+      return;
+    }
     this.failures = Date.now() - this.startedAt >= this.policy.stableAfterMs ? 0 : this.failures + 1;
     const delayMs = Math.min(this.policy.backoffMaxMs, this.policy.backoffMinMs * 2 ** Math.max(0, this.failures - 1));
     this.sink('supervisor', `${this.spec.name} exited (${signal ?? `code ${code}`}); restarting in ${delayMs} ms`);
