@@ -5,7 +5,7 @@
 // One cluster serves the whole file. Every test first waits until every shard is in sync, and
 // every fault test waits for the shard to recover before it ends, so the tests do not depend on
 // each other's leftovers. Node processes are signalled only through the Cluster API.
-import { eventually, get, http, keysOn, put, del, startCluster, status, type HttpResult, type TestCluster } from './helpers';
+import { eventually, get, http, keysOn, put, del, shardsInSync, startCluster, status, type HttpResult, type TestCluster } from './helpers';
 
 const REPLICATION_TIMEOUT_MS = 1000;
 /** A write during a fault must be answered within the replication timeout plus this margin. */
@@ -39,18 +39,7 @@ const authHeader = () => ({ authorization: `Bearer ${cluster.token}` });
 const shard = (i: number) => cluster.shards[i]!;
 const tail = (n = 30) => cluster.logs.slice(-n).join('\n');
 
-/** One shard's leader and follower agree: same seq, same digest, nothing pending, follower in sync. */
-async function shardInSync(i: number): Promise<boolean> {
-  const [l, f] = await Promise.all([status(shard(i).leader.url), status(shard(i).follower.url)]);
-  return (
-    l.state === 'serving' &&
-    l.follower?.inSync === true &&
-    l.queue?.entries === 0 &&
-    f.state === 'in_sync' &&
-    l.seq === f.seq &&
-    l.digest === f.digest
-  );
-}
+const shardInSync = (i: number) => shardsInSync(cluster, [i]);
 
 async function snapshotOfShard(i: number) {
   const [l, f] = await Promise.all([status(shard(i).leader.url), status(shard(i).follower.url)]);

@@ -113,3 +113,14 @@ export async function keysOn(cluster: Cluster, shardId: string, count: number, p
   }
   return keys;
 }
+
+/** Every listed shard's leader and follower agree: same seq, same digest, nothing pending, follower in sync. */
+export async function shardsInSync(cluster: Cluster, indexes: number[] = cluster.shards.map((_, i) => i)): Promise<boolean> {
+  for (const i of indexes) {
+    const s = cluster.shards[i]!;
+    const [l, f] = await Promise.all([status(s.leader.url), status(s.follower.url)]);
+    const agree = l.state === 'serving' && l.follower?.inSync === true && l.queue?.entries === 0 && f.state === 'in_sync' && l.seq === f.seq && l.digest === f.digest;
+    if (!agree) return false;
+  }
+  return true;
+}
