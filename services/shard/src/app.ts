@@ -116,6 +116,6 @@ function addInternalRoutes(router: Router, { config, store, role }: ShardAppDeps
     if (!Number.isSafeInteger(fromSeq) || fromSeq < 1) throw new KvError('bad_request', 'fromSeq must be a positive integer');
     if (!canServeState(role)) throw new KvError('not_ready', `${config.nodeName} cannot serve a transfer now`);
     ctx.type = 'application/x-ndjson';
-    ctx.body = Readable.from(transferLines(store, config.shardId, fromSeq));
+    ctx.body = Readable.from(transferLines(store, config.shardId, fromSeq, ctx.query['full'] === '1'));
   });
 }

@@ -35,7 +35,8 @@ const EMPTY_STATE: PersistedState = { seq: 0, digest: new DigestSum().hex(), key
  * Tables: `kv0`/`kv1` (key -> value, one live), `log` (seq -> entry JSON: the recent-entries
  * window), `meta` (identity and PersistedState). `apply` writes the pairs, the log entries, the
  * trimmed window and the new state in ONE transaction, so after any crash the data, `seq` and
- * the log agree. Transactions commit with `overlappingSync: false` and LMDB's default sync mode:
+ * the log agree (a child transaction each, so a throw half-way writes nothing). Transactions
+ * commit with `overlappingSync: false` and LMDB's default sync mode:
  * a commit returns only after fsync, so "applied" means "on disk". Concurrent writes are grouped
  * by the replication batches (one transaction per batch), so a burst costs one fsync, not one
  * per write.
@@ -101,7 +102,9 @@ export class LmdbStore implements KvStore {
     assertSequence(this.state.seq, records);
     const next = { ...this.state };
     const sum = new DigestSum(this.sum.value);
-    const existed = await this.env.transaction(() => {
+    // A child transaction: if anything in the callback throws, its writes are rolled back
+    // (a plain lmdb-js `transaction` would commit what ran before the throw).
+    const existed = await this.env.childTransaction(() => {
       const result = records.map((r) => this.write(r, next, sum));
       next.digest = sum.hex();
       this.meta.put('state', next);
@@ -174,7 +177,7 @@ export class LmdbStore implements KvStore {
     let keys = 0;
     return {
       put: async (pairs) => {
-        await this.env.transaction(() => {
+        await this.env.childTransaction(() => {
           for (const [key, value] of pairs) {
             const old = table.get(key);
             if (old !== undefined) sum.remove(key, old);
@@ -187,7 +190,7 @@ export class LmdbStore implements KvStore {
       digest: () => sum.hex(),
       commit: async (seq) => {
         const next: PersistedState = { seq, digest: sum.hex(), keys, active: target, logStartSeq: seq + 1, logBytes: 0 };
-        await this.env.transaction(() => {
+        await this.env.childTransaction(() => {
           // The old window belongs to the replaced history: it goes in the same transaction.
           for (const s of this.log.getKeys()) this.log.remove(s);
           this.meta.put('state', next);

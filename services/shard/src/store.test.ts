@@ -152,6 +152,27 @@ describe('lmdb store', () => {
     expect(pairsOf(b)).toEqual([['new', 'v']]);
   });
 
+  test('an apply that fails half-way writes nothing, so retrying it is exact', async () => {
+    const s = await lmdb();
+    const mem = new MemoryStore(WIDE);
+    await s.apply([put(1, 'a', 'old')]);
+    await mem.apply([put(1, 'a', 'old')]);
+    // Any error inside the transaction (simulated on the log table's write of seq 3).
+    const log = (s as unknown as { log: { put: (k: number, v: string) => unknown } }).log;
+    const realPut = log.put.bind(log);
+    log.put = (k, v) => {
+      if (k === 3) throw new Error('simulated MDB error');
+      return realPut(k, v);
+    };
+    const batch = [put(2, 'a', 'new'), put(3, 'b', 'x')];
+    await expect(s.apply(batch)).rejects.toThrow('simulated');
+    expect({ seq: s.seq, a: s.get('a'), b: s.get('b') }).toEqual({ seq: 1, a: 'old', b: undefined });
+    log.put = realPut;
+    await s.apply(batch);
+    await mem.apply(batch);
+    expect({ digest: s.digest(), size: s.size }).toEqual({ digest: mem.digest(), size: mem.size });
+  });
+
   test('a view is a consistent snapshot while writes go on', async () => {
     const s = await lmdb();
     await s.apply([put(1, 'a', '1'), put(2, 'b', '2')]);

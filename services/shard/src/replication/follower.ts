@@ -2,7 +2,7 @@ import { KvError, type Logger } from '@shardkv/common';
 import type { KvStore } from '../store';
 import { assertContiguous, needsCatchUp, planApply, type Entry, type LogRecord } from './log';
 import { PeerNotReadyError, type PeerTransport, type ReplicateReply, type ReplicateRequest } from './messages';
-import { catchUpFrom, type CatchUpResult } from './transfer';
+import { catchUpFrom, DivergedError, type CatchUpResult } from './transfer';
 
 /**
  * - `waiting`: started, not yet contacted by the leader; its state may be stale, so it serves no reads.
@@ -30,6 +30,9 @@ export class Follower {
   private lastCatchUp: CatchUpResult | null = null;
   /** Messages are handled one at a time: a batch is planned against the seq the previous one left. */
   private handling: Promise<unknown> = Promise.resolve();
+  /** The catch-up in progress, if any: it runs beside the message chain and `stop` waits for it. */
+  private catching: Promise<void> | undefined;
+  private readonly stopping = new AbortController();
 
   constructor(
     private readonly store: KvStore,
@@ -62,10 +65,11 @@ export class Follower {
     return this.store.get(key);
   }
 
-  /** Stops taking messages; resolves when the one being applied (if any) is done. */
+  /** Stops taking messages; resolves when nothing is writing to the store any more. */
   async stop(): Promise<void> {
     this.state = 'stopped';
-    await this.handling.catch(() => {});
+    this.stopping.abort();
+    await Promise.all([this.handling.catch(() => {}), this.catching]);
   }
 
   /** The single entry point for replication messages. */
@@ -84,8 +88,8 @@ export class Follower {
     this.lastContactAt = Date.now();
     this.leaderLastSeq = req.lastSeq;
     if (this.state === 'catching_up' || this.state === 'stopped') return this.reply(false);
-    if (needsCatchUp(this.store.seq, req.logStartSeq)) {
-      void this.catchUp();
+    if (req.resync === true || needsCatchUp(this.store.seq, req.logStartSeq)) {
+      this.startCatchUp(req.resync === true);
       return this.reply(false);
     }
     const plan = planApply(this.store.seq, req.entries);
@@ -102,16 +106,27 @@ export class Follower {
   }
 
   private reply(gap: boolean): ReplicateReply {
-    return { seq: this.store.seq, catchingUp: this.state === 'catching_up', gap };
+    return { seq: this.store.seq, catchingUp: this.state === 'catching_up', gap, digest: this.store.digest() };
   }
 
-  /** Pulls what it lacks; the leader then resends its in-memory log from the new seq. */
-  private async catchUp(): Promise<void> {
+  private startCatchUp(full: boolean): void {
     this.state = 'catching_up';
-    this.logger.info({ seq: this.store.seq }, 'behind the leader log: catching up');
+    this.catching = this.catchUp(full).finally(() => {
+      this.catching = undefined;
+    });
+  }
+
+  /**
+   * Pulls what it lacks; the leader then resends its in-memory log from the new seq. `full`
+   * replaces the whole state with the leader's: asked for by the leader when our state differs
+   * from its own, and taken here when a tail ends with a different digest. Either means our
+   * history differs from the leader's, and the leader's is the shard's.
+   */
+  private async catchUp(full: boolean): Promise<void> {
+    this.logger.info({ seq: this.store.seq, full }, full ? 'state differs from the leader: taking its full state' : 'behind the leader log: catching up');
     while (this.state === 'catching_up') {
       try {
-        const result = await catchUpFrom(this.leader, this.store, this.opts.shardId);
+        const result = await catchUpFrom(this.leader, this.store, this.opts.shardId, { full, signal: this.stopping.signal });
         this.lastCatchUp = result;
         this.logger.info(result, 'caught up; replaying the live log');
         if (this.state === 'catching_up') this.state = 'replicating';
@@ -126,6 +141,12 @@ export class Follower {
           if (this.state === 'catching_up') this.state = 'waiting';
           return;
         }
+        if (err instanceof DivergedError) {
+          this.logger.error({ err: err.message }, 'history differs from the leader: taking its full state');
+          full = true;
+          continue;
+        }
+        if (this.state !== 'catching_up') return;
         this.logger.warn({ err: String(err) }, 'catch-up failed; retrying');
         await new Promise((r) => setTimeout(r, this.opts.retryBackoffMs));
       }

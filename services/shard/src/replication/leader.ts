@@ -2,7 +2,7 @@ import { KvError, type Logger } from '@shardkv/common';
 import type { KvStore } from '../store';
 import { LeaderLog, type LogLimits, type LogRecord, type Op } from './log';
 import { replicateBody, type PeerTransport, type ReplicateReply } from './messages';
-import { catchUpFrom } from './transfer';
+import { catchUpFrom, DivergedError } from './transfer';
 
 export interface LeaderOptions {
   shardId: string;
@@ -61,6 +61,12 @@ export class Leader {
   private applying: Promise<void> = Promise.resolve();
   /** Set while the store refuses writes (disk full, I/O error): new writes are refused, definitely. */
   private storageError: string | undefined;
+  /** Set when start-up reconciliation found a different history on the follower: an operator must decide. */
+  private recoveryError: string | undefined;
+  /** The follower's state differs from ours: the next message asks it to take our full state. */
+  private resync = false;
+  private recovery: Promise<void> | undefined;
+  private readonly stopping = new AbortController();
   readonly follower: FollowerView = {
     reachable: false,
     catchingUp: false,
@@ -86,6 +92,7 @@ export class Leader {
       lastSeq: this.log.lastSeq,
       appliedSeq: this.log.appliedSeq,
       storageError: this.storageError ?? null,
+      recoveryError: this.recoveryError ?? null,
       queue: { entries: this.log.queuedEntries, bytes: this.log.queuedBytes },
     };
   }
@@ -96,7 +103,8 @@ export class Leader {
 
   /** Recovers if needed, then runs the replication loop until `stop`. */
   async start(): Promise<void> {
-    await this.recover();
+    this.recovery = this.recover();
+    await this.recovery;
     if (this.state === 'stopped') return;
     this.log = new LeaderLog(this.store.seq, this.opts.limits);
     this.nextSeq = this.log.startSeq;
@@ -108,13 +116,14 @@ export class Leader {
   /** Stops the loop and answers every waiting write; resolves when no store transaction is running. */
   async stop(): Promise<void> {
     this.state = 'stopped';
+    this.stopping.abort();
     this.wake?.();
     for (const [seq, w] of this.waiters) {
       clearTimeout(w.timer);
       w.reject(new KvError('replication_timeout', `leader stopping; write ${seq} may or may not commit`));
     }
     this.waiters.clear();
-    await this.applying;
+    await Promise.all([this.applying, this.recovery]);
   }
 
   get(key: string): string | undefined {
@@ -146,9 +155,9 @@ export class Leader {
   private assertReplicaAvailable(): void {
     if (this.storageError !== undefined) throw new KvError('storage_unavailable', `leader cannot persist writes: ${this.storageError}`);
     const f = this.follower;
-    if (f.diverged) throw new KvError('no_replica', 'follower history diverged from this leader (see leader log)');
+    if (f.diverged) throw new KvError('no_replica', 'follower state differs from this leader; it is being resynced (see leader log)');
     if (!f.reachable) throw new KvError('no_replica', `follower ${this.peer.url} is unreachable: ${f.lastError ?? 'unknown'}`);
-    if (f.catchingUp) throw new KvError('no_replica', `follower ${this.peer.url} is catching up (state transfer)`);
+    if (f.catchingUp) throw new KvError('no_replica', `follower ${this.peer.url} is catching up (log tail or full transfer)`);
   }
 
   /**
@@ -162,11 +171,19 @@ export class Leader {
     let lastError = '';
     while (this.state === 'recovering') {
       try {
-        const result = await catchUpFrom(this.peer, this.store, this.opts.shardId);
+        const result = await catchUpFrom(this.peer, this.store, this.opts.shardId, { signal: this.stopping.signal });
         this.logger.info({ ...result, from: this.peer.url }, 'reconciled with follower');
         return;
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
+        if (err instanceof DivergedError) {
+          // Which history is right cannot be known here; serving either could lose acknowledged
+          // writes. Stay unavailable (503 not_ready, reason in /status) until an operator acts.
+          this.recoveryError = message;
+          this.logger.error({ err: message, from: this.peer.url }, 'follower history differs from ours: not serving; fix by hand (wipe the wrong node)');
+          while (this.state === 'recovering') await this.sleep(this.opts.heartbeatIntervalMs);
+          return;
+        }
         // Logged once per distinct reason: a follower that is down for minutes is one line, not thousands.
         if (message !== lastError) this.logger.warn({ err: message, from: this.peer.url }, 'cannot reconcile with follower yet; not serving until it answers');
         lastError = message;
@@ -185,7 +202,7 @@ export class Leader {
       }
       this.lastSentAt = Date.now();
       try {
-        this.onReply(await this.peer.replicate(replicateBody(this.shardJson, this.log.startSeq, this.log.lastSeq, batch)));
+        this.onReply(await this.peer.replicate(replicateBody(this.shardJson, this.log.startSeq, this.log.lastSeq, batch, this.resync)));
         // A diverged follower will answer the same way again: do not spin on it.
         if (this.follower.diverged) await this.sleep(this.opts.retryBackoffMs);
       } catch (err) {
@@ -202,17 +219,27 @@ export class Leader {
     f.lastContactAt = Date.now();
     f.lastError = undefined;
     f.catchingUp = reply.catchingUp;
-    if (reply.seq > this.log.lastSeq) {
-      // Never adopt or ignore a history we did not write: refuse writes and say so loudly.
-      if (!f.diverged) this.logger.error({ followerSeq: reply.seq, lastSeq: this.log.lastSeq }, 'follower is ahead of leader: diverged history');
+    if (!reply.catchingUp && this.differs(reply)) {
+      // Never adopt or keep a history we did not write: refuse writes, and have the follower
+      // replace its state with ours (it cannot hold an acknowledged write we lack: we reconciled
+      // with it at start-up, and since then only we have written to it).
+      if (!f.diverged) this.logger.error({ followerSeq: reply.seq, lastSeq: this.log.lastSeq }, 'follower state differs from ours: asking it to resync');
       f.diverged = true;
+      this.resync = true;
       return;
     }
+    this.resync = false;
+    if (reply.catchingUp) return;
     f.diverged = false;
     f.ackedSeq = reply.seq;
     this.nextSeq = reply.seq + 1;
     const acked = this.log.ackThrough(reply.seq);
     if (acked.length > 0) this.applying = this.applying.then(() => this.applyAcked(acked));
+  }
+
+  /** The follower is ahead of us, or at our seq with another state. */
+  private differs(reply: ReplicateReply): boolean {
+    return reply.seq > this.log.lastSeq || (reply.seq === this.store.seq && reply.digest !== this.store.digest());
   }
 
   /**

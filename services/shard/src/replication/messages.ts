@@ -19,6 +19,8 @@ export const replicateRequestSchema = z.object({
   /** The leader's last sequenced entry. */
   lastSeq: z.number().int().nonnegative(),
   entries: z.array(entrySchema),
+  /** The leader found the follower's state different from its own at the same seq: take a full transfer. */
+  resync: z.boolean().optional(),
 });
 export type ReplicateRequest = z.infer<typeof replicateRequestSchema>;
 
@@ -29,14 +31,16 @@ export const replicateReplySchema = z.object({
   catchingUp: z.boolean(),
   /** The batch started beyond seq + 1 (nothing was applied). */
   gap: z.boolean(),
+  /** The follower's state digest at `seq`: the leader compares it with its own at the same seq. */
+  digest: z.string(),
 });
 export type ReplicateReply = z.infer<typeof replicateReplySchema>;
 
 /** Builds the request body from records serialised when they were sequenced: no re-encoding. */
-export function replicateBody(shardJson: string, logStartSeq: number, lastSeq: number, batch: readonly LogRecord[]): string {
+export function replicateBody(shardJson: string, logStartSeq: number, lastSeq: number, batch: readonly LogRecord[], resync = false): string {
   let entries = '';
   for (let i = 0; i < batch.length; i += 1) entries += (i === 0 ? '' : ',') + batch[i]!.json;
-  return `{"shard":${shardJson},"logStartSeq":${logStartSeq},"lastSeq":${lastSeq},"entries":[${entries}]}`;
+  return `{"shard":${shardJson},"logStartSeq":${logStartSeq},"lastSeq":${lastSeq},"entries":[${entries}]${resync ? ',"resync":true' : ''}}`;
 }
 
 /** The peer answered that it cannot serve a transfer now (503 not_ready). */
@@ -50,6 +54,6 @@ export interface PeerTransport {
   /** Sends one replicate message; rejects on any failure, including a timeout. */
   replicate(body: string): Promise<ReplicateReply>;
   /** Streams what a node at `fromSeq - 1` lacks of the peer's state, as transfer lines (see transfer.ts). */
-  transfer(fromSeq: number): Promise<AsyncIterable<string>>;
+  transfer(fromSeq: number, full: boolean): Promise<AsyncIterable<string>>;
   close(): Promise<void>;
 }

@@ -30,11 +30,16 @@ export const TRANSFER_CHUNK_BYTES = 64 * 1024;
 export const TRANSFER_APPLY_ITEMS_MAX = 2000;
 export const TRANSFER_APPLY_BYTES_MAX = 4 * 1024 * 1024;
 
-/** The sender: what a peer at `fromSeq - 1` lacks, from one consistent view of the store. */
-export async function* transferLines(store: KvStore, shard: string, fromSeq: number): AsyncGenerator<string> {
+/** After a tail the receiver's state differs from the sender's: their histories differ below the tail. */
+export class DivergedError extends Error {
+  override name = 'DivergedError';
+}
+
+/** The sender: what a peer at `fromSeq - 1` lacks (or, with `full`, its whole state), from one consistent view. */
+export async function* transferLines(store: KvStore, shard: string, fromSeq: number, full = false): AsyncGenerator<string> {
   const view = store.view();
   try {
-    const kind = fromSeq > view.seq || fromSeq >= view.logStartSeq ? 'tail' : 'full';
+    const kind = !full && (fromSeq > view.seq || fromSeq >= view.logStartSeq) ? 'tail' : 'full';
     const header = kind === 'tail' ? { shard, kind, seq: view.seq } : { shard, kind, seq: view.seq, keys: view.size };
     let chunk = `${JSON.stringify(header)}\n`;
     const lines = kind === 'tail' ? view.entries(fromSeq) : jsonLines(view.pairs());
@@ -62,21 +67,32 @@ export interface CatchUpResult {
   items: number;
 }
 
-/** Brings `store` up to its peer's state, or throws and leaves it at a consistent earlier one. */
-export async function catchUpFrom(peer: PeerTransport, store: KvStore, shard: string): Promise<CatchUpResult> {
-  return installTransfer(await peer.transfer(store.seq + 1), store, shard);
+export interface TransferOptions {
+  /** Ask for the peer's whole state and take it even if it is not ahead: the cure for a diverged history. */
+  full?: boolean;
+  /** Stops between writes (the node is shutting down); the store stays consistent. */
+  signal?: AbortSignal;
 }
 
-/** The receiver. A tail is applied as it arrives (each chunk is a valid prefix); a full state swaps in only when complete. */
-export async function installTransfer(lines: AsyncIterable<string>, store: KvStore, shard: string): Promise<CatchUpResult> {
+/** Brings `store` up to its peer's state, or throws and leaves it at a consistent earlier one. */
+export async function catchUpFrom(peer: PeerTransport, store: KvStore, shard: string, opts: TransferOptions = {}): Promise<CatchUpResult> {
+  return installTransfer(await peer.transfer(store.seq + 1, opts.full ?? false), store, shard, opts);
+}
+
+/**
+ * The receiver. A tail is applied as it arrives (each chunk is a valid prefix) and must end with
+ * the sender's digest, else DivergedError; a full state swaps in only when complete.
+ */
+export async function installTransfer(lines: AsyncIterable<string>, store: KvStore, shard: string, opts: TransferOptions = {}): Promise<CatchUpResult> {
   const it = lines[Symbol.asyncIterator]();
   try {
     const first = await it.next();
     if (first.done === true) throw new Error('transfer stream is empty');
     const header = headerSchema.parse(JSON.parse(first.value));
     if (header.shard !== shard) throw new Error(`transfer is of shard ${header.shard}, this node is ${shard}: refusing it`);
+    if (header.kind === 'full' && opts.full === true) return await receiveFull(it, await store.restore(), header.seq, store, opts.signal);
     if (header.seq <= store.seq) return { kind: 'none', seq: store.seq, items: 0 };
-    return header.kind === 'tail' ? await receiveTail(it, store, header.seq) : await receiveFull(it, await store.restore(), header.seq, store);
+    return header.kind === 'tail' ? await receiveTail(it, store, header.seq, opts.signal) : await receiveFull(it, await store.restore(), header.seq, store, opts.signal);
   } finally {
     // Stops the sender and releases the connection however we got here.
     await it.return?.();
@@ -86,7 +102,11 @@ export async function installTransfer(lines: AsyncIterable<string>, store: KvSto
 type Trailer = z.infer<typeof trailerSchema>;
 
 /** Collects lines into bounded groups; hands the trailer back when it arrives. */
-async function readGroups<T>(it: AsyncIterator<string>, parse: (line: string, value: unknown) => T, size: (item: T) => number, onGroup: (items: T[]) => Promise<void>): Promise<Trailer> {
+async function readGroups<T>(it: AsyncIterator<string>, parse: (line: string, value: unknown) => T, size: (item: T) => number, write: (items: T[]) => Promise<void>, signal?: AbortSignal): Promise<Trailer> {
+  const onGroup = async (items: T[]) => {
+    signal?.throwIfAborted();
+    await write(items);
+  };
   let group: T[] = [];
   let bytes = 0;
   for (let next = await it.next(); next.done !== true; next = await it.next()) {
@@ -109,7 +129,7 @@ async function readGroups<T>(it: AsyncIterator<string>, parse: (line: string, va
   throw new Error('transfer stream ended without a trailer (sender failed or connection lost)');
 }
 
-async function receiveTail(it: AsyncIterator<string>, store: KvStore, seq: number): Promise<CatchUpResult> {
+async function receiveTail(it: AsyncIterator<string>, store: KvStore, seq: number, signal?: AbortSignal): Promise<CatchUpResult> {
   let items = 0;
   const toRecord = (json: string, value: unknown): LogRecord => ({ entry: entrySchema.parse(value) as Entry, json, bytes: Buffer.byteLength(json) });
   const trailer = await readGroups(it, toRecord, (r) => r.bytes, async (records) => {
@@ -119,21 +139,22 @@ async function receiveTail(it: AsyncIterator<string>, store: KvStore, seq: numbe
     if (fresh[0]!.entry.seq !== store.seq + 1) throw new Error(`transfer tail starts at ${fresh[0]!.entry.seq}, need ${store.seq + 1}`);
     await store.apply(fresh);
     items += fresh.length;
-  });
+  }, signal);
   if (trailer.seq !== seq || store.seq !== seq) throw new Error(`transfer tail ended at ${store.seq}, expected ${seq}`);
-  if (store.digest() !== trailer.digest) throw new Error(`state digest differs from the peer's after replaying its log to seq ${seq}: the histories diverged`);
+  if (store.digest() !== trailer.digest) throw new DivergedError(`state digest differs from the peer's after replaying its log to seq ${seq}: the histories diverged`);
   return { kind: 'tail', seq, items };
 }
 
-async function receiveFull(it: AsyncIterator<string>, restore: StoreRestore, seq: number, store: KvStore): Promise<CatchUpResult> {
+async function receiveFull(it: AsyncIterator<string>, restore: StoreRestore, seq: number, store: KvStore, signal?: AbortSignal): Promise<CatchUpResult> {
   let items = 0;
   const toPair = (_line: string, value: unknown) => pairSchema.parse(value);
   const trailer = await readGroups(it, toPair, ([k, v]) => k.length + v.length, async (pairs) => {
     await restore.put(pairs);
     items += pairs.length;
-  });
+  }, signal);
   if (trailer.seq !== seq) throw new Error('transfer trailer does not match its header');
   if (trailer.digest !== restore.digest()) throw new Error('transfer digest mismatch: state corrupted in transit');
+  signal?.throwIfAborted();
   await restore.commit(seq);
   if (store.seq !== seq) throw new Error('store did not take the transferred state');
   return { kind: 'full', seq, items };

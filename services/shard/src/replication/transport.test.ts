@@ -39,7 +39,7 @@ test('a transfer whose stream goes on after the trailer does not crash the proce
   const peer = new HttpPeer(url, undefined, 2000);
   for (let i = 0; i < 20; i += 1) {
     const store = new MemoryStore(WINDOW);
-    await installTransfer(await peer.transfer(1), store, 's');
+    await installTransfer(await peer.transfer(1, false), store, 's');
     expect(store.get('a')).toBe('b');
   }
   await peer.close();
@@ -48,9 +48,9 @@ test('a transfer whose stream goes on after the trailer does not crash the proce
 test('a 503 from the peer is reported as PeerNotReadyError, other failures as plain errors', async () => {
   const peer = new HttpPeer(url, undefined, 2000);
   respond = (res) => res.writeHead(503).end('{"error":{"code":"not_ready"}}');
-  await expect(peer.transfer(1)).rejects.toBeInstanceOf(PeerNotReadyError);
+  await expect(peer.transfer(1, false)).rejects.toBeInstanceOf(PeerNotReadyError);
   respond = (res) => res.writeHead(401).end('{}');
-  await expect(peer.transfer(1)).rejects.not.toBeInstanceOf(PeerNotReadyError);
+  await expect(peer.transfer(1, false)).rejects.not.toBeInstanceOf(PeerNotReadyError);
   await peer.close();
 });
 
@@ -59,7 +59,7 @@ test('a stream cut before its trailer is refused and leaves the store as it was'
   const peer = new HttpPeer(url, undefined, 2000);
   const store = new MemoryStore(WINDOW);
   await store.apply([record(1, 'old', 'v')]);
-  await expect(installTransfer(await peer.transfer(2), store, 's')).rejects.toThrow(/without a trailer/);
+  await expect(installTransfer(await peer.transfer(2, false), store, 's')).rejects.toThrow(/without a trailer/);
   expect(store.get('old')).toBe('v');
   expect(store.seq).toBe(1);
   await peer.close();

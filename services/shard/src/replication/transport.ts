@@ -57,9 +57,9 @@ export class HttpPeer implements PeerTransport {
   }
 
   /** Streams the peer's transfer line by line; a stalled stream fails after `requestTimeoutMs`. */
-  async transfer(fromSeq: number): Promise<AsyncIterable<string>> {
+  async transfer(fromSeq: number, full: boolean): Promise<AsyncIterable<string>> {
     const res = await this.pool.request({
-      path: `/internal/transfer?fromSeq=${fromSeq}`,
+      path: `/internal/transfer?fromSeq=${fromSeq}${full ? '&full=1' : ''}`,
       method: 'GET',
       headers: this.headers,
       headersTimeout: this.requestTimeoutMs,
