@@ -34,7 +34,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const rand = (lo: number, hi: number) => lo + Math.floor(Math.random() * (hi - lo));
 
 async function waitFor(what: string, c: TestCluster, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  if (!(await eventually(check, timeoutMs, 50))) throw new Error(`timed out waiting for: ${what}\nlog tail:\n${c.logs.slice(-40).join('\n')}`);
+  if (!(await eventually(check, timeoutMs, 50))) throw new Error(`timed out waiting for: ${what}\nlog tail:\n${c.logs.slice(-400).join('\n')}`);
 }
 
 /**

@@ -114,12 +114,23 @@ export async function keysOn(cluster: Cluster, shardId: string, count: number, p
   return keys;
 }
 
-/** Every listed shard's leader and follower agree: same seq, same digest, nothing pending, follower in sync. */
+/** The router's view of one shard: epoch, in-sync flag, and the current leader's and follower's /status. */
+export async function shardView(cluster: Cluster, id: string): Promise<any> {
+  const r = await http('GET', `${cluster.router.url}/status`);
+  return (r.body.shards as Array<{ id: string }>).find((s) => s.id === id);
+}
+
+/**
+ * Every listed shard (by index) is healthy and replicated: the coordinator counts its follower in
+ * sync, and its current leader and follower (whichever nodes they are now) have the same seq and
+ * digest with nothing pending.
+ */
 export async function shardsInSync(cluster: Cluster, indexes: number[] = cluster.shards.map((_, i) => i)): Promise<boolean> {
   for (const i of indexes) {
-    const s = cluster.shards[i]!;
-    const [l, f] = await Promise.all([status(s.leader.url), status(s.follower.url)]);
-    const agree = l.state === 'serving' && l.follower?.inSync === true && l.queue?.entries === 0 && f.state === 'in_sync' && l.seq === f.seq && l.digest === f.digest;
+    const v = await shardView(cluster, cluster.shards[i]!.id);
+    const l = v?.leader;
+    const f = v?.follower;
+    const agree = v?.inSync === true && l?.state === 'serving' && l.commitMode === 'sync' && l.follower?.inSync === true && l.queue?.entries === 0 && f?.state === 'in_sync' && l.seq === f.seq && l.digest === f.digest && l.epoch === v.epoch;
     if (!agree) return false;
   }
   return true;

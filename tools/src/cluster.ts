@@ -84,12 +84,13 @@ export class Cluster {
     const dataRoot = resolve(opts.dataRoot ?? DEFAULT_DATA_ROOT);
     const add = (name: string, script: string, env: Record<string, string>) =>
       this.procs.set(name, new Supervised({ name, script, env: { ...common, NODE_NAME: name, ...env } }, sink, restart));
-    const storage = (name: string) => ({ DATA_DIR: join(dataRoot, name), ...(opts.clusterId === undefined ? {} : { CLUSTER_ID: opts.clusterId }) });
+    // The router coordinates roles; every shard node reports to it.
+    const storage = (name: string) => ({ DATA_DIR: join(dataRoot, name), COORDINATOR_URL: this.router.url, ...(opts.clusterId === undefined ? {} : { CLUSTER_ID: opts.clusterId }) });
     for (const s of this.shards) {
       add(s.follower.name, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'follower', PORT: String(s.follower.port), LEADER_URL: s.leader.url, ...storage(s.follower.name) });
       add(s.leader.name, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'leader', PORT: String(s.leader.port), FOLLOWER_URL: s.follower.url, ...storage(s.leader.name) });
     }
-    add(this.router.name, ROUTER_SCRIPT, { PORT: String(this.router.port), SHARDS: this.shardsSpec });
+    add(this.router.name, ROUTER_SCRIPT, { PORT: String(this.router.port), SHARDS: this.shardsSpec, DATA_DIR: join(dataRoot, 'router') });
   }
 
   /** Starts every process and waits until each answers /health. */

@@ -25,6 +25,10 @@ export const ERRORS = {
   method_not_allowed: { status: 405, outcome: 'definite' },
   not_leader: { status: 409, outcome: 'definite' },
   wrong_shard: { status: 409, outcome: 'definite' },
+  /** A message or configuration from an older epoch: its sender was replaced (fencing). */
+  stale_epoch: { status: 409, outcome: 'definite' },
+  /** Replication sent to a node that is not a follower now. */
+  not_follower: { status: 409, outcome: 'definite' },
   body_too_large: { status: 413, outcome: 'definite' },
   value_too_large: { status: 413, outcome: 'definite' },
   headers_too_large: { status: 431, outcome: 'definite' },

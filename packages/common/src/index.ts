@@ -5,3 +5,4 @@ export * from './errors';
 export * from './http';
 export * from './log';
 export * from './upstream';
+export * from './cluster';

@@ -1,67 +1,150 @@
 import Router from '@koa/router';
-import { errorMiddleware, jsonBody, keyQuery, parseKeyQuery, parsePutBody, requireJson, type Logger } from '@shardkv/common';
+import { errorMiddleware, internalAuth, jsonBody, keyQuery, KvError, parseKeyQuery, parsePutBody, requireJson, shardEventSchema, type Logger } from '@shardkv/common';
 import Koa from 'koa';
+import { timingSafeEqual } from 'node:crypto';
+import type { Coordinator, ShardState } from './coordinator';
 import type { ShardRing } from './ring';
-import { nodeStatus, type ForwardOptions, type Shards, type UpstreamResponse } from './shards';
+import { nodeStatus, type ForwardOptions, type Nodes, type UpstreamResponse } from './shards';
 
 export interface RouterAppDeps {
   ring: ShardRing;
-  shards: Shards;
+  nodes: Nodes;
+  coordinator: Coordinator;
   statusTimeoutMs: number;
+  clusterToken: string | undefined;
+  adminToken: string | undefined;
   log: Logger;
 }
 
 /**
  * The public API. The router validates every request itself, so bad input is answered here and
- * never reaches a shard; it then forwards to the leader of the key's shard and passes the
- * leader's answer through byte for byte.
+ * never reaches a shard; it then forwards to the current leader of the key's shard (as the
+ * coordinator says) and passes the leader's answer through byte for byte.
  */
-export function createRouterApp({ ring, shards, statusTimeoutMs, log }: RouterAppDeps): Koa {
+export function createRouterApp(deps: RouterAppDeps): Koa {
   const app = new Koa();
   // Case-sensitive: `/PUT` is not `/put`, and no spelling of a path escapes the internal guard.
   const router = new Router({ sensitive: true });
+  addPublicRoutes(router, deps);
+  addCoordinatorRoutes(router, deps);
+  app.use(errorMiddleware(deps.log));
+  app.use(internalAuth(deps.clusterToken));
+  app.use(router.routes());
+  app.use(router.allowedMethods({ throw: true }));
+  return app;
+}
 
-  const forward = async (ctx: Koa.Context, key: string, opts: ForwardOptions) => {
-    const res: UpstreamResponse = await shards.get(ring.shardFor(key)).leader.request(opts);
+function addPublicRoutes(router: Router, { ring, nodes, coordinator }: RouterAppDeps): void {
+  const shardOf = (key: string) => coordinator.state(ring.shardFor(key));
+  const reply = (ctx: Koa.Context, res: UpstreamResponse) => {
     ctx.status = res.status;
     ctx.type = 'application/json';
     ctx.body = res.body;
+  };
+  /**
+   * To the shard's leader. A node that refused because it is not the leader (any more) or not
+   * configured yet did nothing, so the request may go once more, to the leader the coordinator
+   * names now; if that is the same node, the client gets a definite 503.
+   */
+  const toLeader = async (ctx: Koa.Context, key: string, opts: ForwardOptions) => {
+    const first = shardOf(key).leader;
+    const res = await nodes.get(first).request(opts);
+    if (!refusedAsNotLeader(res)) return reply(ctx, res);
+    const now = shardOf(key).leader;
+    if (now === first) throw new KvError('shard_unavailable', `${first} is not serving as leader yet (the shard's leader is changing); nothing was applied, retry`);
+    reply(ctx, await nodes.get(now).request(opts));
   };
 
   router.post('/put', requireJson, jsonBody(), async (ctx) => {
     const { key } = parsePutBody(ctx.request.body);
     // The validated body is forwarded as received: no re-serialisation on the hot path.
-    await forward(ctx, key, { method: 'POST', path: '/put', body: ctx.request.rawBody as string, idempotent: false });
+    await toLeader(ctx, key, { method: 'POST', path: '/put', body: ctx.request.rawBody as string, idempotent: false });
   });
 
   router.get('/get', async (ctx) => {
     const key = parseKeyQuery(ctx.querystring);
-    await forward(ctx, key, { method: 'GET', path: `/get?${keyQuery(key)}`, idempotent: true });
+    const opts: ForwardOptions = { method: 'GET', path: `/get?${keyQuery(key)}`, idempotent: true };
+    if (consistency(ctx) === 'stale') {
+      // The follower may be behind (or ahead, by writes whose answer was lost): any answer but a
+      // value or a 404 sends the read to the leader.
+      const res = await nodes.get(shardOf(key).follower).request(opts).catch(() => undefined);
+      if (res !== undefined && (res.status === 200 || res.status === 404)) return reply(ctx, res);
+    }
+    await toLeader(ctx, key, opts);
   });
 
   router.delete('/delete', async (ctx) => {
     const key = parseKeyQuery(ctx.querystring);
-    await forward(ctx, key, { method: 'DELETE', path: `/delete?${keyQuery(key)}`, idempotent: false });
+    await toLeader(ctx, key, { method: 'DELETE', path: `/delete?${keyQuery(key)}`, idempotent: false });
   });
 
   router.get('/health', (ctx) => {
     ctx.body = { status: 'ok', node: 'router' };
   });
+}
 
-  router.get('/status', async (ctx) => {
-    ctx.body = {
-      shards: await Promise.all(
-        shards.all.map(async (s) => ({
-          id: s.id,
-          leader: await nodeStatus(s.leader, statusTimeoutMs),
-          follower: await nodeStatus(s.follower, statusTimeoutMs),
-        })),
-      ),
-    };
+/** 409 not_leader / not_follower or 503 not_ready: the node refused before doing anything. */
+function refusedAsNotLeader(res: UpstreamResponse): boolean {
+  if (res.status !== 409 && res.status !== 503) return false;
+  const text = res.body.toString('utf8');
+  return text.includes('"not_leader"') || text.includes('"not_ready"');
+}
+
+function consistency(ctx: Koa.Context): 'linearizable' | 'stale' {
+  const c = ctx.query['consistency'];
+  if (c === undefined || c === 'linearizable') return 'linearizable';
+  if (c === 'stale') return 'stale';
+  throw new KvError('bad_request', 'consistency must be "linearizable" (the default) or "stale"');
+}
+
+function addCoordinatorRoutes(router: Router, { nodes, coordinator, statusTimeoutMs, adminToken }: RouterAppDeps): void {
+  router.post('/internal/shard-event', requireJson, jsonBody(), async (ctx) => {
+    const parsed = shardEventSchema.safeParse(ctx.request.body);
+    if (!parsed.success) throw new KvError('invalid_body', `bad shard event: ${parsed.error.issues[0]?.message}`);
+    ctx.body = await coordinator.onEvent(parsed.data);
   });
 
-  app.use(errorMiddleware(log));
-  app.use(router.routes());
-  app.use(router.allowedMethods({ throw: true }));
-  return app;
+  router.post('/admin/failover', requireAdmin(adminToken), async (ctx) => {
+    const s = shardParam(coordinator, ctx.query['shard']);
+    const next = await coordinator.failover(s.id, ctx.query['unsafe'] === 'true');
+    ctx.body = { shard: next.id, epoch: next.epoch, leader: next.leader, follower: next.follower, inSync: next.inSync };
+  });
+
+  router.get('/status', async (ctx) => {
+    ctx.body = { shards: await Promise.all(coordinator.all.map((s) => shardStatus(s, nodes, statusTimeoutMs))) };
+  });
+}
+
+async function shardStatus(s: ShardState, nodes: Nodes, timeoutMs: number) {
+  const [leader, follower] = await Promise.all([nodeStatus(nodes.get(s.leader), timeoutMs), nodeStatus(nodes.get(s.follower), timeoutMs)]);
+  const lastSeq = typeof leader['lastSeq'] === 'number' ? leader['lastSeq'] : undefined;
+  const followerSeq = typeof follower['seq'] === 'number' ? follower['seq'] : undefined;
+  return {
+    id: s.id,
+    epoch: s.epoch,
+    inSync: s.inSync,
+    replicationLagEntries: lastSeq !== undefined && followerSeq !== undefined ? Math.max(0, lastSeq - followerSeq) : null,
+    leader,
+    follower,
+  };
+}
+
+/** `shard=N` (an index) or `shard=<id>`. */
+function shardParam(coordinator: Coordinator, raw: unknown): ShardState {
+  if (typeof raw !== 'string' || raw === '') throw new KvError('bad_request', 'shard is required (an index or an id)');
+  const all = coordinator.all;
+  const byIndex = /^\d+$/.test(raw) ? all[Number(raw)] : undefined;
+  return byIndex ?? coordinator.state(raw);
+}
+
+/** /admin/* needs `Authorization: Bearer <ADMIN_TOKEN>`; with no token configured it is closed. */
+function requireAdmin(token: string | undefined): Koa.Middleware {
+  const expected = token === undefined ? undefined : Buffer.from(`Bearer ${token}`);
+  return async (ctx, next) => {
+    const got = Buffer.from(ctx.get('authorization'));
+    if (expected === undefined || got.length !== expected.length || !timingSafeEqual(got, expected)) {
+      throw new KvError('unauthorized', expected === undefined ? 'admin endpoints are closed: set ADMIN_TOKEN (or CLUSTER_TOKEN)' : 'admin endpoint: missing or wrong token');
+    }
+    await next();
+  };
 }

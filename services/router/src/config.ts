@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { envInt, envOptionalString, envPort, parseEnv } from '@shardkv/common';
 import { z } from 'zod';
 
@@ -27,6 +28,14 @@ const schema = z.object({
   STATUS_TIMEOUT_MS: envInt(1000, 1),
   UPSTREAM_CONNECTIONS: envInt(64, 1, 10_000),
   CLUSTER_TOKEN: envOptionalString(),
+  /** Bearer token of /admin/*; the cluster token when unset. */
+  ADMIN_TOKEN: envOptionalString(),
+  /** Where the coordinator keeps each shard's configuration (epoch, roles, in-sync flag). */
+  DATA_DIR: envOptionalString(),
+  HEALTH_INTERVAL_MS: envInt(200, 10),
+  HEALTH_TIMEOUT_MS: envInt(300, 10),
+  HEALTH_FAILURES: envInt(3, 1),
+  MIN_INSYNC_REPLICAS: envInt(1, 1, 2),
 });
 
 export type RouterConfig = ReturnType<typeof loadConfig>;
@@ -40,6 +49,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     upstreamTimeoutMs: c.UPSTREAM_TIMEOUT_MS,
     statusTimeoutMs: c.STATUS_TIMEOUT_MS,
     upstreamConnections: c.UPSTREAM_CONNECTIONS,
+    clusterToken: c.CLUSTER_TOKEN,
+    adminToken: c.ADMIN_TOKEN ?? c.CLUSTER_TOKEN,
+    stateFile: join(resolve(c.DATA_DIR ?? join('data', 'router')), 'shards.json'),
+    coordinator: {
+      healthIntervalMs: c.HEALTH_INTERVAL_MS,
+      healthTimeoutMs: c.HEALTH_TIMEOUT_MS,
+      healthFailures: c.HEALTH_FAILURES,
+      minInsync: c.MIN_INSYNC_REPLICAS as 1 | 2,
+    },
     nodeName: 'router',
   };
 }

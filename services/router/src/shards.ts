@@ -1,6 +1,7 @@
-import { upstreamError, type KvError } from '@shardkv/common';
+import { authHeaders, upstreamError, type KvError } from '@shardkv/common';
 import { Pool } from 'undici';
 import type { ShardAddress } from './config';
+import type { NodeApi, NodeReport } from './coordinator';
 
 export interface UpstreamResponse {
   status: number;
@@ -13,10 +14,11 @@ export interface ForwardOptions {
   body?: string;
   /** Only idempotent requests are retried, and only when the connection broke. */
   idempotent: boolean;
+  headers?: Record<string, string>;
 }
 
 /** One node (leader or follower) as the router sees it: a keep-alive pool with deadlines. */
-class NodeClient {
+export class NodeClient {
   private readonly pool: Pool;
 
   constructor(
@@ -51,7 +53,7 @@ class NodeClient {
       method: opts.method,
       path: opts.path,
       body: opts.body,
-      headers: opts.body === undefined ? undefined : { 'content-type': 'application/json' },
+      headers: opts.body === undefined ? opts.headers : { 'content-type': 'application/json', ...opts.headers },
       signal: AbortSignal.timeout(timeoutMs),
     });
     const body = Buffer.from(await res.body.arrayBuffer());
@@ -63,42 +65,24 @@ class NodeClient {
   }
 }
 
-export interface Shard {
-  id: string;
-  leader: NodeClient;
-  follower: NodeClient;
-}
-
-/** The shard table: id -> clients for its leader and follower. */
-export class Shards {
-  private readonly byId = new Map<string, Shard>();
+/** A keep-alive client per node URL; which node leads a shard is the coordinator's business. */
+export class Nodes {
+  private readonly byUrl = new Map<string, NodeClient>();
 
   constructor(addresses: readonly ShardAddress[], connections: number, timeoutMs: number) {
     for (const a of addresses) {
-      this.byId.set(a.id, {
-        id: a.id,
-        leader: new NodeClient(a.leader, connections, timeoutMs),
-        follower: new NodeClient(a.follower, connections, timeoutMs),
-      });
+      for (const url of [a.leader, a.follower]) this.byUrl.set(url, new NodeClient(url, connections, timeoutMs));
     }
   }
 
-  get ids(): string[] {
-    return [...this.byId.keys()];
-  }
-
-  get all(): Shard[] {
-    return [...this.byId.values()];
-  }
-
-  get(id: string): Shard {
-    const s = this.byId.get(id);
-    if (s === undefined) throw new Error(`unknown shard ${id}`);
-    return s;
+  get(url: string): NodeClient {
+    const n = this.byUrl.get(url);
+    if (n === undefined) throw new Error(`unknown node ${url}`);
+    return n;
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.all.flatMap((s) => [s.leader.close(), s.follower.close()]));
+    await Promise.all([...this.byUrl.values()].map((n) => n.close()));
   }
 }
 
@@ -110,4 +94,20 @@ export async function nodeStatus(node: NodeClient, timeoutMs: number): Promise<R
   } catch (err) {
     return { url: node.url, reachable: false, error: (err as KvError).message };
   }
+}
+
+/** The coordinator's view of a node: its /status, and `POST /internal/config` with the cluster token. */
+export function nodeApi(nodes: Nodes, token: string | undefined): NodeApi {
+  const headers = authHeaders(token);
+  return {
+    async status(url, timeoutMs) {
+      const res = await nodes.get(url).request({ method: 'GET', path: '/status', idempotent: true }, timeoutMs);
+      if (res.status !== 200) throw new Error(`status: HTTP ${res.status}`);
+      return JSON.parse(res.body.toString('utf8')) as NodeReport;
+    },
+    async configure(url, cfg) {
+      const res = await nodes.get(url).request({ method: 'POST', path: '/internal/config', body: JSON.stringify(cfg), idempotent: false, headers });
+      if (res.status !== 200) throw new Error(`config: HTTP ${res.status} ${res.body.toString('utf8').slice(0, 200)}`);
+    },
+  };
 }

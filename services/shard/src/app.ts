@@ -1,20 +1,18 @@
 import Router from '@koa/router';
-import { errorMiddleware, internalAuth, jsonBody, KvError, parseKeyQuery, parsePutBody, requireJson, type Logger } from '@shardkv/common';
+import { errorMiddleware, internalAuth, jsonBody, KvError, nodeConfigSchema, parseKeyQuery, parsePutBody, requireJson, type Logger } from '@shardkv/common';
 import Koa from 'koa';
 import { Readable } from 'node:stream';
 import type { ShardConfig } from './config';
-import type { Follower } from './replication/follower';
+import type { ShardNode } from './node';
 import type { Leader } from './replication/leader';
 import { replicateRequestSchema } from './replication/messages';
 import { transferLines } from './replication/transfer';
 import type { KvStore } from './store';
 
-export type NodeRole = { kind: 'leader'; leader: Leader } | { kind: 'follower'; follower: Follower };
-
 export interface ShardAppDeps {
   config: ShardConfig;
   store: KvStore;
-  role: NodeRole;
+  node: ShardNode;
   log: Logger;
 }
 
@@ -32,64 +30,58 @@ export function createShardApp(deps: ShardAppDeps): Koa {
   return app;
 }
 
-function addPublicRoutes(router: Router, { config, store, role }: ShardAppDeps): void {
+function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps): void {
   router.get('/get', (ctx) => {
     const key = parseKeyQuery(ctx.querystring);
-    const value = role.kind === 'leader' ? role.leader.get(key) : role.follower.get(key);
+    const value = node.get(key);
     if (value === undefined) throw new KvError('key_not_found', 'key not found', { key });
     ctx.body = { key, value };
   });
 
-  if (role.kind === 'leader') {
-    const { leader } = role;
-    router.post('/put', requireJson, jsonBody(), async (ctx) => {
-      const { key, value } = parsePutBody(ctx.request.body);
-      const { seq } = await leader.write({ op: 'put', key, value });
-      ctx.body = { key, seq };
-    });
-    router.delete('/delete', async (ctx) => {
-      const key = parseKeyQuery(ctx.querystring);
-      const { seq, existed } = await leader.write({ op: 'del', key });
-      ctx.body = { key, deleted: existed, seq };
-    });
-  } else {
-    // Refused before the body is read: a follower never writes on a client's behalf.
-    const notLeader = () => {
-      throw new KvError('not_leader', `this node is a follower; write to the leader at ${config.peerUrl}`, { leader: config.peerUrl });
-    };
-    router.post('/put', notLeader);
-    router.delete('/delete', notLeader);
-  }
+  // Only a leader reads a write's body: a follower or a node in standby refuses it first.
+  const leaderOnly: Koa.Middleware = (_ctx, next) => {
+    node.assertLeader();
+    return next();
+  };
+  router.post('/put', leaderOnly, requireJson, jsonBody(), async (ctx) => {
+    const { key, value } = parsePutBody(ctx.request.body);
+    const { seq } = await node.write({ op: 'put', key, value });
+    ctx.body = { key, seq };
+  });
+  router.delete('/delete', leaderOnly, async (ctx) => {
+    const key = parseKeyQuery(ctx.querystring);
+    const { seq, existed } = await node.write({ op: 'del', key });
+    ctx.body = { key, deleted: existed, seq };
+  });
 
   router.get('/health', (ctx) => {
-    if (!canServeState(role)) throw new KvError('not_ready', `${config.nodeName} is not ready`);
-    ctx.body = { status: 'ok', node: config.nodeName, role: role.kind };
+    if (!node.healthy) throw new KvError('not_ready', `${config.nodeName} is not ready`);
+    ctx.body = { status: 'ok', node: config.nodeName, role: node.role.kind };
   });
 
   router.get('/status', (ctx) => {
+    const role = node.role;
     ctx.body = {
       node: config.nodeName,
       shard: config.shardId,
       role: role.kind,
+      epoch: node.epoch,
       seq: store.seq,
       keys: store.size,
       digest: store.digest(),
-      ...(role.kind === 'leader' ? leaderStatus(role.leader, config) : { ...role.follower.status, leader: config.peerUrl }),
+      ...(role.kind === 'leader' ? leaderStatus(role.leader, node.peerUrl) : {}),
+      ...(role.kind === 'follower' ? { ...role.follower.status, leader: node.peerUrl } : {}),
+      ...(role.kind === 'standby' ? { state: 'standby' } : {}),
     };
   });
 }
 
-/** Healthy, and able to hand its state to its peer: a serving leader, a follower not mid-transfer. */
-function canServeState(role: NodeRole): boolean {
-  return role.kind === 'leader' ? role.leader.serving : role.follower.transferable;
-}
-
-function leaderStatus(leader: Leader, config: ShardConfig) {
+function leaderStatus(leader: Leader, followerUrl: string | undefined) {
   const f = leader.follower;
   return {
     ...leader.status,
     follower: {
-      url: config.peerUrl,
+      url: followerUrl,
       reachable: f.reachable,
       inSync: f.reachable && !f.catchingUp && !f.diverged && f.ackedSeq >= leader.status.lastSeq,
       catchingUp: f.catchingUp,
@@ -102,19 +94,24 @@ function leaderStatus(leader: Leader, config: ShardConfig) {
   };
 }
 
-function addInternalRoutes(router: Router, { config, store, role }: ShardAppDeps): void {
-  if (role.kind === 'follower') {
-    router.post('/internal/replicate', requireJson, jsonBody(config.internalBodyBytesMax), async (ctx) => {
-      const parsed = replicateRequestSchema.safeParse(ctx.request.body);
-      if (!parsed.success) throw new KvError('invalid_body', `bad replicate message: ${parsed.error.issues[0]?.message}`);
-      ctx.body = await role.follower.onReplicate(parsed.data);
-    });
-  }
+function addInternalRoutes(router: Router, { config, store, node }: ShardAppDeps): void {
+  router.post('/internal/replicate', requireJson, jsonBody(config.internalBodyBytesMax), async (ctx) => {
+    const parsed = replicateRequestSchema.safeParse(ctx.request.body);
+    if (!parsed.success) throw new KvError('invalid_body', `bad replicate message: ${parsed.error.issues[0]?.message}`);
+    ctx.body = await node.onReplicate(parsed.data);
+  });
+
+  router.post('/internal/config', requireJson, jsonBody(), async (ctx) => {
+    const parsed = nodeConfigSchema.safeParse(ctx.request.body);
+    if (!parsed.success) throw new KvError('invalid_body', `bad configuration: ${parsed.error.issues[0]?.message}`);
+    await node.configure(parsed.data);
+    ctx.body = { node: config.nodeName, epoch: node.epoch, role: node.role.kind };
+  });
 
   router.get('/internal/transfer', (ctx) => {
     const fromSeq = Number(ctx.query['fromSeq']);
     if (!Number.isSafeInteger(fromSeq) || fromSeq < 1) throw new KvError('bad_request', 'fromSeq must be a positive integer');
-    if (!canServeState(role)) throw new KvError('not_ready', `${config.nodeName} cannot serve a transfer now`);
+    if (!node.healthy) throw new KvError('not_ready', `${config.nodeName} cannot serve a transfer now`);
     ctx.type = 'application/x-ndjson';
     ctx.body = Readable.from(transferLines(store, config.shardId, fromSeq, ctx.query['full'] === '1'));
   });

@@ -14,6 +14,9 @@ const schema = z
     LEADER_URL: envUrl().optional(),
     FOLLOWER_URL: envUrl().optional(),
     CLUSTER_TOKEN: envOptionalString(),
+    /** The router, which coordinates roles; without it the node keeps its ROLE for good. */
+    COORDINATOR_URL: envUrl().optional(),
+    REPORT_RETRY_MS: envInt(1000, 10),
     STORAGE: z.enum(['lmdb', 'memory']).default('lmdb'),
     DATA_DIR: envOptionalString(),
     /** Stored in every data directory: a directory from another cluster is refused at start-up. */
@@ -44,6 +47,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     port: c.PORT,
     peerUrl: (c.ROLE === 'leader' ? c.FOLLOWER_URL : c.LEADER_URL)!,
     clusterToken: c.CLUSTER_TOKEN,
+    coordinatorUrl: c.COORDINATOR_URL,
+    reportRetryMs: c.REPORT_RETRY_MS,
     storage: c.STORAGE,
     dataDir: resolve(c.DATA_DIR ?? join('data', nodeName)),
     clusterId: c.CLUSTER_ID,

@@ -89,6 +89,14 @@ export class LmdbStore implements KvStore {
     return this.state.keys;
   }
 
+  get epoch(): number {
+    return (this.meta.get('epoch') as number | undefined) ?? 0;
+  }
+
+  async setEpoch(epoch: number): Promise<void> {
+    await this.env.childTransaction(() => this.meta.put('epoch', epoch));
+  }
+
   get(key: string): string | undefined {
     return this.live.get(key);
   }

@@ -1,39 +1,31 @@
 import { createLogger, listen, stopOnSignals } from '@shardkv/common';
-import { createShardApp, type NodeRole } from './app';
+import { createShardApp } from './app';
 import { loadConfig, type ShardConfig } from './config';
+import { HttpCoordinator } from './coordinator-client';
 import { LmdbStore, StorageConfigError } from './lmdb-store';
-import { Follower } from './replication/follower';
-import { Leader } from './replication/leader';
+import { ShardNode } from './node';
 import { HttpPeer } from './replication/transport';
 import { MemoryStore, type KvStore } from './store';
 
 /** Exit status for a configuration the node cannot run with: supervisors do not restart it. */
 const EXIT_CONFIG = 78;
 
-/** Wiring only: config -> store -> replication role -> HTTP server -> signals. */
+/** Wiring only: config -> store -> node (role, coordinator) -> HTTP server -> signals. */
 async function main(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.nodeName);
   const store = await openStore(config);
-  const peer = new HttpPeer(config.peerUrl, config.clusterToken, config.replicationTimeoutMs);
-  const role: NodeRole =
-    config.role === 'leader'
-      ? { kind: 'leader', leader: new Leader(store, peer, config, log.child({ component: 'leader' })) }
-      : { kind: 'follower', follower: new Follower(store, peer, config, log.child({ component: 'follower' })) };
+  const coordinator = config.coordinatorUrl === undefined ? undefined : new HttpCoordinator(config.coordinatorUrl, config.clusterToken, config.replicationTimeoutMs);
+  const transport = (url: string) => new HttpPeer(url, config.clusterToken, config.replicationTimeoutMs);
+  const node = new ShardNode(store, { shardId: config.shardId, nodeName: config.nodeName, leader: config, follower: config, reportRetryMs: config.reportRetryMs }, transport, coordinator, log);
 
-  const server = await listen(createShardApp({ config, store, role, log }), config.port, config.host);
-  log.info({ host: config.host, port: config.port, role: config.role, peer: config.peerUrl, storage: config.storage, dataDir: config.storage === 'lmdb' ? config.dataDir : null, seq: store.seq, keys: store.size }, 'listening');
-  if (role.kind === 'leader') {
-    role.leader.start().catch((err) => {
-      log.fatal({ err }, 'replication loop failed');
-      process.exit(1);
-    });
-  }
+  const server = await listen(createShardApp({ config, store, node, log }), config.port, config.host);
+  log.info({ host: config.host, port: config.port, role: config.role, peer: config.peerUrl, coordinator: config.coordinatorUrl ?? null, storage: config.storage, dataDir: config.storage === 'lmdb' ? config.dataDir : null, seq: store.seq, keys: store.size, epoch: store.epoch }, 'listening');
+  await node.start({ role: config.role, peerUrl: config.peerUrl });
 
   stopOnSignals(server, log, async () => {
-    if (role.kind === 'leader') await role.leader.stop();
-    else await role.follower.stop();
-    await peer.close();
+    await node.stop();
+    await coordinator?.close();
     await store.close();
   });
 }

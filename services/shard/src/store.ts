@@ -12,6 +12,9 @@ export interface KvStore {
   readonly durable: boolean;
   /** Sequence number of the last applied entry (0 for an empty store). */
   readonly seq: number;
+  /** The highest configuration epoch this node has accepted (0: never configured); kept across restarts. */
+  readonly epoch: number;
+  setEpoch(epoch: number): Promise<void>;
   readonly size: number;
   get(key: string): string | undefined;
   /**
@@ -102,6 +105,7 @@ export class MemoryStore implements KvStore {
   private map = new Map<string, string>();
   private sum = new DigestSum();
   private lastSeq = 0;
+  private lastEpoch = 0;
   /** The log window, oldest first. Records are immutable, so a view can share them. */
   private log: LogRecord[] = [];
   private logBytes = 0;
@@ -114,6 +118,14 @@ export class MemoryStore implements KvStore {
 
   get size(): number {
     return this.map.size;
+  }
+
+  get epoch(): number {
+    return this.lastEpoch;
+  }
+
+  async setEpoch(epoch: number): Promise<void> {
+    this.lastEpoch = epoch;
   }
 
   get(key: string): string | undefined {

@@ -123,12 +123,14 @@ export class Follower {
    * history differs from the leader's, and the leader's is the shard's.
    */
   private async catchUp(full: boolean): Promise<void> {
-    this.logger.info({ seq: this.store.seq, full }, full ? 'state differs from the leader: taking its full state' : 'behind the leader log: catching up');
+    // A follower out of sync chases a leader that commits alone with many small tails: debug level.
+    if (full) this.logger.info({ seq: this.store.seq }, 'state differs from the leader: taking its full state');
+    else this.logger.debug({ seq: this.store.seq }, 'behind the leader log: catching up');
     while (this.state === 'catching_up') {
       try {
         const result = await catchUpFrom(this.leader, this.store, this.opts.shardId, { full, signal: this.stopping.signal });
         this.lastCatchUp = result;
-        this.logger.info(result, 'caught up; replaying the live log');
+        this.logger[result.kind === 'tail' ? 'debug' : 'info'](result, 'caught up; replaying the live log');
         if (this.state === 'catching_up') this.state = 'replicating';
         return;
       } catch (err) {

@@ -1,7 +1,7 @@
 import { KvError, type Logger } from '@shardkv/common';
 import type { KvStore } from '../store';
 import { LeaderLog, type LogLimits, type LogRecord, type Op } from './log';
-import { replicateBody, type PeerTransport, type ReplicateReply } from './messages';
+import { replicateBody, StaleEpochError, type PeerTransport, type ReplicateReply } from './messages';
 import { catchUpFrom, DivergedError } from './transfer';
 
 export interface LeaderOptions {
@@ -38,7 +38,30 @@ export interface FollowerView {
   lastError: string | undefined;
 }
 
-export type LeaderState = 'recovering' | 'serving' | 'stopped';
+export type LeaderState = 'recovering' | 'serving' | 'fenced' | 'stopped';
+
+/**
+ * How writes commit, as the coordinator's configuration says:
+ * - `sync`: only with the follower's acknowledgement (the follower is in sync and may be promoted);
+ * - `alone`: on this node alone (the follower is out of sync; MIN_INSYNC_REPLICAS=1);
+ * - `refuse`: not at all, 503 no_replica (the follower is out of sync; MIN_INSYNC_REPLICAS=2).
+ */
+export type CommitMode = 'sync' | 'alone' | 'refuse';
+
+/** What the leader tells the node that runs it; the node talks to the coordinator. */
+export interface LeaderEvents {
+  /** Replication to an in-sync follower failed: ask to go on alone (the follower leaves the in-sync set). */
+  followerLost(epoch: number): void;
+  /** An out-of-sync follower has caught up; this leader already waits for it: ask to mark it in sync. */
+  followerCaughtUp(epoch: number): void;
+  /** A peer knows a newer epoch: this leader was replaced and has stopped serving. */
+  fenced(epoch: number): void;
+}
+
+const NO_EVENTS: LeaderEvents = { followerLost: () => {}, followerCaughtUp: () => {}, fenced: () => {} };
+
+/** How far behind (entries) an out-of-sync follower may be when the leader starts waiting for it again. */
+export const REJOIN_LAG_ENTRIES_MAX = 1000;
 
 /**
  * The leader of one shard: the only writer. A write is sequenced in the LeaderLog, sent to the
@@ -67,6 +90,12 @@ export class Leader {
   private resync = false;
   private recovery: Promise<void> | undefined;
   private readonly stopping = new AbortController();
+  private mode: CommitMode;
+  private epoch: number;
+  /** Writes committed alone are applied in one transaction per event-loop turn. */
+  private flushScheduled = false;
+  /** Rejoining: the last entry committed alone. Once the follower has it, it holds every acknowledged write. */
+  private rejoinSeq: number | undefined;
   readonly follower: FollowerView = {
     reachable: false,
     catchingUp: false,
@@ -81,14 +110,46 @@ export class Leader {
     private readonly peer: PeerTransport,
     private readonly opts: LeaderOptions,
     private readonly logger: Logger,
+    start: { epoch: number; mode: CommitMode; reconcile: boolean } = { epoch: 0, mode: 'sync', reconcile: true },
+    private readonly events: LeaderEvents = NO_EVENTS,
   ) {
     this.log = new LeaderLog(store.seq, opts.limits);
     this.shardJson = JSON.stringify(opts.shardId);
+    this.epoch = start.epoch;
+    this.mode = start.mode;
+    this.reconcile = start.reconcile;
+  }
+
+  private readonly reconcile: boolean;
+
+  get commitMode(): CommitMode {
+    return this.mode;
+  }
+
+  /**
+   * A new configuration for this leader (same node, same role). Going `alone` commits whatever
+   * waits for the lost follower; going `sync` first applies what was committed alone.
+   */
+  setMode(mode: CommitMode, epoch: number): void {
+    this.epoch = epoch;
+    // The coordinator's word: in sync (stop asking) or not (stop waiting for a rejoin).
+    this.rejoinSeq = undefined;
+    this.changeMode(mode);
+  }
+
+  private changeMode(mode: CommitMode): void {
+    if (mode !== this.mode) this.logger.info({ from: this.mode, to: mode, epoch: this.epoch }, 'commit mode changed');
+    if (mode === 'sync') this.flushAlone();
+    this.mode = mode;
+    if (mode === 'alone') this.scheduleFlush();
+    this.wake?.();
   }
 
   get status() {
     return {
       state: this.state,
+      epoch: this.epoch,
+      commitMode: this.mode,
       lastSeq: this.log.lastSeq,
       appliedSeq: this.log.appliedSeq,
       storageError: this.storageError ?? null,
@@ -105,7 +166,7 @@ export class Leader {
   async start(): Promise<void> {
     this.recovery = this.recover();
     await this.recovery;
-    if (this.state === 'stopped') return;
+    if (this.state !== 'recovering') return;
     this.log = new LeaderLog(this.store.seq, this.opts.limits);
     this.nextSeq = this.log.startSeq;
     this.state = 'serving';
@@ -115,15 +176,20 @@ export class Leader {
 
   /** Stops the loop and answers every waiting write; resolves when no store transaction is running. */
   async stop(): Promise<void> {
-    this.state = 'stopped';
+    if (this.state !== 'fenced') this.state = 'stopped';
     this.stopping.abort();
     this.wake?.();
+    this.rejectWaiters('leader stopping');
+    await Promise.all([this.applying, this.recovery]);
+  }
+
+  /** Their entries may still commit (a promoted follower may hold them): indeterminate. */
+  private rejectWaiters(why: string): void {
     for (const [seq, w] of this.waiters) {
       clearTimeout(w.timer);
-      w.reject(new KvError('replication_timeout', `leader stopping; write ${seq} may or may not commit`));
+      w.reject(new KvError('replication_timeout', `${why}; write ${seq} may or may not commit`));
     }
     this.waiters.clear();
-    await Promise.all([this.applying, this.recovery]);
   }
 
   get(key: string): string | undefined {
@@ -136,6 +202,7 @@ export class Leader {
     this.assertServing();
     this.assertReplicaAvailable();
     const { entry } = this.log.append(op);
+    if (this.mode === 'alone') this.scheduleFlush();
     return new Promise<WriteResult>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters.delete(entry.seq);
@@ -154,6 +221,8 @@ export class Leader {
   /** Fails fast, before anything is sequenced, when the write could not commit in time. */
   private assertReplicaAvailable(): void {
     if (this.storageError !== undefined) throw new KvError('storage_unavailable', `leader cannot persist writes: ${this.storageError}`);
+    if (this.mode === 'alone') return;
+    if (this.mode === 'refuse') throw new KvError('no_replica', 'the follower is out of sync and MIN_INSYNC_REPLICAS=2: writes need both nodes');
     const f = this.follower;
     if (f.diverged) throw new KvError('no_replica', 'follower state differs from this leader; it is being resynced (see leader log)');
     if (!f.reachable) throw new KvError('no_replica', `follower ${this.peer.url} is unreachable: ${f.lastError ?? 'unknown'}`);
@@ -169,7 +238,9 @@ export class Leader {
    */
   private async recover(): Promise<void> {
     let lastError = '';
-    while (this.state === 'recovering') {
+    // A promoted follower has every committed entry, and an out-of-sync follower cannot have one
+    // we lack: only a leader whose follower is in sync needs to ask it.
+    while (this.state === 'recovering' && this.reconcile && this.mode === 'sync') {
       try {
         const result = await catchUpFrom(this.peer, this.store, this.opts.shardId, { signal: this.stopping.signal });
         this.logger.info({ ...result, from: this.peer.url }, 'reconciled with follower');
@@ -187,6 +258,7 @@ export class Leader {
         // Logged once per distinct reason: a follower that is down for minutes is one line, not thousands.
         if (message !== lastError) this.logger.warn({ err: message, from: this.peer.url }, 'cannot reconcile with follower yet; not serving until it answers');
         lastError = message;
+        this.events.followerLost(this.epoch);
         await this.sleep(this.opts.retryBackoffMs);
       }
     }
@@ -202,7 +274,7 @@ export class Leader {
       }
       this.lastSentAt = Date.now();
       try {
-        this.onReply(await this.peer.replicate(replicateBody(this.shardJson, this.log.startSeq, this.log.lastSeq, batch, this.resync)));
+        this.onReply(await this.peer.replicate(replicateBody(this.shardJson, this.epoch, this.log.startSeq, this.log.lastSeq, batch, this.resync)));
         // A diverged follower will answer the same way again: do not spin on it.
         if (this.follower.diverged) await this.sleep(this.opts.retryBackoffMs);
       } catch (err) {
@@ -229,12 +301,49 @@ export class Leader {
       return;
     }
     this.resync = false;
+    // Below what it acknowledged: it lost its disk (or runs in memory and restarted). It cannot
+    // count as in sync any more, whatever it catches up to later.
+    if (reply.seq < f.ackedSeq && this.mode === 'sync') this.events.followerLost(this.epoch);
+    // While we commit alone a follower is always catching up (each tail ends behind the next
+    // writes); once it is close, writes wait for it again and it catches the rest from memory.
+    if (this.mode === 'alone' && reply.seq >= this.log.appliedSeq - REJOIN_LAG_ENTRIES_MAX) this.rejoin();
     if (reply.catchingUp) return;
     f.diverged = false;
     f.ackedSeq = reply.seq;
     this.nextSeq = reply.seq + 1;
-    const acked = this.log.ackThrough(reply.seq);
+    if (this.mode === 'sync') this.commitAcked(this.log.ackThrough(reply.seq));
+    if (this.rejoinSeq !== undefined && reply.seq >= this.rejoinSeq) this.events.followerCaughtUp(this.epoch);
+  }
+
+  private commitAcked(acked: LogRecord[]): void {
     if (acked.length > 0) this.applying = this.applying.then(() => this.applyAcked(acked));
+  }
+
+  /** Applies what was sequenced while committing alone (one transaction per event-loop turn). */
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      if (this.mode === 'alone') this.flushAlone();
+    });
+  }
+
+  private flushAlone(): void {
+    if (this.mode === 'alone') this.commitAcked(this.log.ackThrough(this.log.lastSeq));
+  }
+
+  /**
+   * The out-of-sync follower is close behind: from now on writes wait for it again, so nothing
+   * commits without it any more. Only when it also has the last entry committed alone is the
+   * coordinator asked to count it in sync (promotable). Until then waiting for it is only ever
+   * extra safety.
+   */
+  private rejoin(): void {
+    if (this.mode !== 'alone') return;
+    this.logger.info({ appliedSeq: this.log.appliedSeq }, 'follower close behind: waiting for it again');
+    this.changeMode('sync');
+    this.rejoinSeq = this.log.lastSeq;
   }
 
   /** The follower is ahead of us, or at our seq with another state. */
@@ -273,11 +382,23 @@ export class Leader {
   }
 
   private onFailure(err: unknown): void {
+    if (err instanceof StaleEpochError) return this.fence(err.message);
     const f = this.follower;
     const message = err instanceof Error ? err.message : String(err);
+    if (this.mode === 'sync') this.events.followerLost(this.epoch);
     if (f.reachable) this.logger.warn({ follower: this.peer.url, err: message }, 'follower unreachable; refusing writes');
     f.reachable = false;
     f.lastError = message;
+  }
+
+  /** A newer epoch exists: another node leads now. Stop serving; the coordinator reassigns us. */
+  fence(why: string): void {
+    if (this.state === 'fenced' || this.state === 'stopped') return;
+    this.logger.warn({ epoch: this.epoch, why }, 'replaced by a newer epoch: no longer serving');
+    this.state = 'fenced';
+    this.rejectWaiters('leader replaced');
+    this.wake?.();
+    this.events.fenced(this.epoch);
   }
 
   /** Sleeps up to `ms`; a new write wakes the loop early. */

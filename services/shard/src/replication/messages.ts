@@ -14,6 +14,8 @@ export const entrySchema = z.discriminatedUnion('op', [
 export const replicateRequestSchema = z.object({
   /** The shard the sender leads: a follower refuses another shard's history (a config mix-up). */
   shard: z.string(),
+  /** The sender's configuration epoch: a node that knows a newer one refuses the message (fencing). */
+  epoch: z.number().int().nonnegative(),
   /** The first sequence number the leader can still send; a follower behind it pulls a catch-up transfer. */
   logStartSeq: z.number().int().positive(),
   /** The leader's last sequenced entry. */
@@ -37,10 +39,15 @@ export const replicateReplySchema = z.object({
 export type ReplicateReply = z.infer<typeof replicateReplySchema>;
 
 /** Builds the request body from records serialised when they were sequenced: no re-encoding. */
-export function replicateBody(shardJson: string, logStartSeq: number, lastSeq: number, batch: readonly LogRecord[], resync = false): string {
+export function replicateBody(shardJson: string, epoch: number, logStartSeq: number, lastSeq: number, batch: readonly LogRecord[], resync = false): string {
   let entries = '';
   for (let i = 0; i < batch.length; i += 1) entries += (i === 0 ? '' : ',') + batch[i]!.json;
-  return `{"shard":${shardJson},"logStartSeq":${logStartSeq},"lastSeq":${lastSeq},"entries":[${entries}]${resync ? ',"resync":true' : ''}}`;
+  return `{"shard":${shardJson},"epoch":${epoch},"logStartSeq":${logStartSeq},"lastSeq":${lastSeq},"entries":[${entries}]${resync ? ',"resync":true' : ''}}`;
+}
+
+/** The peer refused our message because it knows a newer epoch: we have been replaced. */
+export class StaleEpochError extends Error {
+  override name = 'StaleEpochError';
 }
 
 /** The peer answered that it cannot serve a transfer now (503 not_ready). */

@@ -341,7 +341,7 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
 
   test("a follower refuses another shard's replication and transfers", async () => {
     await newPair();
-    const wrong = { shard: 'other', logStartSeq: 1, lastSeq: 1, entries: [{ seq: 1, op: 'put' as const, key: 'x', value: 'y' }] };
+    const wrong = { shard: 'other', epoch: 0, logStartSeq: 1, lastSeq: 1, entries: [{ seq: 1, op: 'put' as const, key: 'x', value: 'y' }] };
     expect(() => p.follower.onReplicate(wrong)).toThrow(/shard other/);
     expect(p.followerStore.seq).toBe(0);
     await p.leader.write({ op: 'put', key: 'k', value: 'v' });

@@ -2,7 +2,7 @@ import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { authHeaders } from '@shardkv/common';
 import { Pool } from 'undici';
-import { PeerNotReadyError, replicateReplySchema, type PeerTransport, type ReplicateReply } from './messages';
+import { PeerNotReadyError, replicateReplySchema, StaleEpochError, type PeerTransport, type ReplicateReply } from './messages';
 
 /**
  * The HTTP side of PeerTransport: one keep-alive undici Pool per peer. Every request has a
@@ -52,6 +52,7 @@ export class HttpPeer implements PeerTransport {
       signal: AbortSignal.timeout(this.requestTimeoutMs),
     });
     const text = await res.body.text();
+    if (res.statusCode === 409 && text.includes('"stale_epoch"')) throw new StaleEpochError(`replicate refused: ${text.slice(0, 200)}`);
     if (res.statusCode !== 200) throw new Error(`replicate: HTTP ${res.statusCode} ${text.slice(0, 200)}`);
     return replicateReplySchema.parse(JSON.parse(text));
   }

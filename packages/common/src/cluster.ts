@@ -1,0 +1,32 @@
+import { z } from 'zod';
+
+/**
+ * The coordinator's messages to and from shard nodes (the router is the coordinator).
+ *
+ * `POST /internal/config` (coordinator -> node): the node's role in its shard as of `epoch`. A
+ * node refuses a configuration older than the newest it has accepted (409 stale_epoch), so a
+ * delayed push can never undo a later decision.
+ */
+export const nodeConfigSchema = z.object({
+  shard: z.string(),
+  epoch: z.number().int().positive(),
+  role: z.enum(['leader', 'follower']),
+  /** The other node of the shard: a leader's follower, a follower's leader. */
+  peerUrl: z.string().url(),
+  /** Whether the follower counts as in sync (a leader then commits only with its acknowledgement). */
+  inSync: z.boolean(),
+  /** 2: a leader without an in-sync follower refuses writes instead of committing alone. */
+  minInsync: z.number().int().min(1).max(2),
+});
+export type NodeConfig = z.infer<typeof nodeConfigSchema>;
+
+/**
+ * `POST /internal/shard-event` (leader -> coordinator): what a leader asks for. The coordinator
+ * acts only if `epoch` is the shard's current one, and answers with the leader's new configuration.
+ */
+export const shardEventSchema = z.object({
+  shard: z.string(),
+  epoch: z.number().int().nonnegative(),
+  event: z.enum(['follower_lost', 'follower_caught_up', 'fenced']),
+});
+export type ShardEvent = z.infer<typeof shardEventSchema>;

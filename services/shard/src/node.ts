@@ -1,0 +1,190 @@
+import { KvError, type Logger, type NodeConfig, type ShardEvent } from '@shardkv/common';
+import { Follower, type FollowerOptions } from './replication/follower';
+import { Leader, type CommitMode, type LeaderEvents, type LeaderOptions, type WriteResult } from './replication/leader';
+import type { Op } from './replication/log';
+import type { PeerTransport, ReplicateReply, ReplicateRequest } from './replication/messages';
+import type { KvStore } from './store';
+
+export type NodeRole = { kind: 'leader'; leader: Leader } | { kind: 'follower'; follower: Follower } | { kind: 'standby' };
+
+/** How a node reaches the coordinator; absent when the cluster runs without one (fixed roles). */
+export interface CoordinatorClient {
+  /** Reports a leader's event; resolves with the node's new configuration, rejects if refused or unreachable. */
+  report(event: ShardEvent): Promise<NodeConfig>;
+}
+
+export interface ShardNodeOptions {
+  shardId: string;
+  nodeName: string;
+  leader: LeaderOptions;
+  follower: FollowerOptions;
+  /** A reported event is not reported again for the same epoch sooner than this. */
+  reportRetryMs: number;
+}
+
+/**
+ * One shard node: its store, and the role it plays now. Roles change only through `configure`
+ * (a configuration from the coordinator, or the fixed role from the environment at start-up),
+ * one at a time. Every replication message passes `onReplicate`, the one place that checks the
+ * epoch: a message from an older epoch is refused (its sender was replaced), so a deposed leader
+ * can never get an entry acknowledged.
+ */
+export class ShardNode {
+  private current: NodeRole = { kind: 'standby' };
+  private config: NodeConfig | undefined;
+  private peer: PeerTransport | undefined;
+  private configuring: Promise<void> = Promise.resolve();
+  private readonly reported = new Map<string, number>();
+
+  constructor(
+    private readonly store: KvStore,
+    private readonly opts: ShardNodeOptions,
+    private readonly transport: (url: string) => PeerTransport,
+    private readonly coordinator: CoordinatorClient | undefined,
+    private readonly logger: Logger,
+  ) {}
+
+  get role(): NodeRole {
+    return this.current;
+  }
+
+  get epoch(): number {
+    return this.store.epoch;
+  }
+
+  get peerUrl(): string | undefined {
+    return this.config?.peerUrl;
+  }
+
+  /**
+   * Without a coordinator the node plays its fixed role. With one, a node that has been
+   * configured before (epoch > 0) waits in standby for its current role: the role it had may
+   * have been given away while it was down.
+   */
+  async start(fixed: { role: 'leader' | 'follower'; peerUrl: string }): Promise<void> {
+    if (this.coordinator !== undefined && this.store.epoch > 0) {
+      this.logger.info({ epoch: this.store.epoch }, 'standby: waiting for the coordinator to configure this node');
+      return;
+    }
+    await this.configure({ shard: this.opts.shardId, epoch: Math.max(1, this.store.epoch), role: fixed.role, peerUrl: fixed.peerUrl, inSync: true, minInsync: 1 });
+  }
+
+  /** Applies a configuration, after any in progress. A stale one is refused. */
+  configure(cfg: NodeConfig): Promise<void> {
+    const run = this.configuring.then(() => this.apply(cfg));
+    this.configuring = run.catch(() => {});
+    return run;
+  }
+
+  private async apply(cfg: NodeConfig): Promise<void> {
+    if (cfg.shard !== this.opts.shardId) throw new KvError('wrong_shard', `configuration for shard ${cfg.shard} sent to a node of ${this.opts.shardId}`);
+    if (cfg.epoch < this.store.epoch) throw new KvError('stale_epoch', `configuration epoch ${cfg.epoch} is older than this node's ${this.store.epoch}`);
+    if (cfg.epoch > this.store.epoch) await this.store.setEpoch(cfg.epoch);
+    const now = this.current;
+    const sameRole = this.config !== undefined && now.kind === cfg.role && this.config.peerUrl === cfg.peerUrl && !(now.kind === 'leader' && !now.leader.serving && now.leader.status.state === 'fenced');
+    this.config = cfg;
+    if (sameRole && now.kind === 'leader') return now.leader.setMode(commitMode(cfg), cfg.epoch);
+    if (sameRole) return;
+    await this.become(cfg);
+  }
+
+  private async become(cfg: NodeConfig): Promise<void> {
+    await this.stopRole();
+    this.peer = this.transport(cfg.peerUrl);
+    this.logger.info({ role: cfg.role, epoch: cfg.epoch, peer: cfg.peerUrl, inSync: cfg.inSync }, `now ${cfg.role}`);
+    if (cfg.role === 'follower') {
+      this.current = { kind: 'follower', follower: new Follower(this.store, this.peer, this.opts.follower, this.logger.child({ component: 'follower' })) };
+      return;
+    }
+    // A leader whose follower is in sync asks it first for anything it lacks; a promoted one has it all.
+    const leader = new Leader(this.store, this.peer, this.opts.leader, this.logger.child({ component: 'leader' }), { epoch: cfg.epoch, mode: commitMode(cfg), reconcile: cfg.inSync }, this.leaderEvents());
+    this.current = { kind: 'leader', leader };
+    leader.start().catch((err: unknown) => {
+      this.logger.fatal({ err }, 'replication loop failed');
+      process.exit(1);
+    });
+  }
+
+  private async stopRole(): Promise<void> {
+    const was = this.current;
+    this.current = { kind: 'standby' };
+    if (was.kind === 'leader') await was.leader.stop();
+    if (was.kind === 'follower') await was.follower.stop();
+    await this.peer?.close();
+    this.peer = undefined;
+  }
+
+  private leaderEvents(): LeaderEvents {
+    return {
+      followerLost: (epoch) => this.report('follower_lost', epoch),
+      followerCaughtUp: (epoch) => this.report('follower_caught_up', epoch),
+      fenced: (epoch) => this.report('fenced', epoch),
+    };
+  }
+
+  /** Asks the coordinator, at most once per event and epoch per `reportRetryMs`, and applies its answer. */
+  private report(event: ShardEvent['event'], epoch: number): void {
+    if (this.coordinator === undefined) return;
+    const key = `${event}@${epoch}`;
+    const last = this.reported.get(key) ?? 0;
+    if (Date.now() - last < this.opts.reportRetryMs) return;
+    this.reported.set(key, Date.now());
+    this.coordinator
+      .report({ shard: this.opts.shardId, epoch, event })
+      .then((cfg) => this.configure(cfg))
+      .catch((err: unknown) => {
+        this.logger.warn({ event, epoch, err: err instanceof Error ? err.message : String(err) }, 'coordinator did not act on the report');
+        if (err instanceof KvError && err.code === 'stale_epoch' && this.current.kind === 'leader') this.current.leader.fence(err.message);
+      });
+  }
+
+  /** The single entry point of replication messages: the epoch check, then the follower. */
+  async onReplicate(req: ReplicateRequest): Promise<ReplicateReply> {
+    if (req.epoch < this.store.epoch) throw new KvError('stale_epoch', `replication from epoch ${req.epoch}; this node is at epoch ${this.store.epoch}`);
+    const now = this.current;
+    if (now.kind !== 'follower') throw new KvError('not_follower', `this node is ${now.kind === 'leader' ? 'a leader' : 'in standby'}`);
+    // A leader of a newer epoch than we were told of: the coordinator made it; its push to us is late.
+    if (req.epoch > this.store.epoch) await this.store.setEpoch(req.epoch);
+    return now.follower.onReplicate(req);
+  }
+
+  get(key: string): string | undefined {
+    const now = this.current;
+    if (now.kind === 'leader') return now.leader.get(key);
+    if (now.kind === 'follower') return now.follower.get(key);
+    throw new KvError('not_ready', `${this.opts.nodeName} is in standby (not configured yet)`);
+  }
+
+  write(op: Op): Promise<WriteResult> {
+    const leader = this.assertLeader();
+    return leader.write(op);
+  }
+
+  /** The leader role, or the error a client should get: 409 not_leader (naming it) or 503 not_ready. */
+  assertLeader(): Leader {
+    const now = this.current;
+    if (now.kind === 'leader') return now.leader;
+    if (now.kind === 'follower') {
+      throw new KvError('not_leader', `this node is a follower; write to the leader at ${this.config?.peerUrl}`, { leader: this.config?.peerUrl });
+    }
+    throw new KvError('not_ready', `${this.opts.nodeName} is in standby (not configured yet)`);
+  }
+
+  /** Healthy: a serving leader, or a follower whose state may be transferred (not mid catch-up). */
+  get healthy(): boolean {
+    const now = this.current;
+    if (now.kind === 'leader') return now.leader.serving;
+    if (now.kind === 'follower') return now.follower.transferable;
+    return false;
+  }
+
+  async stop(): Promise<void> {
+    await this.configuring;
+    await this.stopRole();
+  }
+}
+
+function commitMode(cfg: NodeConfig): CommitMode {
+  if (cfg.inSync) return 'sync';
+  return cfg.minInsync >= 2 ? 'refuse' : 'alone';
+}

@@ -1,0 +1,651 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { ShardRing } from '@shardkv/router/dist/ring';
+import { Pool, request } from 'undici';
+import { Cluster, isHealthy, type ClusterNode, type ClusterOptions, type ClusterShard } from './cluster';
+import { checkHistory, type CheckResult, type OpKind, type Operation, type Outcome } from './linearizability';
+import type { RestartPolicy } from './supervisor';
+
+/**
+ * The fault harness behind `npm run chaos` and test/chaos.test.ts. Concurrent clients send a
+ * random mix of get/put/delete through the router over a small, contended key set and record
+ * every operation (invocation, completion, outcome); a nemesis meanwhile kills (kill -9, the
+ * supervisor restarts the node) or pauses (SIGSTOP ... SIGCONT) one random shard node at a time.
+ * At the end the history goes to the linearizability checker, and for every fault the write
+ * outage of its shard is measured from the same history.
+ *
+ * Outcomes follow the API's contract: 200 (and 404 key_not_found on a get) took effect; 503 is a
+ * definite failure (nothing applied); 504, a lost connection or a client-side timeout is
+ * indeterminate. Any other answer (4xx, 500, a malformed 200) is a bug: it is listed under
+ * `unexpected` and, so that it cannot cause a false anomaly, kept in the history as indeterminate.
+ */
+
+export type FaultKind = 'kill' | 'pause';
+export type FaultRole = 'leader' | 'follower';
+
+export interface OperationMix {
+  get: number;
+  put: number;
+  del: number;
+}
+
+export interface NemesisOptions {
+  /** false: no faults at all (a baseline run). */
+  enabled: boolean;
+  kinds: FaultKind[];
+  roles: FaultRole[];
+  /** Quiet time before the first fault. */
+  startDelayMs: number;
+  /** Quiet time after each fault has ended (pause over / killed node healthy again). */
+  settleMs: number;
+  pauseMinMs: number;
+  pauseMaxMs: number;
+  /** How long a killed node may take to answer /health again before the run is marked broken. */
+  recoverTimeoutMs: number;
+  /** Poll interval while waiting for a killed node. */
+  recoverPollMs: number;
+  /**
+   * Deadline of the /health probe that finds which node of the shard has the role to fault now
+   * (roles move on failover); a node that does not say is taken by its configured name.
+   */
+  roleProbeTimeoutMs: number;
+  /** No fault starts unless it can end (pauseMaxMs) and leave this much quiet time before the end. */
+  finalQuietMs: number;
+  /** Stop after this many faults (undefined: as many as fit in the run). */
+  maxFaults?: number;
+  /** The first faults cover every kind x role combination once (in random order), then random. */
+  coverFirst: boolean;
+}
+
+export interface CheckerOptions {
+  maxStepsPerKey?: number;
+  timeoutMs?: number;
+}
+
+/** How `runChaos` starts its own cluster when it is not given one. */
+export interface ChaosClusterOptions {
+  shardCount: number;
+  env: Record<string, string>;
+  restart: RestartPolicy;
+  /** Node log lines (for a log tail on failure); none by default. */
+  sink?: ClusterOptions['sink'];
+  startTimeoutMs: number;
+}
+
+export interface ChaosOptions {
+  durationMs: number;
+  clients: number;
+  keys: number;
+  keyPrefix: string;
+  /** Relative weights of get / put / del. */
+  mix: OperationMix;
+  /** Client-side deadline per request: a bit above the router's upstream deadline (5 s). */
+  requestTimeoutMs: number;
+  /** A client waits this long after a failed or indeterminate operation (no spinning on 503). */
+  errorBackoffMs: number;
+  /** A client waits this long between operations (0: closed loop). */
+  thinkMs: number;
+  /**
+   * A key slot moves on to a fresh key after this many operations (0: never), which bounds each
+   * key's history and so the checker's work on long runs; `keys` keys stay contended at any time.
+   */
+  maxOpsPerKey: number;
+  /** Seeds the choice of operations, keys and faults (timing still varies run to run). */
+  seed: number;
+  nemesis: NemesisOptions;
+  checker: CheckerOptions;
+  /** Keep the whole history in the report (large); otherwise only the keys with anomalies or undecided. */
+  keepHistory: boolean;
+  /** Run against this cluster (left running); otherwise one is started on free ports in a temp dir and removed. */
+  cluster?: Cluster;
+  clusterOptions: ChaosClusterOptions;
+  /** Ends the run early (SIGINT): clients stop, the nemesis resumes a paused node, the checker still runs. */
+  signal?: AbortSignal;
+  /** Progress lines (faults as they happen). */
+  log: (line: string) => void;
+}
+
+export type ChaosInput = Partial<Omit<ChaosOptions, 'nemesis' | 'clusterOptions' | 'mix'>> & {
+  nemesis?: Partial<NemesisOptions>;
+  clusterOptions?: Partial<ChaosClusterOptions>;
+  mix?: Partial<OperationMix>;
+};
+
+export const DEFAULT_NEMESIS: NemesisOptions = {
+  enabled: true,
+  kinds: ['kill', 'pause'],
+  roles: ['leader', 'follower'],
+  startDelayMs: 1000,
+  settleMs: 2000,
+  pauseMinMs: 1000,
+  pauseMaxMs: 4000,
+  recoverTimeoutMs: 20_000,
+  recoverPollMs: 50,
+  roleProbeTimeoutMs: 500,
+  finalQuietMs: 3000,
+  coverFirst: true,
+};
+
+/** The same fast fault detection as the integration tests. */
+export const CHAOS_ENV: Record<string, string> = { LOG_LEVEL: 'info', HEARTBEAT_INTERVAL_MS: '100', RETRY_BACKOFF_MS: '100', REPLICATION_TIMEOUT_MS: '1000' };
+
+export const DEFAULT_CHAOS: Omit<ChaosOptions, 'seed' | 'cluster' | 'signal'> = {
+  durationMs: 60_000,
+  clients: 8,
+  keys: 12,
+  keyPrefix: 'chaos',
+  mix: { get: 50, put: 40, del: 10 },
+  requestTimeoutMs: 6000,
+  errorBackoffMs: 50,
+  thinkMs: 0,
+  maxOpsPerKey: 2000,
+  nemesis: DEFAULT_NEMESIS,
+  checker: {},
+  keepHistory: false,
+  clusterOptions: {
+    shardCount: 3,
+    env: CHAOS_ENV,
+    restart: { backoffMinMs: 100, backoffMaxMs: 1000, stableAfterMs: 5000 },
+    startTimeoutMs: 30_000,
+  },
+  log: () => {},
+};
+
+export function resolveOptions(input: ChaosInput = {}): ChaosOptions {
+  const opts: ChaosOptions = {
+    ...DEFAULT_CHAOS,
+    seed: Math.floor(Math.random() * 2 ** 31),
+    ...input,
+    mix: { ...DEFAULT_CHAOS.mix, ...input.mix },
+    nemesis: { ...DEFAULT_NEMESIS, ...input.nemesis },
+    checker: { ...DEFAULT_CHAOS.checker, ...input.checker },
+    clusterOptions: { ...DEFAULT_CHAOS.clusterOptions, ...input.clusterOptions },
+  };
+  const positive = { durationMs: opts.durationMs, clients: opts.clients, keys: opts.keys, requestTimeoutMs: opts.requestTimeoutMs };
+  for (const [name, v] of Object.entries(positive)) if (!(Number.isFinite(v) && v > 0)) throw new Error(`${name} must be a positive number (got ${v})`);
+  if (opts.mix.get + opts.mix.put + opts.mix.del <= 0) throw new Error('the operation mix needs a positive weight');
+  const n = opts.nemesis;
+  if (n.enabled && (n.kinds.length === 0 || n.roles.length === 0)) throw new Error('the nemesis needs at least one fault kind and one role');
+  if (n.pauseMinMs > n.pauseMaxMs) throw new Error('pauseMinMs must not exceed pauseMaxMs');
+  return opts;
+}
+
+// ---------------------------------------------------------------------------------------------
+// records
+
+export interface FaultRecord {
+  kind: FaultKind;
+  node: string;
+  shard: string;
+  /** The role the node had when it was signalled. */
+  role: FaultRole;
+  /** `observed`: the node's /health said so; `configured`: no node reported the role, so the one named for it was taken. */
+  roleSource: 'observed' | 'configured';
+  /** ms since the run started: the signal (SIGKILL / SIGSTOP) was sent. */
+  startMs: number;
+  /** ms since the run started: SIGCONT was sent, or the killed node answered /health again. */
+  endMs: number;
+  /** Supervisor restarts of the node seen after a kill. */
+  restarts?: number;
+  /** From the fault's start to the first successful write on its shard invoked after it (or to the run end). */
+  outageMs: number;
+  /** Whether a write on the shard succeeded after the fault before the run ended. */
+  recovered: boolean;
+  /** ms since the run started: completion of that first successful write, if any. */
+  firstWriteOkMs: number | null;
+}
+
+export interface UnexpectedError {
+  client: number;
+  key: string;
+  kind: OpKind;
+  status: number;
+  body: unknown;
+  invokeMs: number;
+  completeMs: number;
+}
+
+export interface OutcomeCounts {
+  ok: number;
+  fail: number;
+  info: number;
+}
+
+export interface ChaosReport {
+  seed: number;
+  startedAt: string;
+  /** Wall time of the client phase (ms). */
+  elapsedMs: number;
+  options: Omit<ChaosOptions, 'cluster' | 'signal' | 'log' | 'clusterOptions'> & { clusterOptions: Omit<ChaosClusterOptions, 'sink'> };
+  aborted: boolean;
+  operations: OutcomeCounts & { total: number; byKind: Record<OpKind, OutcomeCounts>; keysUsed: number; /** successful gets that found a value (not absent) */ readsFound: number };
+  /** Why operations failed or were indeterminate, e.g. `put 503 no_replica`, `get timeout`. */
+  reasons: Record<string, number>;
+  faults: FaultRecord[];
+  /** The nemesis could not do its job (a node that did not come back); the run proves less. */
+  nemesisErrors: string[];
+  check: CheckResult & { ms: number };
+  unexpected: UnexpectedError[];
+  /** Operations on the keys with anomalies, undecided or unexpected errors (or all of them with keepHistory). */
+  history: Operation[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// pure parts: outcome mapping, write outages, seeded randomness
+
+export type Classified =
+  | { outcome: Outcome; result?: string | null; existed?: boolean; reason?: string }
+  | { unexpected: string };
+
+const errorCode = (body: unknown): string | undefined => {
+  const e = (body as { error?: { code?: unknown } } | null)?.error;
+  return typeof e?.code === 'string' ? e.code : undefined;
+};
+
+/** Maps one HTTP answer from the router to an outcome, exactly as the API documents it. */
+export function classifyResponse(kind: OpKind, status: number, body: unknown): Classified {
+  const b = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
+  if (status === 200) {
+    if (kind === 'get') return typeof b.value === 'string' ? { outcome: 'ok', result: b.value } : { unexpected: 'get 200 without a string value' };
+    if (kind === 'del') return typeof b.deleted === 'boolean' ? { outcome: 'ok', existed: b.deleted } : { unexpected: 'delete 200 without a boolean "deleted"' };
+    return typeof b.seq === 'number' || typeof b.key === 'string' ? { outcome: 'ok' } : { unexpected: 'put 200 without key/seq' };
+  }
+  if (status === 404 && kind === 'get' && errorCode(body) === 'key_not_found') return { outcome: 'ok', result: null };
+  if (status === 503) return { outcome: 'fail', reason: `503 ${errorCode(body) ?? '?'}` };
+  if (status === 504) return { outcome: 'info', reason: `504 ${errorCode(body) ?? '?'}` };
+  return { unexpected: `HTTP ${status} ${errorCode(body) ?? ''}`.trim() };
+}
+
+/** A request that got no answer (refused, reset, client-side timeout) may still have been applied. */
+export function classifyTransportError(err: unknown): { outcome: 'info'; reason: string } {
+  const e = err as { name?: string; code?: string; cause?: { code?: string } } | undefined;
+  const timeout = e?.name === 'TimeoutError' || e?.name === 'AbortError' || e?.code === 'UND_ERR_HEADERS_TIMEOUT' || e?.code === 'UND_ERR_BODY_TIMEOUT';
+  return { outcome: 'info', reason: timeout ? 'client timeout' : `transport ${e?.code ?? e?.cause?.code ?? e?.name ?? 'error'}` };
+}
+
+export interface OutageInput {
+  shard: string;
+  startMs: number;
+}
+
+export interface Outage {
+  outageMs: number;
+  recovered: boolean;
+  firstWriteOkMs: number | null;
+}
+
+/**
+ * The write outage a fault caused on its shard: from the fault's start to the completion of the
+ * first write (put or delete) on that shard that was invoked at or after the start and succeeded;
+ * capped at `endMs` (then `recovered` is false). Writes already in flight when the fault began do
+ * not count: they may have been served before the signal landed.
+ */
+export function writeOutage(fault: OutageInput, history: readonly Operation[], shardOf: (key: string) => string, endMs: number): Outage {
+  let first = Number.POSITIVE_INFINITY;
+  for (const op of history) {
+    if (op.kind === 'get' || op.outcome !== 'ok' || op.invokeMs < fault.startMs || op.completeMs >= first) continue;
+    if (shardOf(op.key) === fault.shard) first = op.completeMs;
+  }
+  if (first === Number.POSITIVE_INFINITY || first > endMs) return { outageMs: Math.max(0, endMs - fault.startMs), recovered: false, firstWriteOkMs: null };
+  return { outageMs: first - fault.startMs, recovered: true, firstWriteOkMs: first };
+}
+
+/** mulberry32: small, fast, good enough to pick operations and faults reproducibly. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function pickKind(mix: OperationMix, r: number): OpKind {
+  const total = mix.get + mix.put + mix.del;
+  const x = r * total;
+  if (x < mix.get) return 'get';
+  if (x < mix.get + mix.put) return 'put';
+  return 'del';
+}
+
+// ---------------------------------------------------------------------------------------------
+// the run
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+
+/** A cluster on free ports with its data in a temp directory; `stop` removes it. */
+export async function startChaosCluster(o: ChaosClusterOptions): Promise<{ cluster: Cluster; dataRoot: string; stop: () => Promise<void> }> {
+  const dataRoot = mkdtempSync(join(tmpdir(), 'shardkv-chaos-'));
+  const remove = () => rmSync(dataRoot, { recursive: true, force: true });
+  let cluster: Cluster;
+  try {
+    cluster = await Cluster.create({ ports: 'free', shardCount: o.shardCount, dataRoot, clusterId: 'chaos', env: o.env, restart: o.restart, sink: o.sink });
+  } catch (err) {
+    remove();
+    throw err;
+  }
+  const stop = async () => {
+    try {
+      await cluster.stop();
+    } finally {
+      remove();
+    }
+  };
+  try {
+    await cluster.start(o.startTimeoutMs);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { cluster, dataRoot, stop };
+}
+
+export async function runChaos(input: ChaosInput = {}): Promise<ChaosReport> {
+  const opts = resolveOptions(input);
+  if (opts.cluster !== undefined) return runOn(opts.cluster, opts);
+  const own = await startChaosCluster(opts.clusterOptions);
+  try {
+    return await runOn(own.cluster, opts);
+  } finally {
+    await own.stop();
+  }
+}
+
+async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport> {
+  const startedAt = new Date().toISOString();
+  const ring = new ShardRing(cluster.shards.map((s) => s.id));
+  const shardCache = new Map<string, string>();
+  const shardOf = (key: string) => shardCache.get(key) ?? shardCache.set(key, ring.shardFor(key)).get(key)!;
+  // One generator per client and one for the nemesis, so each one's choices repeat with the seed
+  // whatever the interleaving (the timing itself still varies run to run).
+  const clientRandom = Array.from({ length: opts.clients }, (_, c) => rng(opts.seed + 1 + c));
+  const random = rng(opts.seed);
+  const pool = new Pool(cluster.router.url, { connections: opts.clients });
+
+  const history: Operation[] = [];
+  const unexpected: UnexpectedError[] = [];
+  const reasons: Record<string, number> = {};
+  const faults: FaultRecord[] = [];
+  const nemesisErrors: string[] = [];
+
+  // Run-scoped stop: the duration elapsed or the caller aborted.
+  const stopRun = new AbortController();
+  const onAbort = () => stopRun.abort();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  if (opts.signal?.aborted) stopRun.abort();
+  const t0 = performance.now();
+  const now = () => performance.now() - t0;
+  const timer = setTimeout(() => stopRun.abort(), opts.durationMs);
+
+  // Key slots: `keys` keys in use at any time; a slot moves to a fresh key after maxOpsPerKey.
+  const slots = Array.from({ length: opts.keys }, () => ({ gen: 0, ops: 0 }));
+  const keysUsed = new Set<string>();
+  const keyFor = (slot: number): string => {
+    const s = slots[slot]!;
+    if (opts.maxOpsPerKey > 0 && s.ops >= opts.maxOpsPerKey) {
+      s.gen += 1;
+      s.ops = 0;
+    }
+    s.ops += 1;
+    const key = s.gen === 0 ? `${opts.keyPrefix}-${slot}` : `${opts.keyPrefix}-${slot}.g${s.gen}`;
+    keysUsed.add(key);
+    return key;
+  };
+
+  let nextId = 0;
+  const client = async (c: number) => {
+    const random = clientRandom[c]!;
+    let n = 0;
+    while (!stopRun.signal.aborted) {
+      const kind = pickKind(opts.mix, random());
+      const key = keyFor(Math.floor(random() * opts.keys));
+      const value = kind === 'put' ? `c${c}-${(n += 1)}` : undefined;
+      const req =
+        kind === 'put'
+          ? { method: 'POST' as const, path: '/put', body: JSON.stringify({ key, value }), headers: { 'content-type': 'application/json' } }
+          : { method: kind === 'get' ? ('GET' as const) : ('DELETE' as const), path: `/${kind === 'get' ? 'get' : 'delete'}?key=${encodeURIComponent(key)}` };
+      const op: Operation = { id: (nextId += 1), client: c, key, kind, ...(value === undefined ? {} : { value }), invokeMs: now(), completeMs: 0, outcome: 'info' };
+      let classified: Classified;
+      let status = 0;
+      let body: unknown;
+      try {
+        const res = await pool.request({ ...req, signal: AbortSignal.timeout(opts.requestTimeoutMs) });
+        status = res.statusCode;
+        const text = await res.body.text();
+        try {
+          body = JSON.parse(text);
+        } catch {
+          body = text;
+        }
+        classified = classifyResponse(kind, status, body);
+      } catch (err) {
+        classified = classifyTransportError(err);
+      }
+      op.completeMs = now();
+      if ('unexpected' in classified) {
+        unexpected.push({ client: c, key, kind, status, body, invokeMs: op.invokeMs, completeMs: op.completeMs });
+        reasons[`${kind} unexpected ${classified.unexpected}`] = (reasons[`${kind} unexpected ${classified.unexpected}`] ?? 0) + 1;
+        op.outcome = 'info'; // conservative: it cannot make the checker report a false anomaly
+      } else {
+        op.outcome = classified.outcome;
+        if (classified.result !== undefined) op.result = classified.result;
+        if (classified.existed !== undefined) op.existed = classified.existed;
+        if (classified.reason !== undefined) reasons[`${kind} ${classified.reason}`] = (reasons[`${kind} ${classified.reason}`] ?? 0) + 1;
+      }
+      history.push(op);
+      if (op.outcome !== 'ok') await sleep(opts.errorBackoffMs, stopRun.signal);
+      else if (opts.thinkMs > 0) await sleep(opts.thinkMs, stopRun.signal);
+    }
+  };
+
+  const nemesis = async () => {
+    const n = opts.nemesis;
+    if (!n.enabled) return;
+    const combos = n.kinds.flatMap((kind) => n.roles.map((role) => ({ kind, role })));
+    const cover = n.coverFirst ? shuffle(combos, random) : [];
+    let paused: string | undefined;
+    try {
+      await sleep(n.startDelayMs, stopRun.signal);
+      while (!stopRun.signal.aborted && faults.length < (n.maxFaults ?? Number.POSITIVE_INFINITY)) {
+        if (now() + n.pauseMaxMs + n.finalQuietMs > opts.durationMs) break;
+        const { kind, role } = cover.shift() ?? combos[Math.floor(random() * combos.length)]!;
+        const shard = cluster.shards[Math.floor(random() * cluster.shards.length)]!;
+        const { node, roleSource } = await nodeWithRole(shard, role, n.roleProbeTimeoutMs);
+        const proc = cluster.process(node.name);
+        const restartsBefore = proc.restarts;
+        const startMs = now();
+        if (kind === 'kill') {
+          proc.signal('SIGKILL');
+          opts.log(`${fmtMs(startMs)} kill -9 ${node.name}`);
+          // Back = restarted by the supervisor and answering /health (a caller's abort stops waiting).
+          const back = await waitUntil(async () => proc.restarts > restartsBefore && (await isHealthy(node.url)), n.recoverTimeoutMs, n.recoverPollMs, opts.signal);
+          const endMs = now();
+          faults.push({ kind, node: node.name, shard: shard.id, role, roleSource, startMs, endMs, restarts: proc.restarts - restartsBefore, outageMs: 0, recovered: false, firstWriteOkMs: null });
+          if (!back) {
+            if (opts.signal?.aborted) break;
+            nemesisErrors.push(`${node.name} did not answer /health within ${n.recoverTimeoutMs} ms after kill -9${proc.gaveUp ? `: ${proc.gaveUp}` : ''}`);
+            break;
+          }
+          opts.log(`${fmtMs(endMs)} ${node.name} healthy again (${fmtMs(endMs - startMs)} after the kill)`);
+        } else {
+          const pauseMs = Math.round(n.pauseMinMs + random() * (n.pauseMaxMs - n.pauseMinMs));
+          proc.signal('SIGSTOP');
+          paused = node.name;
+          opts.log(`${fmtMs(startMs)} SIGSTOP ${node.name} for ${pauseMs} ms`);
+          await sleep(pauseMs, opts.signal); // only a caller's abort cuts a pause short
+          proc.signal('SIGCONT');
+          paused = undefined;
+          const endMs = now();
+          opts.log(`${fmtMs(endMs)} SIGCONT ${node.name}`);
+          faults.push({ kind, node: node.name, shard: shard.id, role, roleSource, startMs, endMs, outageMs: 0, recovered: false, firstWriteOkMs: null });
+        }
+        await sleep(n.settleMs, stopRun.signal);
+      }
+    } catch (err) {
+      nemesisErrors.push(`nemesis failed: ${String(err)}`);
+    } finally {
+      if (paused !== undefined) {
+        try {
+          cluster.process(paused).signal('SIGCONT');
+        } catch {
+          // not running any more: nothing to resume
+        }
+      }
+    }
+  };
+
+  let elapsedMs = 0;
+  try {
+    const clients = Array.from({ length: opts.clients }, (_, c) => client(c));
+    const clientsDone = Promise.all(clients).then(() => {
+      elapsedMs = now();
+    });
+    await Promise.all([clientsDone, nemesis()]);
+  } finally {
+    clearTimeout(timer);
+    stopRun.abort(); // whatever happened, no client or fault outlives the run
+    opts.signal?.removeEventListener('abort', onAbort);
+    await pool.close().catch(() => {});
+  }
+
+  const endMs = elapsedMs;
+  for (const f of faults) Object.assign(f, writeOutage(f, history, shardOf, endMs));
+
+  const checkStarted = performance.now();
+  const result = checkHistory(history, opts.checker);
+  const check = { ...result, ms: Math.round(performance.now() - checkStarted) };
+
+  const counts = (): OutcomeCounts => ({ ok: 0, fail: 0, info: 0 });
+  const byKind: Record<OpKind, OutcomeCounts> = { get: counts(), put: counts(), del: counts() };
+  const total = counts();
+  let readsFound = 0;
+  for (const op of history) {
+    byKind[op.kind][op.outcome] += 1;
+    total[op.outcome] += 1;
+    if (op.kind === 'get' && op.outcome === 'ok' && op.result !== null) readsFound += 1;
+  }
+  const interesting = new Set([...result.anomalies.map((a) => a.key), ...result.undecided, ...unexpected.map((u) => u.key)]);
+  const { cluster: _c, signal: _s, log: _l, clusterOptions, ...rest } = opts;
+  const { sink: _k, ...clusterOpts } = clusterOptions;
+  return {
+    seed: opts.seed,
+    startedAt,
+    elapsedMs: Math.round(elapsedMs),
+    options: { ...rest, clusterOptions: clusterOpts },
+    aborted: opts.signal?.aborted === true,
+    operations: { total: history.length, ...total, byKind, keysUsed: keysUsed.size, readsFound },
+    reasons,
+    faults,
+    nemesisErrors,
+    check,
+    unexpected,
+    history: opts.keepHistory ? history : history.filter((op) => interesting.has(op.key)),
+  };
+}
+
+async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, pollMs: number, signal?: AbortSignal): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline && signal?.aborted !== true) {
+    if (await check()) return true;
+    await sleep(pollMs, signal);
+  }
+  return false;
+}
+
+/** The shard's node that reports `role` on /health now; else the node configured for it. */
+async function nodeWithRole(shard: ClusterShard, role: FaultRole, timeoutMs: number): Promise<{ node: ClusterNode; roleSource: 'observed' | 'configured' }> {
+  const roles = await Promise.all([shard.leader, shard.follower].map((n) => reportedRole(n.url, timeoutMs)));
+  const observed = [shard.leader, shard.follower].find((_, i) => roles[i] === role);
+  return observed === undefined ? { node: shard[role], roleSource: 'configured' } : { node: observed, roleSource: 'observed' };
+}
+
+async function reportedRole(url: string, timeoutMs: number): Promise<string | undefined> {
+  try {
+    const res = await request(`${url}/health`, { signal: AbortSignal.timeout(timeoutMs) });
+    const body = (await res.body.json()) as { role?: unknown };
+    return res.statusCode === 200 && typeof body.role === 'string' ? body.role : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function shuffle<T>(items: readonly T[], random: () => number): T[] {
+  const a = [...items];
+  for (let i = a.length - 1; i > 0; i -= 1) {
+    const j = Math.floor(random() * (i + 1));
+    [a[i], a[j]] = [a[j]!, a[i]!];
+  }
+  return a;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the readable report
+
+export function fmtMs(ms: number): string {
+  return ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
+}
+
+export function formatReport(r: ChaosReport): string {
+  const o = r.operations;
+  const pct = (x: number) => (o.total === 0 ? '0' : ((100 * x) / o.total).toFixed(1));
+  const lines: string[] = [];
+  lines.push(`chaos run: ${fmtMs(r.elapsedMs)}, ${r.options.clients} clients, ${r.options.keys} contended keys (${o.keysUsed} used), seed ${r.seed}${r.aborted ? ' (ABORTED)' : ''}`);
+  lines.push('');
+  lines.push(`operations: ${o.total} (${(o.total / Math.max(1, r.elapsedMs / 1000)).toFixed(0)}/s)  ok ${o.ok} (${pct(o.ok)}%)  fail ${o.fail} (${pct(o.fail)}%)  indeterminate ${o.info} (${pct(o.info)}%)`);
+  for (const k of ['get', 'put', 'del'] as const) {
+    const c = o.byKind[k];
+    const found = k === 'get' ? `  (${o.readsFound} found a value)` : '';
+    lines.push(`  ${k.padEnd(4)} ok ${String(c.ok).padStart(7)}  fail ${String(c.fail).padStart(6)}  indeterminate ${String(c.info).padStart(5)}${found}`);
+  }
+  const reasons = Object.entries(r.reasons).sort((a, b) => b[1] - a[1]);
+  if (reasons.length > 0) lines.push(`  not ok: ${reasons.map(([k, v]) => `${k} x${v}`).join(', ')}`);
+  lines.push('');
+  lines.push(`faults: ${r.faults.length}`);
+  for (const f of r.faults) {
+    const who = `${f.node} (${f.role}${f.roleSource === 'configured' ? ' by name' : ''})`.padEnd(30);
+    const what = f.kind === 'kill' ? `kill -9 ${who} back after ${fmtMs(f.endMs - f.startMs)}` : `pause   ${who} for ${fmtMs(f.endMs - f.startMs)}`;
+    const outage = f.recovered ? `write outage ${fmtMs(f.outageMs)}` : `write outage >= ${fmtMs(f.outageMs)} (NO successful write on ${f.shard} afterwards)`;
+    lines.push(`  at ${fmtMs(f.startMs).padStart(8)}  ${what.padEnd(62)} ${outage}`);
+  }
+  for (const e of r.nemesisErrors) lines.push(`  NEMESIS ERROR: ${e}`);
+  lines.push('');
+  const c = r.check;
+  lines.push(
+    `linearizability: ${c.linearizable ? 'OK' : 'VIOLATED'}  (${c.keys} keys, ${c.operations} operations, ${c.indeterminate} indeterminate, checked in ${fmtMs(c.ms)})`,
+  );
+  lines.push(`  anomalies: ${c.anomalies.length}   undecided keys: ${c.undecided.length}${c.undecided.length > 0 ? ` (${c.undecided.join(', ')})` : ''}`);
+  for (const a of c.anomalies.slice(0, 10)) {
+    lines.push(`  - ${a.key}: ${a.message}`);
+    for (const op of a.operations.slice(0, 12)) lines.push(`      ${describeOp(op)}`);
+    if (a.operations.length > 12) lines.push(`      ... ${a.operations.length - 12} more`);
+  }
+  lines.push(`unexpected errors: ${r.unexpected.length}`);
+  for (const u of r.unexpected.slice(0, 10)) lines.push(`  - client ${u.client} ${u.kind} ${u.key} at ${fmtMs(u.invokeMs)}: HTTP ${u.status} ${JSON.stringify(u.body).slice(0, 200)}`);
+  if (r.unexpected.length > 10) lines.push(`  ... ${r.unexpected.length - 10} more`);
+  return lines.join('\n');
+}
+
+export function describeOp(op: Operation): string {
+  const arg = op.kind === 'put' ? ` ${op.value}` : '';
+  const res = op.outcome !== 'ok' ? op.outcome : op.kind === 'get' ? ` -> ${op.result === null ? 'not found' : op.result}` : op.kind === 'del' ? ` -> existed=${op.existed}` : ' -> ok';
+  return `#${op.id ?? '?'} c${op.client} ${op.kind}${arg} [${op.invokeMs.toFixed(1)}, ${op.completeMs.toFixed(1)}] ${res}`;
+}
+
+/** True when the run found nothing wrong: no anomaly, no unexpected error, no nemesis error. */
+export function chaosPassed(r: ChaosReport): boolean {
+  return r.check.anomalies.length === 0 && r.unexpected.length === 0 && r.nemesisErrors.length === 0;
+}
