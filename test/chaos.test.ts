@@ -18,10 +18,10 @@ const MIN_OK_OPERATIONS = 1000;
 const MIN_OK_WRITES = 300;
 const MIN_READS_FOUND = 300;
 
-// TODO(failover): once automatic failover lands, bound the write outage of every fault:
-//   for (const f of report.faults) expect(f.outageMs).toBeLessThanOrEqual(WRITE_OUTAGE_MAX_MS);
-// Until then a paused leader's shard takes no writes until SIGCONT, so outages are only printed.
-// const WRITE_OUTAGE_MAX_MS = 3000;
+// The issue's target is a write outage of at most 2 s per fault with the default health
+// settings (measured: ~1.5 s for a paused leader, ~0.6 s for a killed one, ~1 s for a paused
+// follower). The bound here leaves room for a loaded 2-core CI machine.
+const WRITE_OUTAGE_MAX_MS = 3000;
 
 let cluster: TestCluster | undefined;
 
@@ -67,4 +67,5 @@ test('random kills and pauses of leaders and followers under contended load: the
 
   // Every fault is followed by a successful write on its shard before the end.
   expect(report.faults.filter((f) => !f.recovered)).toEqual([]);
+  expect(report.faults.filter((f) => f.outageMs > WRITE_OUTAGE_MAX_MS).map((f) => ({ fault: `${f.kind} ${f.node} (${f.role})`, outageMs: f.outageMs }))).toEqual([]);
 }, 120_000);

@@ -45,6 +45,8 @@ export const ERRORS = {
   replication_timeout: { status: 504, outcome: 'indeterminate' },
   upstream_timeout: { status: 504, outcome: 'indeterminate' },
   upstream_connection_lost: { status: 504, outcome: 'indeterminate' },
+  /** The request waited on a leader that the coordinator replaced meanwhile: it may have been applied. */
+  leader_changed: { status: 504, outcome: 'indeterminate' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

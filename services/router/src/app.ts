@@ -2,6 +2,7 @@ import Router from '@koa/router';
 import { errorMiddleware, internalAuth, jsonBody, keyQuery, KvError, parseKeyQuery, parsePutBody, requireJson, shardEventSchema, type Logger } from '@shardkv/common';
 import Koa from 'koa';
 import { timingSafeEqual } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import type { Coordinator, ShardState } from './coordinator';
 import type { ShardRing } from './ring';
 import { nodeStatus, type ForwardOptions, type Nodes, type UpstreamResponse } from './shards';
@@ -36,6 +37,7 @@ export function createRouterApp(deps: RouterAppDeps): Koa {
 
 function addPublicRoutes(router: Router, { ring, nodes, coordinator }: RouterAppDeps): void {
   const shardOf = (key: string) => coordinator.state(ring.shardFor(key));
+  const deposed = leaderWatch(coordinator);
   const reply = (ctx: Koa.Context, res: UpstreamResponse) => {
     ctx.status = res.status;
     ctx.type = 'application/json';
@@ -48,11 +50,11 @@ function addPublicRoutes(router: Router, { ring, nodes, coordinator }: RouterApp
    */
   const toLeader = async (ctx: Koa.Context, key: string, opts: ForwardOptions) => {
     const first = shardOf(key).leader;
-    const res = await nodes.get(first).request(opts);
+    const res = await nodes.get(first).request({ ...opts, signal: deposed(first) });
     if (!refusedAsNotLeader(res)) return reply(ctx, res);
     const now = shardOf(key).leader;
     if (now === first) throw new KvError('shard_unavailable', `${first} is not serving as leader yet (the shard's leader is changing); nothing was applied, retry`);
-    reply(ctx, await nodes.get(now).request(opts));
+    reply(ctx, await nodes.get(now).request({ ...opts, signal: deposed(now) }));
   };
 
   router.post('/put', requireJson, jsonBody(), async (ctx) => {
@@ -81,6 +83,29 @@ function addPublicRoutes(router: Router, { ring, nodes, coordinator }: RouterApp
   router.get('/health', (ctx) => {
     ctx.body = { status: 'ok', node: 'router' };
   });
+}
+
+/**
+ * A signal per node that fires when the coordinator replaces it as leader, so that requests
+ * waiting on a paused or dying leader end at once (504 leader_changed, indeterminate) instead of
+ * at the upstream deadline, and their clients can retry on the new leader.
+ */
+function leaderWatch(coordinator: Coordinator): (url: string) => AbortSignal {
+  const controllers = new Map<string, AbortController>();
+  const signal = (url: string) => {
+    let c = controllers.get(url);
+    if (c === undefined) {
+      controllers.set(url, (c = new AbortController()));
+      setMaxListeners(0, c.signal); // every request in flight to the leader listens to it
+    }
+    return c.signal;
+  };
+  coordinator.onChange((before, after) => {
+    if (before.leader === after.leader) return;
+    controllers.get(before.leader)?.abort(new KvError('leader_changed', `the leader of ${after.id} changed while this request waited on ${before.leader}; it may or may not have been applied`));
+    controllers.delete(before.leader);
+  });
+  return signal;
 }
 
 /** 409 not_leader / not_follower or 503 not_ready: the node refused before doing anything. */

@@ -101,6 +101,7 @@ export class Coordinator {
   private readonly addresses: Map<string, ShardAddress>;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private readonly listeners: Array<(before: ShardState, after: ShardState) => void> = [];
 
   constructor(
     addresses: readonly ShardAddress[],
@@ -120,6 +121,11 @@ export class Coordinator {
       for (const url of [a.leader, a.follower]) this.health.set(url, { failures: 0, report: undefined });
     }
     this.persist();
+  }
+
+  /** Called after every persisted change of a shard's configuration. */
+  onChange(listener: (before: ShardState, after: ShardState) => void): void {
+    this.listeners.push(listener);
   }
 
   start(): void {
@@ -219,6 +225,7 @@ export class Coordinator {
     if (next === before) return;
     this.shards.set(next.id, next);
     this.persist();
+    for (const l of this.listeners) l(before, next);
     this.log.warn({ shard: next.id, epoch: next.epoch, leader: next.leader, follower: next.follower, inSync: next.inSync, why }, 'shard configuration changed');
   }
 

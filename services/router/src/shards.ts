@@ -15,6 +15,8 @@ export interface ForwardOptions {
   /** Only idempotent requests are retried, and only when the connection broke. */
   idempotent: boolean;
   headers?: Record<string, string>;
+  /** Aborted when the node stops being the leader: the request is then answered at once, as indeterminate. */
+  signal?: AbortSignal;
 }
 
 /** One node (leader or follower) as the router sees it: a keep-alive pool with deadlines. */
@@ -34,6 +36,7 @@ export class NodeClient {
     try {
       return await this.once(opts, timeoutMs);
     } catch (err) {
+      if (opts.signal?.aborted === true) throw opts.signal.reason;
       const kv = upstreamError(err, this.url, timeoutMs);
       // A keep-alive socket the node closed between requests surfaces as a lost connection; a
       // read may safely go again, within what is left of the same deadline; a write may not (it
@@ -54,7 +57,7 @@ export class NodeClient {
       path: opts.path,
       body: opts.body,
       headers: opts.body === undefined ? opts.headers : { 'content-type': 'application/json', ...opts.headers },
-      signal: AbortSignal.timeout(timeoutMs),
+      signal: opts.signal === undefined ? AbortSignal.timeout(timeoutMs) : AbortSignal.any([AbortSignal.timeout(timeoutMs), opts.signal]),
     });
     const body = Buffer.from(await res.body.arrayBuffer());
     return { status: res.statusCode, body };

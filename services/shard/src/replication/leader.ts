@@ -306,7 +306,7 @@ export class Leader {
     if (reply.seq < f.ackedSeq && this.mode === 'sync') this.events.followerLost(this.epoch);
     // While we commit alone a follower is always catching up (each tail ends behind the next
     // writes); once it is close, writes wait for it again and it catches the rest from memory.
-    if (this.mode === 'alone' && reply.seq >= this.log.appliedSeq - REJOIN_LAG_ENTRIES_MAX) this.rejoin();
+    if (this.mode !== 'sync' && reply.seq >= this.log.appliedSeq - REJOIN_LAG_ENTRIES_MAX) this.rejoin();
     if (reply.catchingUp) return;
     f.diverged = false;
     f.ackedSeq = reply.seq;
@@ -340,7 +340,7 @@ export class Leader {
    * extra safety.
    */
   private rejoin(): void {
-    if (this.mode !== 'alone') return;
+    if (this.mode === 'sync') return;
     this.logger.info({ appliedSeq: this.log.appliedSeq }, 'follower close behind: waiting for it again');
     this.changeMode('sync');
     this.rejoinSeq = this.log.lastSeq;

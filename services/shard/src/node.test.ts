@@ -1,0 +1,75 @@
+import { createLogger, isKvError } from '@shardkv/common';
+import { ShardNode } from './node';
+import type { LeaderOptions } from './replication/leader';
+import type { PeerTransport, ReplicateRequest } from './replication/messages';
+import { MemoryStore } from './store';
+
+const quiet = createLogger('test', 'silent');
+const leaderOpts: LeaderOptions = {
+  shardId: 's',
+  replicationTimeoutMs: 200,
+  heartbeatIntervalMs: 20,
+  retryBackoffMs: 20,
+  limits: { queueEntriesMax: 100, queueBytesMax: 1 << 20, batchEntriesMax: 10, batchBytesMax: 1 << 20 },
+};
+/** A peer that never answers: these tests look at the node's own checks only. */
+const deadPeer = (url: string): PeerTransport => ({
+  url,
+  replicate: () => Promise.reject(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })),
+  transfer: () => Promise.reject(new Error('down')),
+  close: async () => {},
+});
+
+function node() {
+  const store = new MemoryStore({ entriesMax: 100, bytesMax: 1 << 20 });
+  const n = new ShardNode(store, { shardId: 's', nodeName: 'n', leader: leaderOpts, follower: { shardId: 's', retryBackoffMs: 20 }, reportRetryMs: 100 }, deadPeer, undefined, quiet);
+  return { n, store };
+}
+const replicate = (epoch: number, entries: ReplicateRequest['entries'] = []): ReplicateRequest => ({ shard: 's', epoch, logStartSeq: 1, lastSeq: entries.length, entries });
+const follower = { shard: 's', role: 'follower' as const, peerUrl: 'http://leader:1', inSync: true, minInsync: 1 };
+const errorOf = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e);
+
+describe('ShardNode: the epoch check at the single entry point', () => {
+  test('replication from an older epoch is refused and applies nothing', async () => {
+    const { n, store } = node();
+    await n.configure({ ...follower, epoch: 3 });
+    const err = await errorOf(n.onReplicate(replicate(2, [{ seq: 1, op: 'put', key: 'k', value: 'stale' }])));
+    expect(isKvError(err, 'stale_epoch')).toBe(true);
+    expect(store.seq).toBe(0);
+    await n.onReplicate(replicate(3, [{ seq: 1, op: 'put', key: 'k', value: 'ok' }]));
+    expect(store.get('k')).toBe('ok');
+    await n.stop();
+  });
+
+  test('a leader of a newer epoch is followed, and the epoch is kept', async () => {
+    const { n, store } = node();
+    await n.configure({ ...follower, epoch: 3 });
+    await n.onReplicate(replicate(5));
+    expect(store.epoch).toBe(5);
+    expect(isKvError(await errorOf(n.onReplicate(replicate(4))), 'stale_epoch')).toBe(true);
+    await n.stop();
+  });
+
+  test('an older configuration is refused; replication to a node that is not a follower is refused', async () => {
+    const { n } = node();
+    await n.configure({ ...follower, epoch: 3 });
+    expect(isKvError(await errorOf(n.configure({ ...follower, epoch: 2, role: 'leader' })), 'stale_epoch')).toBe(true);
+    expect(n.role.kind).toBe('follower');
+    await n.configure({ ...follower, epoch: 4, role: 'leader', peerUrl: 'http://follower:2', inSync: false });
+    expect(n.role.kind).toBe('leader');
+    expect(isKvError(await errorOf(n.onReplicate(replicate(4))), 'not_follower')).toBe(true);
+    await n.stop();
+  });
+
+  test('a leader told its follower is out of sync commits alone; with MIN_INSYNC_REPLICAS=2 it refuses', async () => {
+    const { n, store } = node();
+    await n.configure({ ...follower, epoch: 2, role: 'leader', peerUrl: 'http://follower:2', inSync: false });
+    await new Promise((r) => setTimeout(r, 30));
+    expect(await n.write({ op: 'put', key: 'k', value: 'v' })).toMatchObject({ seq: 1 });
+    expect(store.get('k')).toBe('v');
+    await n.configure({ ...follower, epoch: 3, role: 'leader', peerUrl: 'http://follower:2', inSync: false, minInsync: 2 });
+    expect(isKvError(await errorOf(n.write({ op: 'put', key: 'k', value: 'w' })), 'no_replica')).toBe(true);
+    expect(store.get('k')).toBe('v');
+    await n.stop();
+  });
+});
