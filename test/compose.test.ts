@@ -97,6 +97,11 @@ function envOf(service: Dict): Map<string, string | null> {
   return env;
 }
 
+/** Short-form volume mounts (`name:/path`). */
+function volumesOf(service: Dict): string[] {
+  return Array.isArray(service.volumes) ? service.volumes.filter((v): v is string => typeof v === 'string') : [];
+}
+
 /** `depends_on` in either form; the short (list) form has no condition, reported as ''. */
 function dependsOn(service: Dict): Map<string, string> {
   const deps = new Map<string, string>();
@@ -192,9 +197,10 @@ function composeProblems(doc: unknown): string[] {
     const env = envOf(router);
     if (env.get('PORT') !== String(ROUTER_PORT)) problems.push(`router: PORT is ${String(env.get('PORT'))}, expected ${ROUTER_PORT}`);
     if (!publishedPorts(router).includes(ROUTER_PORT)) problems.push(`router: does not publish ${ROUTER_PORT}`);
-    const deps = dependsOn(router);
-    for (const leader of LEADERS) if (!deps.has(leader)) problems.push(`router: does not depend on ${leader}`);
-    for (const dep of deps.keys()) if (!LEADERS.includes(dep)) problems.push(`router: depends on ${dep}, which is not a leader`);
+    // The router is the coordinator: it starts first and waits for nobody.
+    const deps = [...dependsOn(router).keys()];
+    if (deps.length > 0) problems.push(`router: depends on ${deps.join(', ')}; the coordinator must start first`);
+    if (env.get('DATA_DIR') === undefined || !volumesOf(router).some((v) => v.endsWith(`:${env.get('DATA_DIR')}`))) problems.push('router: DATA_DIR is not on a volume (the coordinator state would be lost)');
     const expectedShards = Array.from({ length: SHARD_COUNT }, (_, i) =>
       `shard-${i}=http://shard${i}-leader:${leaderPort(i)},http://shard${i}-follower:${followerPort(i)}`,
     );
@@ -222,8 +228,9 @@ function composeProblems(doc: unknown): string[] {
     const otherPeerVar = node.peerVar === 'FOLLOWER_URL' ? 'LEADER_URL' : 'FOLLOWER_URL';
     if (env.has(otherPeerVar)) problems.push(`${node.name}: a ${node.role} must not set ${otherPeerVar}`);
     const deps = [...dependsOn(svc).keys()];
-    // A leader recovers from its follower at start-up, so it waits for it; a follower waits for nobody.
-    const expectedDeps = node.role === 'leader' ? [node.peerService] : [];
+    // Every node waits for the coordinator; a leader also for its follower (it reconciles with it).
+    const expectedDeps = node.role === 'leader' ? ['router', node.peerService] : ['router'];
+    if (env.get('COORDINATOR_URL') !== `http://router:${ROUTER_PORT}`) problems.push(`${node.name}: COORDINATOR_URL is ${String(env.get('COORDINATOR_URL'))}, expected http://router:${ROUTER_PORT}`);
     if (JSON.stringify(deps) !== JSON.stringify(expectedDeps)) {
       problems.push(`${node.name}: depends_on is [${deps.join(', ')}], expected [${expectedDeps.join(', ')}]`);
     }
@@ -363,11 +370,13 @@ describe('the checks catch mistakes', () => {
     ['an optional CLUSTER_TOKEN', (s) => (env(s.router!).CLUSTER_TOKEN = '${CLUSTER_TOKEN:-dev}'), /router: CLUSTER_TOKEN/],
     ['an artillery without CLUSTER_TOKEN', (s) => delete env(s.artillery!).CLUSTER_TOKEN, /artillery: CLUSTER_TOKEN/],
     ['service_started instead of service_healthy', (s) => ((s['shard0-leader']!.depends_on as Record<string, Dict>)['shard0-follower']!.condition = 'service_started'), /condition "service_started"/],
-    ['the short depends_on form', (s) => (s.router!.depends_on = ['shard0-leader', 'shard1-leader', 'shard2-leader']), /router: depends on shard0-leader with condition ""/],
-    ['a follower waiting for its leader', (s) => (s['shard0-follower']!.depends_on = { 'shard0-leader': { condition: 'service_healthy' } }), /shard0-follower: depends_on is \[shard0-leader\]/],
-    ['a leader not waiting for its follower', (s) => delete s['shard2-leader']!.depends_on, /shard2-leader: depends_on is \[\]/],
-    ['the router not waiting for a leader', (s) => delete (s.router!.depends_on as Dict)['shard1-leader'], /router: does not depend on shard1-leader/],
-    ['the router waiting for a follower', (s) => ((s.router!.depends_on as Dict)['shard0-follower'] = { condition: 'service_healthy' }), /router: depends on shard0-follower, which is not a leader/],
+    ['the short depends_on form', (s) => (s['shard1-follower']!.depends_on = ['router']), /shard1-follower: depends on router with condition ""/],
+    ['a follower waiting for its leader', (s) => (s['shard0-follower']!.depends_on = { router: { condition: 'service_healthy' }, 'shard0-leader': { condition: 'service_healthy' } }), /shard0-follower: depends_on is \[router, shard0-leader\]/],
+    ['a leader not waiting for its follower', (s) => delete (s['shard2-leader']!.depends_on as Dict)['shard2-follower'], /shard2-leader: depends_on is \[router\]/],
+    ['a node not waiting for the coordinator', (s) => delete (s['shard1-leader']!.depends_on as Dict).router, /shard1-leader: depends_on is \[shard1-follower\]/],
+    ['the router waiting for a node', (s) => (s.router!.depends_on = { 'shard0-leader': { condition: 'service_healthy' } }), /router: depends on shard0-leader; the coordinator must start first/],
+    ['a node without COORDINATOR_URL', (s) => delete env(s['shard0-leader']!).COORDINATOR_URL, /shard0-leader: COORDINATOR_URL/],
+    ['a router without a data volume', (s) => delete s.router!.volumes, /router: DATA_DIR is not on a volume/],
     ['a wrong SHARDS map', (s) => (env(s.router!).SHARDS = 'shard-0=http://shard0-leader:5001,http://shard0-follower:6001'), /router: SHARDS/],
     ['a missing restart policy', (s) => delete s['shard1-leader']!.restart, /shard1-leader: restart/],
     ['a missing build', (s) => delete s.router!.build, /router: no build section/],
