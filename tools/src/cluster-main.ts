@@ -14,7 +14,8 @@ async function main(): Promise<void> {
   const shardCount = Number(process.env.SHARD_COUNT ?? 3);
   if (!Number.isInteger(shardCount) || shardCount < 1) throw new Error('SHARD_COUNT must be a positive integer');
   const dataRoot = DEFAULT_DATA_ROOT;
-  const cluster = await Cluster.create({ shardCount, dataRoot, clusterId: clusterId(dataRoot), sink: (name, line) => console.log(formatLine(name, line)) });
+  const token = process.env.CLUSTER_TOKEN || undefined;
+  const cluster = await Cluster.create({ shardCount, dataRoot, clusterId: clusterId(dataRoot), token, sink: (name, line) => console.log(formatLine(name, line)) });
 
   const busy = [];
   for (const n of cluster.nodes) if (!(await portIsFree(n.port))) busy.push(`${n.name} :${n.port}`);
@@ -69,7 +70,10 @@ function banner(cluster: Cluster, dataRoot: string): string {
     `  curl -s '${r}/get?key=hello'`,
     `  curl -s -X DELETE '${r}/delete?key=hello'`,
     `  curl -s ${r}/status`,
+    `  curl -s '${r}/get?key=hello&consistency=stale'`,
+    `  curl -s -X POST '${r}/admin/failover?shard=0' -H 'authorization: Bearer ${cluster.token}'`,
     '',
+    `Cluster/admin token: ${cluster.token} (set CLUSTER_TOKEN to choose it).`,
     `Data: ${dataRoot}/<node> (LMDB; kept across restarts; \`npm run reset\` wipes it).`,
     'Crashed nodes are restarted automatically. Ctrl-C stops the cluster.',
     '',
