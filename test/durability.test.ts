@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SHARD_SCRIPT } from '@shardkv/tools';
-import { del, eventually, get, http, newDataRoot, put, removeDataRoot, shardsInSync, startCluster, status, type HttpResult, type TestCluster } from './helpers';
+import { attempt, del, eventually, get, http, newDataRoot, put, removeDataRoot, shardsInSync, startCluster, status, type HttpResult, type TestCluster } from './helpers';
 
 const FAST_ENV = { LOG_LEVEL: 'info', HEARTBEAT_INTERVAL_MS: '100', RETRY_BACKOFF_MS: '100', REPLICATION_TIMEOUT_MS: '1000' };
 
@@ -54,14 +54,6 @@ function outcomeOf(r: HttpResult): Outcome | 'unexpected' {
   if (r.status === 503) return 'definite';
   if (r.status === 504 || r.status === 0) return 'indeterminate';
   return 'unexpected';
-}
-
-async function attempt(call: () => Promise<HttpResult>): Promise<HttpResult> {
-  try {
-    return await call();
-  } catch (err) {
-    return { status: 0, body: String(err), ms: 0 };
-  }
 }
 
 describe('durability', () => {

@@ -2,7 +2,7 @@
 // rejoins as follower when resumed; a follower out of sync is never promoted; a planned switch
 // through /admin/failover; MIN_INSYNC_REPLICAS=2; reads with consistency=stale. The router is the
 // coordinator; its /status shows each shard's epoch, roles and in-sync flag.
-import { del, eventually, get, http, keysOn, put, shardsInSync, shardView, startCluster, type HttpResult, type TestCluster } from './helpers';
+import { attempt, del, eventually, get, http, keysOn, put, shardsInSync, shardView, startCluster, type HttpResult, type TestCluster } from './helpers';
 
 const FAST_ENV = { LOG_LEVEL: 'info', HEARTBEAT_INTERVAL_MS: '100', RETRY_BACKOFF_MS: '100', REPLICATION_TIMEOUT_MS: '1000' };
 /** The issue's target is 2 s with the default health settings; the bound leaves room for a loaded machine. */
@@ -23,14 +23,6 @@ const admin = (shard: string, token = cluster.token, extra = '') => http('POST',
 
 async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
   if (!(await eventually(check, timeoutMs, 50))) throw new Error(`timed out waiting for: ${what}\nlog tail:\n${cluster.logs.slice(-30).join('\n')}`);
-}
-
-async function attempt(call: () => Promise<HttpResult>): Promise<HttpResult> {
-  try {
-    return await call();
-  } catch (err) {
-    return { status: 0, body: String(err), ms: 0 };
-  }
 }
 
 describe('failover', () => {

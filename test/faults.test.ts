@@ -5,7 +5,7 @@
 // One cluster serves the whole file. Every test first waits until every shard is in sync, and
 // every fault test waits for the shard to recover before it ends, so the tests do not depend on
 // each other's leftovers. Node processes are signalled only through the Cluster API.
-import { eventually, get, http, keysOn, put, del, shardsInSync, shardView, startCluster, status, type HttpResult, type TestCluster } from './helpers';
+import { attempt, eventually, get, http, keysOn, put, del, shardsInSync, shardView, startCluster, status, type HttpResult, type TestCluster } from './helpers';
 
 const REPLICATION_TIMEOUT_MS = 1000;
 /** A write during a fault must be answered within the replication timeout plus this margin. */
@@ -62,16 +62,6 @@ async function healthy(url: string): Promise<boolean> {
     return (await http('GET', `${url}/health`, undefined, {}, 1000)).status === 200;
   } catch {
     return false;
-  }
-}
-
-/** A transport failure (node down) becomes status 0 instead of a throw, so it can be recorded. */
-async function attempt(call: () => Promise<HttpResult>): Promise<HttpResult> {
-  const started = Date.now();
-  try {
-    return await call();
-  } catch (err) {
-    return { status: 0, body: String(err), ms: Date.now() - started };
   }
 }
 

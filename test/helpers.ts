@@ -81,6 +81,16 @@ export async function http(method: string, url: string, body?: unknown, headers:
   return { status: res.statusCode, body: parsed, ms: Date.now() - started };
 }
 
+/** A transport failure (node down, timeout) becomes status 0 instead of a throw, so it can be recorded. */
+export async function attempt(call: () => Promise<HttpResult>): Promise<HttpResult> {
+  const started = Date.now();
+  try {
+    return await call();
+  } catch (err) {
+    return { status: 0, body: String(err), ms: Date.now() - started };
+  }
+}
+
 export const put = (base: string, key: string, value: string) => http('POST', `${base}/put`, { key, value });
 export const get = (base: string, key: string) => http('GET', `${base}/get?key=${encodeURIComponent(key)}`);
 export const del = (base: string, key: string) => http('DELETE', `${base}/delete?key=${encodeURIComponent(key)}`);
