@@ -30,6 +30,7 @@ export const ERRORS = {
   /** Replication sent to a node that is not a follower now. */
   not_follower: { status: 409, outcome: 'definite' },
   body_too_large: { status: 413, outcome: 'definite' },
+  batch_too_large: { status: 413, outcome: 'definite' },
   value_too_large: { status: 413, outcome: 'definite' },
   headers_too_large: { status: 431, outcome: 'definite' },
   unsupported_media_type: { status: 415, outcome: 'definite' },

@@ -6,3 +6,4 @@ export * from './http';
 export * from './log';
 export * from './upstream';
 export * from './cluster';
+export * from './batch';

@@ -1,5 +1,5 @@
 import Router from '@koa/router';
-import { errorMiddleware, internalAuth, jsonBody, keyQuery, KvError, parseKeyQuery, parsePutBody, requireJson, shardEventSchema, type Logger } from '@shardkv/common';
+import { ERRORS, errorMiddleware, internalAuth, jsonBody, keyQuery, KvError, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, shardEventSchema, type EntryResult, type Logger } from '@shardkv/common';
 import Koa from 'koa';
 import { timingSafeEqual } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
@@ -48,14 +48,30 @@ function addPublicRoutes(router: Router, { ring, nodes, coordinator }: RouterApp
    * configured yet did nothing, so the request may go once more, to the leader the coordinator
    * names now; if that is the same node, the client gets a definite 503.
    */
-  const toLeader = async (ctx: Koa.Context, key: string, opts: ForwardOptions) => {
-    const first = shardOf(key).leader;
+  const callLeader = async (shardId: string, opts: ForwardOptions): Promise<UpstreamResponse> => {
+    const first = coordinator.state(shardId).leader;
     const res = await nodes.get(first).request({ ...opts, signal: deposed(first) });
-    if (!refusedAsNotLeader(res)) return reply(ctx, res);
-    const now = shardOf(key).leader;
+    if (!refusedAsNotLeader(res)) return res;
+    const now = coordinator.state(shardId).leader;
     if (now === first) throw new KvError('shard_unavailable', `${first} is not serving as leader yet (the shard's leader is changing); nothing was applied, retry`);
-    reply(ctx, await nodes.get(now).request({ ...opts, signal: deposed(now) }));
+    return nodes.get(now).request({ ...opts, signal: deposed(now) });
   };
+  const toLeader = async (ctx: Koa.Context, key: string, opts: ForwardOptions) => reply(ctx, await callLeader(ring.shardFor(key), opts));
+
+  // Batches are split by shard and sent to the shards' leaders in parallel; each entry gets its
+  // own result, in the order given. A shard that fails fails only its own entries.
+  router.post('/mput', requireJson, jsonBody(), async (ctx) => {
+    const entries = parseMputBody(ctx.request.body);
+    ctx.body = await perShard(ring, entries, (e) => e.key, (shardId, group) =>
+      callLeader(shardId, { method: 'POST', path: '/mput', body: JSON.stringify({ entries: group }), idempotent: false }),
+    );
+  });
+  router.post('/mget', requireJson, jsonBody(), async (ctx) => {
+    const keys = parseMgetBody(ctx.request.body);
+    ctx.body = await perShard(ring, keys, (k) => k, (shardId, group) =>
+      callLeader(shardId, { method: 'POST', path: '/mget', body: JSON.stringify({ keys: group }), idempotent: true }),
+    );
+  });
 
   router.post('/put', requireJson, jsonBody(), async (ctx) => {
     const { key } = parsePutBody(ctx.request.body);
@@ -83,6 +99,41 @@ function addPublicRoutes(router: Router, { ring, nodes, coordinator }: RouterApp
   router.get('/health', (ctx) => {
     ctx.body = { status: 'ok', node: 'router' };
   });
+}
+
+/** Splits items by shard, calls each shard once, and puts the per-entry results back in order. */
+async function perShard<T>(ring: ShardRing, items: T[], keyOf: (item: T) => string, call: (shardId: string, group: T[]) => Promise<UpstreamResponse>) {
+  const groups = new Map<string, number[]>();
+  items.forEach((item, i) => {
+    const id = ring.shardFor(keyOf(item));
+    groups.set(id, [...(groups.get(id) ?? []), i]);
+  });
+  const results: EntryResult[] = new Array(items.length);
+  await Promise.all(
+    [...groups].map(async ([shardId, indexes]) => {
+      const group = indexes.map((i) => items[i]!);
+      const answer = await call(shardId, group).then(shardResults, (err: unknown) => shardFailure(err));
+      indexes.forEach((i, j) => (results[i] = Array.isArray(answer) ? answer[j]! : { ...answer, key: keyOf(items[i]!) }));
+    }),
+  );
+  const ok = results.filter((r) => r.ok).length;
+  return { results, ok, failed: results.length - ok };
+}
+
+type Failure = Extract<EntryResult, { ok: false }>;
+
+/** A shard's answer: its per-entry results, or one failure that applies to all its entries. */
+function shardResults(res: UpstreamResponse): EntryResult[] | Failure {
+  const body = JSON.parse(res.body.toString('utf8')) as { results?: EntryResult[]; error?: { code: string; message: string } };
+  if (res.status === 200 && Array.isArray(body.results)) return body.results;
+  const code = body.error?.code ?? 'internal';
+  const outcome = code in ERRORS ? ERRORS[code as keyof typeof ERRORS].outcome : 'indeterminate';
+  return { key: '', ok: false, error: { code, message: body.error?.message ?? `HTTP ${res.status}` }, outcome };
+}
+
+function shardFailure(err: unknown): Failure {
+  const e = err instanceof KvError ? err : new KvError('internal', String(err));
+  return { key: '', ok: false, error: { code: e.code, message: e.message }, outcome: e.outcome };
 }
 
 /**

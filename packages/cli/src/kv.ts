@@ -1,0 +1,136 @@
+#!/usr/bin/env node
+import { KvClient, KvClientError } from '@shardkv/client';
+import { SingleBar, Presets } from 'cli-progress';
+import { Command, InvalidArgumentError } from 'commander';
+import { generate } from './gen';
+import { loadFile, validateFile, type LoadProgress } from './load';
+
+/**
+ * `kv`: the command line for a shardkv cluster (through its router). Wiring only: commands parse
+ * their arguments and call the client, the loader or the generator.
+ */
+const program = new Command();
+program
+  .name('kv')
+  .description('command line client for a shardkv cluster')
+  .option('--url <url>', 'the router', process.env.KV_URL ?? 'http://127.0.0.1:5000')
+  .option('--timeout-ms <ms>', 'deadline of each request', int, 10_000);
+
+const client = () => new KvClient(program.opts<{ url: string }>().url, { timeoutMs: program.opts<{ timeoutMs: number }>().timeoutMs, adminToken: process.env.KV_ADMIN_TOKEN });
+
+program
+  .command('get <key>')
+  .description('print the value (exit 1 if the key does not exist)')
+  .option('--stale', 'read the follower (may be behind)')
+  .action(async (key: string, o: { stale?: boolean }) => {
+    const value = await withClient((c) => c.get(key, { stale: o.stale === true }));
+    if (value === undefined) fail(`${key}: not found`, 1);
+    process.stdout.write(`${value}\n`);
+  });
+
+program
+  .command('put <key> <value>')
+  .description('set a key (the value is one argument: quote it)')
+  .action(async (key: string, value: string) => {
+    const { seq } = await withClient((c) => c.put(key, value));
+    process.stdout.write(`OK seq=${seq}\n`);
+  });
+
+program
+  .command('del <key>')
+  .description('delete a key')
+  .action(async (key: string) => {
+    const existed = await withClient((c) => c.delete(key));
+    process.stdout.write(existed ? 'deleted\n' : 'not found (nothing to delete)\n');
+  });
+
+program
+  .command('status')
+  .description("each shard's epoch, leader, in-sync flag and lag")
+  .option('--json', 'print the router\'s whole /status')
+  .action(async (o: { json?: boolean }) => {
+    const status = (await withClient((c) => c.status())) as { shards: ShardStatus[] };
+    if (o.json === true) return void process.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
+    for (const s of status.shards) {
+      process.stdout.write(`${s.id}  epoch ${s.epoch}  leader ${s.leader.url} (${s.leader.state ?? 'down'}, seq ${s.leader.seq ?? '?'})  follower ${s.follower.url} (${s.follower.state ?? 'down'})  in sync: ${s.inSync}  lag: ${s.replicationLagEntries ?? '?'}\n`);
+    }
+  });
+
+program
+  .command('load <file>')
+  .description('bulk-load a file of "<key> <value>" lines (a later duplicate key wins)')
+  .option('--strict', 'a malformed line is fatal: check the whole file first and load nothing if any')
+  .option('--batch <n>', 'entries per request', int, 500)
+  .option('--concurrency <n>', 'requests in flight', int, 8)
+  .option('--no-progress', 'no progress bar')
+  .action(async (file: string, o: { strict?: boolean; batch: number; concurrency: number; progress: boolean }) => {
+    const report = (lineNo: number, reason: string) => process.stderr.write(`${file}:${lineNo}: malformed line skipped: ${reason}\n`);
+    if (o.strict === true) {
+      const bad = await validateFile(file, (n, r) => process.stderr.write(`${file}:${n}: malformed line: ${r}\n`));
+      if (bad > 0) fail(`--strict: ${bad} malformed line(s); nothing was loaded`, 1);
+    }
+    const bar = o.progress && process.stderr.isTTY ? progressBar() : undefined;
+    const summary = await withClient((c) => loadFile(c, file, { batchEntries: o.batch, concurrency: o.concurrency, onMalformed: report, onProgress: bar?.update }), 64);
+    bar?.stop();
+    const rate = Math.round(summary.loaded / Math.max(summary.seconds, 0.001));
+    process.stdout.write(`loaded ${summary.loaded} keys, skipped ${summary.skipped} malformed line(s), failed ${summary.failed}, in ${summary.seconds.toFixed(1)} s (${rate} keys/s)\n`);
+    for (const f of summary.failures) process.stderr.write(`  failed: ${f.key} (${f.code})\n`);
+    if (summary.failed > 0) process.exitCode = 1;
+  });
+
+program
+  .command('gen')
+  .description('write a sample bulk-load file to stdout')
+  .option('--keys <n>', 'number of keys', int, 1_000_000)
+  .option('--value-bytes <n>', 'about this many bytes per value', int, 40)
+  .action(async (o: { keys: number; valueBytes: number }) => {
+    await generate(process.stdout, o.keys, o.valueBytes);
+  });
+
+interface ShardStatus {
+  id: string;
+  epoch: number;
+  inSync: boolean;
+  replicationLagEntries: number | null;
+  leader: { url: string; state?: string; seq?: number };
+  follower: { url: string; state?: string };
+}
+
+function progressBar() {
+  const bar = new SingleBar({ format: 'loading [{bar}] {percentage}% | {loaded} keys | {rate} keys/s | ETA {eta_formatted}', hideCursor: true, stream: process.stderr }, Presets.shades_classic);
+  const started = Date.now();
+  let total = 0;
+  return {
+    update: (p: LoadProgress) => {
+      if (total === 0) bar.start((total = Math.max(1, p.bytesTotal)), 0, { loaded: 0, rate: 0 });
+      const rate = Math.round(p.loaded / Math.max((Date.now() - started) / 1000, 0.001));
+      bar.update(p.bytesRead, { loaded: p.loaded, rate });
+    },
+    stop: () => bar.stop(),
+  };
+}
+
+async function withClient<T>(fn: (c: KvClient) => Promise<T>, connections?: number): Promise<T> {
+  const c = connections === undefined ? client() : new KvClient(program.opts<{ url: string }>().url, { connections, timeoutMs: program.opts<{ timeoutMs: number }>().timeoutMs });
+  try {
+    return await fn(c);
+  } catch (err) {
+    if (err instanceof KvClientError) fail(`${err.code}: ${err.message}${err.outcome === 'indeterminate' ? ' (it may or may not have been applied)' : ''}`, 2);
+    throw err;
+  } finally {
+    await c.close();
+  }
+}
+
+function int(raw: string): number {
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('must be a positive integer');
+  return n;
+}
+
+function fail(message: string, code: number): never {
+  process.stderr.write(`kv: ${message}\n`);
+  process.exit(code);
+}
+
+program.parseAsync().catch((err: unknown) => fail(err instanceof Error ? err.message : String(err), 2));

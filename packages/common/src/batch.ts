@@ -1,0 +1,47 @@
+import { z } from 'zod';
+import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from './api';
+import { KvError, type ErrorCode } from './errors';
+
+/**
+ * The batch API: `POST /mput {"entries":[{"key","value"},...]}` and `POST /mget {"keys":[...]}`.
+ * A batch is validated whole (any bad entry: 400, nothing applied); then each entry succeeds or
+ * fails on its own, and the answer lists one result per entry, in order. Entries for one shard
+ * are sequenced in the order given, so a later duplicate key wins.
+ */
+export const BATCH_ENTRIES_MAX = 1000;
+/** A batch body must fit the usual body limit (2 MiB), so a batch of large values is refused whole. */
+
+export interface PutEntry {
+  key: string;
+  value: string;
+}
+
+/** One entry's outcome. `outcome` is present on failures: definite (not applied) or indeterminate. */
+export type EntryResult =
+  | { key: string; ok: true; seq?: number; value?: string }
+  | { key: string; ok: false; error: { code: ErrorCode | string; message: string }; outcome: 'definite' | 'indeterminate' };
+
+const text = z.string().refine((s) => s.isWellFormed(), 'must be valid Unicode (no lone surrogates)');
+const key = text.refine((k) => k.length > 0 && Buffer.byteLength(k) <= KEY_BYTES_MAX, `keys must be 1 to ${KEY_BYTES_MAX} bytes of UTF-8`);
+const value = text.refine((v) => Buffer.byteLength(v) <= VALUE_BYTES_MAX, `values must be at most ${VALUE_BYTES_MAX} bytes of UTF-8`);
+
+const mputSchema = z.strictObject({ entries: z.array(z.strictObject({ key, value })).min(1).max(BATCH_ENTRIES_MAX) });
+const mgetSchema = z.strictObject({ keys: z.array(key).min(1).max(BATCH_ENTRIES_MAX) });
+
+export function parseMputBody(body: unknown): PutEntry[] {
+  return parseBatch(mputSchema, body, 'entries').entries;
+}
+
+export function parseMgetBody(body: unknown): string[] {
+  return parseBatch(mgetSchema, body, 'keys').keys;
+}
+
+function parseBatch<T>(schema: z.ZodType<T>, body: unknown, field: string): T {
+  const parsed = schema.safeParse(body);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  const where = issue.path.length > 0 ? ` at ${issue.path.join('.')}` : '';
+  const tooMany = issue.code === 'too_big' && issue.path.length === 1;
+  if (tooMany) throw new KvError('batch_too_large', `at most ${BATCH_ENTRIES_MAX} ${field} per request`);
+  throw new KvError('invalid_body', `body must be {"${field}": [...]} with 1 to ${BATCH_ENTRIES_MAX} valid ${field}: ${issue.message}${where}`);
+}
