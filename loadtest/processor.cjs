@@ -1,5 +1,7 @@
-// Artillery processor for mixed.yml: picks each operation (GET:PUT 2:1 by default) and key,
-// applies the think time, classifies responses, and seeds the key set before the test.
+// Artillery processor shared by every scenario of this folder (mixed.yml, readonly-*.yml,
+// write-heavy.yml, hot-key.yml): picks each operation by the GET/PUT/DELETE weights and its key
+// (uniform over the key set, or HOT_SHARE % of them on the HOT_KEYS first keys), applies the
+// think time, classifies responses, and seeds the key set before the test.
 //
 // Custom metrics (in the console summary and the JSON report):
 //   shardkv.ops                  operations attempted (requests sent; network errors included)
@@ -22,6 +24,15 @@ function keyName(i) {
   return `${S.keyPrefix}${i}`;
 }
 
+// Index of the key of one operation. Without hot keys: uniform over 0..KEYS-1. With HOT_KEYS = H:
+// HOT_SHARE % of the operations go to 0..H-1 (uniformly), the others to H..KEYS-1.
+function pickKeyIndex() {
+  const hot = S.hotKeys;
+  if (hot <= 0) return Math.floor(Math.random() * S.keys);
+  if (hot >= S.keys || Math.random() * 100 < S.hotShare) return Math.floor(Math.random() * hot);
+  return hot + Math.floor(Math.random() * (S.keys - hot));
+}
+
 function randomValue() {
   // base64url of random bytes, cut to VALUE_SIZE characters
   return crypto
@@ -36,7 +47,7 @@ function pickOp(context, events, done) {
   const r = Math.random() * totalWeight;
   const op = r < S.getWeight ? 'get' : r < S.getWeight + S.putWeight ? 'put' : 'delete';
   context.vars.op = op;
-  context.vars.key = keyName(Math.floor(Math.random() * S.keys));
+  context.vars.key = keyName(pickKeyIndex());
   if (op === 'put') context.vars.value = randomValue();
   context.vars.opsDone = (context.vars.opsDone || 0) + 1;
   return done();
@@ -97,6 +108,8 @@ function classify(op, response, events) {
 }
 
 function checkGet(requestParams, response, context, events, next) {
+  // so that the metric exists (readonly-*.yml checks it is 0) even when every key was found
+  events.emit('counter', 'shardkv.get.not_found', 0);
   classify('get', response, events);
   return next();
 }
