@@ -106,14 +106,19 @@ function parsePut(text: string): { key: string; value: string } {
   return { key: body.key, value: body.value };
 }
 
-/** A Map behind GET /get and POST /put: skeleton (a)'s backend and (b)'s follower. */
-function storeRoutes(router: Router, map: Map<string, string>): void {
+/** GET /get from a Map: every skeleton node that holds data serves reads the same way. */
+function getRoute(router: Router, map: Map<string, string>): void {
   router.get('/get', (ctx) => {
     const key = String(ctx.query['key'] ?? '');
     const value = map.get(key);
     if (value === undefined) ctx.throw(404);
     ctx.body = { key, value };
   });
+}
+
+/** A Map behind GET /get and POST /put: skeleton (a)'s backend and (b)'s follower. */
+function storeRoutes(router: Router, map: Map<string, string>): void {
+  getRoute(router, map);
   router.post('/put', async (ctx) => {
     const { key, value } = parsePut(await readBody(ctx.req));
     map.set(key, value);
@@ -141,12 +146,7 @@ function forwarderRoutes(router: Router, upstream: Pool): void {
 
 /** (b)'s leader: apply, send this one write to the follower, answer once the follower has. */
 function leaderRoutes(router: Router, map: Map<string, string>, follower: Pool): void {
-  router.get('/get', (ctx) => {
-    const key = String(ctx.query['key'] ?? '');
-    const value = map.get(key);
-    if (value === undefined) ctx.throw(404);
-    ctx.body = { key, value };
-  });
+  getRoute(router, map);
   router.post('/put', async (ctx) => {
     const text = await readBody(ctx.req);
     const { key, value } = parsePut(text);
