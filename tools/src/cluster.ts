@@ -94,9 +94,30 @@ export class Cluster {
   }
 
   /** Starts every process and waits until each answers /health. */
+  /**
+   * Starts every process and waits until each answers /health and, through the router, every
+   * shard's leader serves with its follower in sync: only then does a first write succeed (before
+   * the first replication round a leader refuses writes with 503 no_replica).
+   */
   async start(healthyTimeoutMs = 30_000): Promise<void> {
     for (const p of this.procs.values()) p.start();
+    const deadline = Date.now() + healthyTimeoutMs;
     await this.waitHealthy(healthyTimeoutMs);
+    while (!(await this.replicating())) {
+      if (Date.now() > deadline) throw new Error(`shards not replicating after ${healthyTimeoutMs} ms (see ${this.router.url}/status)`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Every shard, as the router reports it: a serving leader whose follower is reachable and in sync. */
+  private async replicating(): Promise<boolean> {
+    try {
+      const res = await request(`${this.router.url}/status`, { signal: AbortSignal.timeout(2000) });
+      const { shards } = (await res.body.json()) as { shards: Array<{ inSync: boolean; leader: { state?: string; follower?: { reachable?: boolean } } }> };
+      return shards.every((s) => s.inSync && s.leader.state === 'serving' && s.leader.follower?.reachable === true);
+    } catch {
+      return false;
+    }
   }
 
   process(name: string): Supervised {
