@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SHARD_SCRIPT } from '@shardkv/tools';
-import { attempt, del, eventually, get, http, newDataRoot, put, removeDataRoot, shardsInSync, startCluster, status, type HttpResult, type TestCluster } from './helpers';
+import { attempt, waitFor, del, get, http, newDataRoot, put, removeDataRoot, shardsInSync, startCluster, status, type HttpResult, type TestCluster } from './helpers';
 
 const FAST_ENV = { LOG_LEVEL: 'info', HEARTBEAT_INTERVAL_MS: '100', RETRY_BACKOFF_MS: '100', REPLICATION_TIMEOUT_MS: '1000' };
 
@@ -32,10 +32,6 @@ function dataRoot(): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const rand = (lo: number, hi: number) => lo + Math.floor(Math.random() * (hi - lo));
-
-async function waitFor(what: string, c: TestCluster, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  if (!(await eventually(check, timeoutMs, 50))) throw new Error(`timed out waiting for: ${what}\nlog tail:\n${c.logs.slice(-400).join('\n')}`);
-}
 
 /**
  * What a key may hold. Each key has one writer that waits for each answer, so after an
@@ -104,7 +100,7 @@ describe('durability', () => {
         c.process(node.name).signal('SIGKILL');
         kills.push(node.name);
         await sleep(rand(50, 400));
-        await waitFor(`${node.name} back after kill ${i + 1}`, c, async () => (await http('GET', `${node.url}/health`, undefined, {}, 1000)).status === 200);
+        await waitFor(`${node.name} back after kill ${i + 1}`, c, async () => (await http('GET', `${node.url}/health`, undefined, {}, 1000)).status === 200, 20_000);
         await sleep(rand(50, 300));
       }
       // Every shard node at once, mid-write: a crash of the whole machine's processes.
@@ -160,7 +156,7 @@ describe('durability', () => {
         for (const r of await Promise.all(batch)) expect(r.status).toBe(200);
       }
     };
-    const inSync = () => waitFor('shard in sync', c, () => shardsInSync(c));
+    const inSync = () => waitFor('shard in sync', c, () => shardsInSync(c), 20_000);
 
     await writeMany('a', 3000);
     await inSync();

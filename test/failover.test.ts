@@ -2,7 +2,7 @@
 // rejoins as follower when resumed; a follower out of sync is never promoted; a planned switch
 // through /admin/failover; MIN_INSYNC_REPLICAS=2; reads with consistency=stale. The router is the
 // coordinator; its /status shows each shard's epoch, roles and in-sync flag.
-import { attempt, del, eventually, get, http, keysOn, put, shardsInSync, shardView, startCluster, type HttpResult, type TestCluster } from './helpers';
+import { attempt, waitFor, del, eventually, get, http, keysOn, put, shardsInSync, shardView, startCluster, type TestCluster } from './helpers';
 
 const FAST_ENV = { LOG_LEVEL: 'info', HEARTBEAT_INTERVAL_MS: '100', RETRY_BACKOFF_MS: '100', REPLICATION_TIMEOUT_MS: '1000' };
 /** The issue's target is 2 s with the default health settings; the bound leaves room for a loaded machine. */
@@ -21,13 +21,9 @@ afterAll(async () => {
 const processOf = (url: string) => cluster.process(cluster.nodes.find((n) => n.url === url)!.name);
 const admin = (shard: string, token = cluster.token, extra = '') => http('POST', `${cluster.router.url}/admin/failover?shard=${shard}${extra}`, undefined, { authorization: `Bearer ${token}` });
 
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  if (!(await eventually(check, timeoutMs, 50))) throw new Error(`timed out waiting for: ${what}\nlog tail:\n${cluster.logs.slice(-30).join('\n')}`);
-}
-
 describe('failover', () => {
   test('a paused leader is replaced by its in-sync follower within the target, and rejoins as follower on resume', async () => {
-    await waitFor('all shards in sync', () => shardsInSync(cluster));
+    await waitFor('all shards in sync', cluster, () => shardsInSync(cluster));
     const before = await shardView(cluster, 'shard-0');
     const keys = await keysOn(cluster, 'shard-0', 20, 'fo');
     const acked = new Map<string, string>();
@@ -42,7 +38,7 @@ describe('failover', () => {
     try {
       // Writes resume on the promoted follower.
       let i = 10;
-      await waitFor('a shard-0 write succeeds while its leader is paused', async () => {
+      await waitFor('a shard-0 write succeeds while its leader is paused', cluster, async () => {
         const k = keys[i++ % keys.length]!;
         const r = await attempt(() => put(cluster.router.url, k, `during-${k}`));
         if (r.status === 200) acked.set(k, `during-${k}`);
@@ -57,21 +53,21 @@ describe('failover', () => {
     expect({ leader: during.leader.url, epochAdvanced: during.epoch > before.epoch }).toEqual({ leader: before.follower.url, epochAdvanced: true });
 
     // The old leader learns the new epoch, follows, catches up; the shard is in sync again.
-    await waitFor('shard-0 in sync with the old leader as follower', () => shardsInSync(cluster, [0]));
+    await waitFor('shard-0 in sync with the old leader as follower', cluster, () => shardsInSync(cluster, [0]));
     const after = await shardView(cluster, 'shard-0');
     expect({ leader: after.leader.url, follower: after.follower.url }).toEqual({ leader: before.follower.url, follower: before.leader.url });
     for (const [k, v] of acked) expect({ k, value: (await get(cluster.router.url, k)).body.value }).toEqual({ k, value: v });
   }, 60_000);
 
   test('a follower out of sync is never promoted: with both nodes paused the shard refuses, and nothing is lost', async () => {
-    await waitFor('all shards in sync', () => shardsInSync(cluster));
+    await waitFor('all shards in sync', cluster, () => shardsInSync(cluster));
     const s = await shardView(cluster, 'shard-1');
     const [key] = await keysOn(cluster, 'shard-1', 1, 'lag');
     const follower = processOf(s.follower.url);
     const leader = processOf(s.leader.url);
     follower.signal('SIGSTOP');
     try {
-      await waitFor('leader commits alone', async () => (await attempt(() => put(cluster.router.url, key!, 'alone'))).status === 200);
+      await waitFor('leader commits alone', cluster, async () => (await attempt(() => put(cluster.router.url, key!, 'alone'))).status === 200);
       expect((await shardView(cluster, 'shard-1')).inSync).toBe(false);
       leader.signal('SIGSTOP');
       await new Promise((r) => setTimeout(r, FAILOVER_MAX_MS));
@@ -82,12 +78,12 @@ describe('failover', () => {
       follower.signal('SIGCONT');
       leader.signal('SIGCONT');
     }
-    await waitFor('shard-1 in sync again', () => shardsInSync(cluster, [1]));
+    await waitFor('shard-1 in sync again', cluster, () => shardsInSync(cluster, [1]));
     expect((await get(cluster.router.url, key!)).body.value).toBe('alone');
   }, 60_000);
 
   test('planned failover through /admin/failover needs the token and switches the roles', async () => {
-    await waitFor('all shards in sync', () => shardsInSync(cluster));
+    await waitFor('all shards in sync', cluster, () => shardsInSync(cluster));
     const before = await shardView(cluster, 'shard-2');
     const [key] = await keysOn(cluster, 'shard-2', 1, 'admin');
     expect((await put(cluster.router.url, key!, 'v1')).status).toBe(200);
@@ -96,18 +92,18 @@ describe('failover', () => {
     const r = await admin('2');
     expect(r.status).toBe(200);
     expect(r.body).toMatchObject({ shard: 'shard-2', leader: before.follower.url, epoch: before.epoch + 1 });
-    await waitFor('a write on the new leader', async () => (await attempt(() => put(cluster.router.url, key!, 'v2'))).status === 200);
-    await waitFor('shard-2 in sync after the switch', () => shardsInSync(cluster, [2]));
+    await waitFor('a write on the new leader', cluster, async () => (await attempt(() => put(cluster.router.url, key!, 'v2'))).status === 200);
+    await waitFor('shard-2 in sync after the switch', cluster, () => shardsInSync(cluster, [2]));
     expect((await get(cluster.router.url, key!)).body.value).toBe('v2');
     const unknown = await admin('no-such-shard');
     expect(unknown.status).toBe(400);
   }, 60_000);
 
   test('consistency=stale reads the follower; a bad consistency value is a 400', async () => {
-    await waitFor('all shards in sync', () => shardsInSync(cluster));
+    await waitFor('all shards in sync', cluster, () => shardsInSync(cluster));
     const [key] = await keysOn(cluster, 'shard-0', 1, 'stale');
     expect((await put(cluster.router.url, key!, 'fresh')).status).toBe(200);
-    await waitFor('follower has it', async () => (await get((await shardView(cluster, 'shard-0')).follower.url, key!)).status === 200);
+    await waitFor('follower has it', cluster, async () => (await get((await shardView(cluster, 'shard-0')).follower.url, key!)).status === 200);
     const r = await http('GET', `${cluster.router.url}/get?key=${encodeURIComponent(key!)}&consistency=stale`);
     expect({ status: r.status, value: r.body.value }).toEqual({ status: 200, value: 'fresh' });
     const bad = await http('GET', `${cluster.router.url}/get?key=${encodeURIComponent(key!)}&consistency=eventual`);

@@ -41,9 +41,11 @@ const tail = (n = 30) => cluster.logs.slice(-n).join('\n');
 
 const shardInSync = (i: number) => shardsInSync(cluster, [i]);
 
+/** What the router says of shard i now (roles move with failovers), for a failure message. */
 async function snapshotOfShard(i: number) {
-  const [l, f] = await Promise.all([status(shard(i).leader.url), status(shard(i).follower.url)]);
-  return { leader: { seq: l.seq, digest: l.digest, state: l.state, follower: l.follower, queue: l.queue }, follower: { seq: f.seq, digest: f.digest, state: f.state } };
+  const v = await shardView(cluster, shard(i).id);
+  const brief = (n: any) => ({ url: n?.url, seq: n?.seq, digest: n?.digest, state: n?.state, follower: n?.follower, queue: n?.queue });
+  return { epoch: v?.epoch, inSync: v?.inSync, leader: brief(v?.leader), follower: brief(v?.follower) };
 }
 
 /** Polls `check` with `eventually`; on timeout fails with `what`, the shards' status and the log tail. */

@@ -110,6 +110,11 @@ export async function eventually(check: () => Promise<boolean>, timeoutMs = 10_0
   }
 }
 
+/** Polls until `check` holds; on timeout fails with `what` and the cluster's last log lines. */
+export async function waitFor(what: string, cluster: TestCluster, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  if (!(await eventually(check, timeoutMs, 50))) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}\nlog tail:\n${cluster.logs.slice(-60).join('\n')}`);
+}
+
 /**
  * Keys the router places on the given shard. The ring is deterministic over shard ids, so the
  * test computes the same placement as the router.

@@ -10,6 +10,7 @@ import { request } from 'undici';
 // The shard's own storage class, from its build output: the data directories are written exactly
 // as a node writes them, without going through HTTP (1M PUTs would take longer than the benchmark).
 import { LmdbStore } from '../../services/shard/dist/lmdb-store';
+import { ensureRedis } from './redis';
 import type { LogRecord } from '../../services/shard/dist/replication/log';
 import { Cluster } from './cluster';
 import { formatLine } from './format';
@@ -227,17 +228,6 @@ async function measureRedis(dir: string, children: Set<ChildProcess>): Promise<R
   return { version, ready: timings(ms), disk: diskPerKey(join(dir, 'data', 'appendonlydir')), loadSeconds };
 }
 
-/** Undefined when redis-server is on PATH (installing it if need be), else why it is not. */
-function ensureRedis(): string | undefined {
-  if (spawnSync('redis-server', ['--version']).status === 0) return undefined;
-  console.log('\nredis-server not on PATH: apt-get install -y redis-server');
-  const apt = (args: string[]) => spawnSync('apt-get', args, { encoding: 'utf8', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-  // A machine whose package lists were never fetched cannot install anything: fetch them once, then retry.
-  let res = apt(['install', '-y', 'redis-server']);
-  if (res.status !== 0) res = apt(['update']).status === 0 ? apt(['install', '-y', 'redis-server']) : res;
-  if (res.status === 0 && spawnSync('redis-server', ['--version']).status === 0) return undefined;
-  return `could not install redis-server (apt-get: ${(res.stderr || res.error?.message || `exit ${res.status}`).trim().split('\n').pop()})`;
-}
 
 /** A pure command-file AOF (no RDB preamble, no RDB snapshots): Redis replays every SET on start. */
 function startRedis(dir: string, port: number, children: Set<ChildProcess>): ChildProcess {

@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Cluster } from './cluster';
 import { freePort } from './ports';
+import { ensureRedis } from './redis';
 
 /**
  * `npm run bench:load`: bulk load of a generated file, as a user would run it, against the same
@@ -45,10 +46,8 @@ async function main(): Promise<void> {
 
 /** Seconds for the whole redis-cli --pipe of the file's SETs into a fresh redis-server, or why it was skipped. */
 async function redisPipe(file: string, tmp: string): Promise<number | string> {
-  if (spawnSync('redis-server', ['--version']).status !== 0) {
-    const res = spawnSync('apt-get', ['install', '-y', 'redis-server', 'redis-tools'], { stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-    if (res.status !== 0) return 'redis-server not installed and apt-get failed';
-  }
+  const missing = ensureRedis();
+  if (missing !== undefined) return missing;
   const resp = join(tmp, 'data.resp');
   await toResp(file, resp);
   const port = await freePort();

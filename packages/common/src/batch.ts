@@ -8,8 +8,8 @@ import { KvError, type ErrorCode } from './errors';
  * fails on its own, and the answer lists one result per entry, in order. Entries for one shard
  * are sequenced in the order given, so a later duplicate key wins.
  */
+/** A batch body must also fit the usual body limit (2 MiB): a batch of large values is refused whole. */
 export const BATCH_ENTRIES_MAX = 1000;
-/** A batch body must fit the usual body limit (2 MiB), so a batch of large values is refused whole. */
 
 export interface PutEntry {
   key: string;
@@ -20,6 +20,14 @@ export interface PutEntry {
 export type EntryResult =
   | { key: string; ok: true; seq?: number; value?: string }
   | { key: string; ok: false; error: { code: ErrorCode | string; message: string }; outcome: 'definite' | 'indeterminate' };
+
+export type EntryFailure = Extract<EntryResult, { ok: false }>;
+
+/** An entry's result when it failed: the error's code, message and whether it may have been applied. */
+export function failedEntry(key: string, err: unknown): EntryFailure {
+  const e = err instanceof KvError ? err : new KvError('internal', err instanceof Error ? err.message : String(err));
+  return { key, ok: false, error: { code: e.code, message: e.message }, outcome: e.outcome };
+}
 
 const text = z.string().refine((s) => s.isWellFormed(), 'must be valid Unicode (no lone surrogates)');
 const key = text.refine((k) => k.length > 0 && Buffer.byteLength(k) <= KEY_BYTES_MAX, `keys must be 1 to ${KEY_BYTES_MAX} bytes of UTF-8`);

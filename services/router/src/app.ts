@@ -1,5 +1,5 @@
 import Router from '@koa/router';
-import { ERRORS, errorMiddleware, internalAuth, jsonBody, keyQuery, KvError, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, shardEventSchema, type EntryResult, type Logger } from '@shardkv/common';
+import { ERRORS, errorMiddleware, failedEntry, internalAuth, jsonBody, keyQuery, KvError, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, shardEventSchema, type EntryFailure, type EntryResult, type Logger } from '@shardkv/common';
 import Koa from 'koa';
 import { timingSafeEqual } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
@@ -106,13 +106,15 @@ async function perShard<T>(ring: ShardRing, items: T[], keyOf: (item: T) => stri
   const groups = new Map<string, number[]>();
   items.forEach((item, i) => {
     const id = ring.shardFor(keyOf(item));
-    groups.set(id, [...(groups.get(id) ?? []), i]);
+    const group = groups.get(id);
+    if (group === undefined) groups.set(id, [i]);
+    else group.push(i);
   });
   const results: EntryResult[] = new Array(items.length);
   await Promise.all(
     [...groups].map(async ([shardId, indexes]) => {
       const group = indexes.map((i) => items[i]!);
-      const answer = await call(shardId, group).then(shardResults, (err: unknown) => shardFailure(err));
+      const answer = await call(shardId, group).then(shardResults, (err: unknown) => failedEntry('', err));
       indexes.forEach((i, j) => (results[i] = Array.isArray(answer) ? answer[j]! : { ...answer, key: keyOf(items[i]!) }));
     }),
   );
@@ -120,10 +122,8 @@ async function perShard<T>(ring: ShardRing, items: T[], keyOf: (item: T) => stri
   return { results, ok, failed: results.length - ok };
 }
 
-type Failure = Extract<EntryResult, { ok: false }>;
-
 /** A shard's answer: its per-entry results, or one failure that applies to all its entries. */
-function shardResults(res: UpstreamResponse): EntryResult[] | Failure {
+function shardResults(res: UpstreamResponse): EntryResult[] | EntryFailure {
   const body = JSON.parse(res.body.toString('utf8')) as { results?: EntryResult[]; error?: { code: string; message: string } };
   if (res.status === 200 && Array.isArray(body.results)) return body.results;
   const code = body.error?.code ?? 'internal';
@@ -131,10 +131,6 @@ function shardResults(res: UpstreamResponse): EntryResult[] | Failure {
   return { key: '', ok: false, error: { code, message: body.error?.message ?? `HTTP ${res.status}` }, outcome };
 }
 
-function shardFailure(err: unknown): Failure {
-  const e = err instanceof KvError ? err : new KvError('internal', String(err));
-  return { key: '', ok: false, error: { code: e.code, message: e.message }, outcome: e.outcome };
-}
 
 /**
  * A signal per node that fires when the coordinator replaces it as leader, so that requests

@@ -220,7 +220,12 @@ export class Coordinator {
     }
   }
 
-  /** Records a decision durably before anyone acts on it. */
+  /**
+   * Records a decision durably before anyone acts on it. The write is synchronous on purpose:
+   * decisions are rare (a failover, a follower leaving or rejoining), and a synchronous save keeps
+   * the in-memory update and the file in one step, so two shards deciding at once cannot
+   * interleave their saves and lose one.
+   */
   private commit(before: ShardState, next: ShardState, why: string): void {
     if (next === before) return;
     this.shards.set(next.id, next);

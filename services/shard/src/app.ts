@@ -1,5 +1,5 @@
 import Router from '@koa/router';
-import { errorMiddleware, internalAuth, jsonBody, KvError, nodeConfigSchema, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, type EntryResult, type Logger } from '@shardkv/common';
+import { errorMiddleware, failedEntry, internalAuth, jsonBody, KvError, nodeConfigSchema, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, type EntryResult, type Logger } from '@shardkv/common';
 import Koa from 'koa';
 import { Readable } from 'node:stream';
 import type { ShardConfig } from './config';
@@ -59,7 +59,7 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
   router.post('/mput', leaderOnly, requireJson, jsonBody(), async (ctx) => {
     const entries = parseMputBody(ctx.request.body);
     const settled = await Promise.allSettled(entries.map((e) => node.write({ op: 'put', key: e.key, value: e.value })));
-    ctx.body = { results: settled.map((r, i) => (r.status === 'fulfilled' ? { key: entries[i]!.key, ok: true, seq: r.value.seq } : failed(entries[i]!.key, r.reason))) };
+    ctx.body = { results: settled.map((r, i) => (r.status === 'fulfilled' ? { key: entries[i]!.key, ok: true, seq: r.value.seq } : failedEntry(entries[i]!.key, r.reason))) };
   });
   router.post('/mget', requireJson, jsonBody(), (ctx) => {
     const keys = parseMgetBody(ctx.request.body);
@@ -91,16 +91,12 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
 function readOne(node: ShardNode, key: string): EntryResult {
   try {
     const value = node.get(key);
-    return value === undefined ? failed(key, new KvError('key_not_found', 'key not found')) : { key, ok: true, value };
+    return value === undefined ? failedEntry(key, new KvError('key_not_found', 'key not found')) : { key, ok: true, value };
   } catch (err) {
-    return failed(key, err);
+    return failedEntry(key, err);
   }
 }
 
-function failed(key: string, err: unknown): EntryResult {
-  const e = err instanceof KvError ? err : new KvError('internal', err instanceof Error ? err.message : String(err));
-  return { key, ok: false, error: { code: e.code, message: e.message }, outcome: e.outcome };
-}
 
 function leaderStatus(leader: Leader, followerUrl: string | undefined) {
   const f = leader.follower;

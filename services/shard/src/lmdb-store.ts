@@ -45,6 +45,7 @@ export class LmdbStore implements KvStore {
   readonly durable = true;
   private state: PersistedState;
   private sum: DigestSum;
+  private lastEpoch: number;
 
   private constructor(
     private readonly env: RootDatabase,
@@ -55,6 +56,7 @@ export class LmdbStore implements KvStore {
   ) {
     this.state = (meta.get('state') as PersistedState | undefined) ?? { ...EMPTY_STATE };
     this.sum = DigestSum.fromHex(this.state.digest);
+    this.lastEpoch = (meta.get('epoch') as number | undefined) ?? 0;
   }
 
   /** Opens (or creates) a node's data directory; refuses one that belongs to another node. */
@@ -89,12 +91,14 @@ export class LmdbStore implements KvStore {
     return this.state.keys;
   }
 
+  /** Read on every replication message: kept in memory, written through. */
   get epoch(): number {
-    return (this.meta.get('epoch') as number | undefined) ?? 0;
+    return this.lastEpoch;
   }
 
   async setEpoch(epoch: number): Promise<void> {
     await this.env.childTransaction(() => this.meta.put('epoch', epoch));
+    this.lastEpoch = epoch;
   }
 
   get(key: string): string | undefined {
@@ -151,8 +155,9 @@ export class LmdbStore implements KvStore {
     }
   }
 
+  /** The hex form is kept in the state record, so replies and /status do not re-encode the sum. */
   digest(): string {
-    return this.sum.hex();
+    return this.state.digest;
   }
 
   /** An LMDB read transaction: a consistent snapshot however long the transfer takes. */

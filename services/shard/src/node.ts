@@ -34,7 +34,8 @@ export class ShardNode {
   private config: NodeConfig | undefined;
   private peer: PeerTransport | undefined;
   private configuring: Promise<void> = Promise.resolve();
-  private readonly reported = new Map<string, number>();
+  /** The last report of each event, so that a failure seen on every heartbeat is reported once per retry period. */
+  private readonly reported = new Map<ShardEvent['event'], { epoch: number; at: number }>();
 
   constructor(
     private readonly store: KvStore,
@@ -81,7 +82,8 @@ export class ShardNode {
     if (cfg.epoch < this.store.epoch) throw new KvError('stale_epoch', `configuration epoch ${cfg.epoch} is older than this node's ${this.store.epoch}`);
     if (cfg.epoch > this.store.epoch) await this.store.setEpoch(cfg.epoch);
     const now = this.current;
-    const sameRole = this.config !== undefined && now.kind === cfg.role && this.config.peerUrl === cfg.peerUrl && !(now.kind === 'leader' && !now.leader.serving && now.leader.status.state === 'fenced');
+    // A fenced leader is replaced even by a configuration that names the same role.
+    const sameRole = this.config !== undefined && now.kind === cfg.role && this.config.peerUrl === cfg.peerUrl && !(now.kind === 'leader' && now.leader.fenced);
     this.config = cfg;
     if (sameRole && now.kind === 'leader') return now.leader.setMode(commitMode(cfg), cfg.epoch);
     if (sameRole) return;
@@ -125,10 +127,9 @@ export class ShardNode {
   /** Asks the coordinator, at most once per event and epoch per `reportRetryMs`, and applies its answer. */
   private report(event: ShardEvent['event'], epoch: number): void {
     if (this.coordinator === undefined) return;
-    const key = `${event}@${epoch}`;
-    const last = this.reported.get(key) ?? 0;
-    if (Date.now() - last < this.opts.reportRetryMs) return;
-    this.reported.set(key, Date.now());
+    const last = this.reported.get(event);
+    if (last !== undefined && last.epoch === epoch && Date.now() - last.at < this.opts.reportRetryMs) return;
+    this.reported.set(event, { epoch, at: Date.now() });
     this.coordinator
       .report({ shard: this.opts.shardId, epoch, event })
       .then((cfg) => this.configure(cfg))

@@ -92,6 +92,8 @@ export class Leader {
   private readonly stopping = new AbortController();
   private mode: CommitMode;
   private epoch: number;
+  /** Whether start-up asks the follower for entries it has beyond ours (not after a promotion). */
+  private readonly reconcile: boolean;
   /** Writes committed alone are applied in one transaction per event-loop turn. */
   private flushScheduled = false;
   /** Rejoining: the last entry committed alone. Once the follower has it, it holds every acknowledged write. */
@@ -119,8 +121,6 @@ export class Leader {
     this.mode = start.mode;
     this.reconcile = start.reconcile;
   }
-
-  private readonly reconcile: boolean;
 
   get commitMode(): CommitMode {
     return this.mode;
@@ -160,6 +160,11 @@ export class Leader {
 
   get serving(): boolean {
     return this.state === 'serving';
+  }
+
+  /** Replaced by a newer epoch: it serves nothing until the node is reconfigured. */
+  get fenced(): boolean {
+    return this.state === 'fenced';
   }
 
   /** Recovers if needed, then runs the replication loop until `stop`. */
@@ -325,7 +330,7 @@ export class Leader {
     this.flushScheduled = true;
     setImmediate(() => {
       this.flushScheduled = false;
-      if (this.mode === 'alone') this.flushAlone();
+      this.flushAlone();
     });
   }
 

@@ -90,9 +90,11 @@ export async function installTransfer(lines: AsyncIterable<string>, store: KvSto
     if (first.done === true) throw new Error('transfer stream is empty');
     const header = headerSchema.parse(JSON.parse(first.value));
     if (header.shard !== shard) throw new Error(`transfer is of shard ${header.shard}, this node is ${shard}: refusing it`);
-    if (header.kind === 'full' && opts.full === true) return await receiveFull(it, await store.restore(), header.seq, store, opts.signal);
-    if (header.seq <= store.seq) return { kind: 'none', seq: store.seq, items: 0 };
-    return header.kind === 'tail' ? await receiveTail(it, store, header.seq, opts.signal) : await receiveFull(it, await store.restore(), header.seq, store, opts.signal);
+    // A full state asked for on purpose replaces ours even if it is not ahead (a diverged history).
+    const behind = header.seq > store.seq;
+    if (header.kind === 'full' && (behind || opts.full === true)) return await receiveFull(it, await store.restore(), header.seq, store, opts.signal);
+    if (!behind) return { kind: 'none', seq: store.seq, items: 0 };
+    return await receiveTail(it, store, header.seq, opts.signal);
   } finally {
     // Stops the sender and releases the connection however we got here.
     await it.return?.();
