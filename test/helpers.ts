@@ -112,7 +112,20 @@ export async function eventually(check: () => Promise<boolean>, timeoutMs = 10_0
 
 /** Polls until `check` holds; on timeout fails with `what` and the cluster's last log lines. */
 export async function waitFor(what: string, cluster: TestCluster, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  if (!(await eventually(check, timeoutMs, 50))) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}\nlog tail:\n${cluster.logs.slice(-60).join('\n')}`);
+  if (await eventually(check, timeoutMs, 50)) return;
+  // The shards' state comes first: a CI log may keep only the start of a long message.
+  throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}\nshards now:\n${await shardSummary(cluster)}\nlog tail:\n${cluster.logs.slice(-60).join('\n')}`);
+}
+
+/** One line per shard: what the coordinator says and what its two nodes report, for failure messages. */
+async function shardSummary(cluster: Cluster): Promise<string> {
+  try {
+    const shards = (await http('GET', `${cluster.router.url}/status`, undefined, {}, 2000)).body.shards as any[];
+    const node = (n: any) => (n?.reachable === false ? 'unreachable' : `${n?.role}/${n?.state} e${n?.epoch} seq ${n?.seq}${n?.commitMode ? ` ${n.commitMode}` : ''}${n?.follower ? ` f=${JSON.stringify(n.follower)}` : ''} q=${n?.queue?.entries ?? '-'} d=${String(n?.digest).slice(0, 8)}`);
+    return shards.map((s) => `${s.id} e${s.epoch} inSync=${s.inSync} | leader ${node(s.leader)} | follower ${node(s.follower)}`).join('\n');
+  } catch (err) {
+    return `(router /status failed: ${String(err)})`;
+  }
 }
 
 /**

@@ -46,6 +46,7 @@ export class LmdbStore implements KvStore {
   private state: PersistedState;
   private sum: DigestSum;
   private lastEpoch: number;
+  private checkedTerm: string | undefined;
 
   private constructor(
     private readonly env: RootDatabase,
@@ -57,6 +58,7 @@ export class LmdbStore implements KvStore {
     this.state = (meta.get('state') as PersistedState | undefined) ?? { ...EMPTY_STATE };
     this.sum = DigestSum.fromHex(this.state.digest);
     this.lastEpoch = (meta.get('epoch') as number | undefined) ?? 0;
+    this.checkedTerm = meta.get('term') as string | undefined;
   }
 
   /** Opens (or creates) a node's data directory; refuses one that belongs to another node. */
@@ -99,6 +101,15 @@ export class LmdbStore implements KvStore {
   async setEpoch(epoch: number): Promise<void> {
     await this.env.childTransaction(() => this.meta.put('epoch', epoch));
     this.lastEpoch = epoch;
+  }
+
+  get term(): string | undefined {
+    return this.checkedTerm;
+  }
+
+  async setTerm(term: string): Promise<void> {
+    await this.env.childTransaction(() => this.meta.put('term', term));
+    this.checkedTerm = term;
   }
 
   get(key: string): string | undefined {

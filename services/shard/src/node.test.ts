@@ -25,7 +25,9 @@ function node() {
   const n = new ShardNode(store, { shardId: 's', nodeName: 'n', leader: leaderOpts, follower: { shardId: 's', retryBackoffMs: 20 }, reportRetryMs: 100 }, deadPeer, undefined, quiet);
   return { n, store };
 }
-const replicate = (epoch: number, entries: ReplicateRequest['entries'] = []): ReplicateRequest => ({ shard: 's', epoch, logStartSeq: 1, lastSeq: entries.length, entries });
+/** An empty store's digest: a new node's history is where a term that starts at 0 begins. */
+const EMPTY_DIGEST = new MemoryStore({ entriesMax: 1, bytesMax: 1 }).digest();
+const replicate = (epoch: number, entries: ReplicateRequest['entries'] = []): ReplicateRequest => ({ shard: 's', epoch, term: 't', termStartSeq: 0, termStartDigest: EMPTY_DIGEST, logStartSeq: 1, lastSeq: entries.length, entries });
 const follower = { shard: 's', role: 'follower' as const, peerUrl: 'http://leader:1', inSync: true, minInsync: 1 };
 const errorOf = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e);
 

@@ -15,6 +15,12 @@ export interface KvStore {
   /** The highest configuration epoch this node has accepted (0: never configured); kept across restarts. */
   readonly epoch: number;
   setEpoch(epoch: number): Promise<void>;
+  /**
+   * The leader term (one Leader instance) whose history this node's entries follow, once checked
+   * against it (see Follower); kept across restarts, so a restarted follower need not check again.
+   */
+  readonly term: string | undefined;
+  setTerm(term: string): Promise<void>;
   readonly size: number;
   get(key: string): string | undefined;
   /**
@@ -106,6 +112,7 @@ export class MemoryStore implements KvStore {
   private sum = new DigestSum();
   private lastSeq = 0;
   private lastEpoch = 0;
+  private checkedTerm: string | undefined;
   /** The log window, oldest first. Records are immutable, so a view can share them. */
   private log: LogRecord[] = [];
   private logBytes = 0;
@@ -126,6 +133,14 @@ export class MemoryStore implements KvStore {
 
   async setEpoch(epoch: number): Promise<void> {
     this.lastEpoch = epoch;
+  }
+
+  get term(): string | undefined {
+    return this.checkedTerm;
+  }
+
+  async setTerm(term: string): Promise<void> {
+    this.checkedTerm = term;
   }
 
   get(key: string): string | undefined {

@@ -88,10 +88,12 @@ export class Follower {
     this.lastContactAt = Date.now();
     this.leaderLastSeq = req.lastSeq;
     if (this.state === 'catching_up' || this.state === 'stopped') return this.reply(false);
-    if (req.resync === true || needsCatchUp(this.store.seq, req.logStartSeq)) {
-      this.startCatchUp(req.resync === true);
+    const full = req.resync === true || this.strayEntries(req);
+    if (full || needsCatchUp(this.store.seq, req.logStartSeq)) {
+      this.startCatchUp(full, req.term);
       return this.reply(false);
     }
+    if (this.store.term !== req.term) await this.store.setTerm(req.term);
     const plan = planApply(this.store.seq, req.entries);
     if (plan.apply.length > 0) {
       try {
@@ -109,9 +111,25 @@ export class Follower {
     return { seq: this.store.seq, catchingUp: this.state === 'catching_up', gap, digest: this.store.digest() };
   }
 
-  private startCatchUp(full: boolean): void {
+  /**
+   * Once per leader term, before taking any of its entries: does our history end where the
+   * term's began? Entries beyond the term's start, or a different state at it, came from an
+   * earlier term and were never committed there (the new leader lacks them, and a leader applies
+   * only what it has). They cannot be undone one by one, so the whole state is replaced. Without
+   * this check they would be taken for resends and skipped, and the follower would silently hold
+   * a history no leader has. Behind the start is fine: the catch-up ends on the leader's digest.
+   */
+  private strayEntries(req: ReplicateRequest): boolean {
+    if (this.store.term === req.term) return false;
+    const seq = this.store.seq;
+    const stray = seq > req.termStartSeq || (seq === req.termStartSeq && this.store.digest() !== req.termStartDigest);
+    if (stray) this.logger.warn({ seq, termStartSeq: req.termStartSeq }, 'holding entries the new leader term never had: taking its full state');
+    return stray;
+  }
+
+  private startCatchUp(full: boolean, term: string): void {
     this.state = 'catching_up';
-    this.catching = this.catchUp(full).finally(() => {
+    this.catching = this.catchUp(full, term).finally(() => {
       this.catching = undefined;
     });
   }
@@ -122,13 +140,15 @@ export class Follower {
    * from its own, and taken here when a tail ends with a different digest. Either means our
    * history differs from the leader's, and the leader's is the shard's.
    */
-  private async catchUp(full: boolean): Promise<void> {
+  private async catchUp(full: boolean, term: string): Promise<void> {
     // A follower out of sync chases a leader that commits alone with many small tails: debug level.
     if (full) this.logger.info({ seq: this.store.seq }, 'state differs from the leader: taking its full state');
     else this.logger.debug({ seq: this.store.seq }, 'behind the leader log: catching up');
     while (this.state === 'catching_up') {
       try {
         const result = await catchUpFrom(this.leader, this.store, this.opts.shardId, { full, signal: this.stopping.signal });
+        // Our state is now the leader's at some seq: its history, whatever we held before.
+        if (this.state === 'catching_up') await this.store.setTerm(term);
         this.lastCatchUp = result;
         this.logger[result.kind === 'tail' ? 'debug' : 'info'](result, 'caught up; replaying the live log');
         if (this.state === 'catching_up') this.state = 'replicating';

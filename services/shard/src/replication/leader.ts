@@ -1,7 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import { KvError, type Logger } from '@shardkv/common';
 import type { KvStore } from '../store';
 import { LeaderLog, type LogLimits, type LogRecord, type Op } from './log';
-import { replicateBody, StaleEpochError, type PeerTransport, type ReplicateReply } from './messages';
+import { replicateBody, StaleEpochError, type PeerTransport, type ReplicateReply, type TermStart } from './messages';
 import { catchUpFrom, DivergedError } from './transfer';
 
 export interface LeaderOptions {
@@ -47,6 +48,13 @@ export type LeaderState = 'recovering' | 'serving' | 'fenced' | 'stopped';
  * - `refuse`: not at all, 503 no_replica (the follower is out of sync; MIN_INSYNC_REPLICAS=2).
  */
 export type CommitMode = 'sync' | 'alone' | 'refuse';
+
+/** How a leader starts: its epoch, commit mode, and whether it first takes what its follower has beyond its own seq. */
+export interface LeaderStart {
+  epoch: number;
+  mode: CommitMode;
+  reconcile: boolean;
+}
 
 /** What the leader tells the node that runs it; the node talks to the coordinator. */
 export interface LeaderEvents {
@@ -98,6 +106,8 @@ export class Leader {
   private flushScheduled = false;
   /** Rejoining: the last entry committed alone. Once the follower has it, it holds every acknowledged write. */
   private rejoinSeq: number | undefined;
+  /** This instance's term: set when it starts serving; every later entry is sequenced by it. */
+  private term: TermStart = { term: randomUUID(), seq: 0, digest: '' };
   readonly follower: FollowerView = {
     reachable: false,
     catchingUp: false,
@@ -112,7 +122,7 @@ export class Leader {
     private readonly peer: PeerTransport,
     private readonly opts: LeaderOptions,
     private readonly logger: Logger,
-    start: { epoch: number; mode: CommitMode; reconcile: boolean } = { epoch: 0, mode: 'sync', reconcile: true },
+    start: LeaderStart = { epoch: 0, mode: 'sync', reconcile: true },
     private readonly events: LeaderEvents = NO_EVENTS,
   ) {
     this.log = new LeaderLog(store.seq, opts.limits);
@@ -174,6 +184,7 @@ export class Leader {
     if (this.state !== 'recovering') return;
     this.log = new LeaderLog(this.store.seq, this.opts.limits);
     this.nextSeq = this.log.startSeq;
+    this.term = { ...this.term, seq: this.store.seq, digest: this.store.digest() };
     this.state = 'serving';
     this.logger.info({ seq: this.store.seq, keys: this.store.size }, 'leader serving');
     await this.replicationLoop();
@@ -279,9 +290,10 @@ export class Leader {
       }
       this.lastSentAt = Date.now();
       try {
-        this.onReply(await this.peer.replicate(replicateBody(this.shardJson, this.epoch, this.log.startSeq, this.log.lastSeq, batch, this.resync)));
-        // A diverged follower will answer the same way again: do not spin on it.
-        if (this.follower.diverged) await this.sleep(this.opts.retryBackoffMs);
+        this.onReply(await this.peer.replicate(replicateBody(this.shardJson, this.epoch, this.term, this.log.startSeq, this.log.lastSeq, batch, this.resync)));
+        // A diverged or catching-up follower will answer the same way again: do not spin on it,
+        // not even when new writes arrive (they would wake an ordinary sleep).
+        if (this.follower.diverged || this.follower.catchingUp) await new Promise((r) => setTimeout(r, this.opts.retryBackoffMs));
       } catch (err) {
         this.onFailure(err);
         await this.sleep(this.opts.retryBackoffMs);

@@ -21,6 +21,14 @@ export const replicateRequestSchema = z.object({
   /** The leader's last sequenced entry. */
   lastSeq: z.number().int().nonnegative(),
   entries: z.array(entrySchema),
+  /**
+   * The sender's term: one Leader instance. Every entry after `termStartSeq` was sequenced in it;
+   * `termStartDigest` is the state at that seq. A follower checks its history against them once
+   * per term before it takes entries (see Follower.checkTerm).
+   */
+  term: z.string().min(1),
+  termStartSeq: z.number().int().nonnegative(),
+  termStartDigest: z.string(),
   /** The leader found the follower's state different from its own at the same seq: take a full transfer. */
   resync: z.boolean().optional(),
 });
@@ -38,11 +46,19 @@ export const replicateReplySchema = z.object({
 });
 export type ReplicateReply = z.infer<typeof replicateReplySchema>;
 
+/** A leader term as it travels in every replicate message. */
+export interface TermStart {
+  term: string;
+  seq: number;
+  digest: string;
+}
+
 /** Builds the request body from records serialised when they were sequenced: no re-encoding. */
-export function replicateBody(shardJson: string, epoch: number, logStartSeq: number, lastSeq: number, batch: readonly LogRecord[], resync = false): string {
+export function replicateBody(shardJson: string, epoch: number, term: TermStart, logStartSeq: number, lastSeq: number, batch: readonly LogRecord[], resync = false): string {
   let entries = '';
   for (let i = 0; i < batch.length; i += 1) entries += (i === 0 ? '' : ',') + batch[i]!.json;
-  return `{"shard":${shardJson},"epoch":${epoch},"logStartSeq":${logStartSeq},"lastSeq":${lastSeq},"entries":[${entries}]${resync ? ',"resync":true' : ''}}`;
+  const t = `"term":${JSON.stringify(term.term)},"termStartSeq":${term.seq},"termStartDigest":${JSON.stringify(term.digest)}`;
+  return `{"shard":${shardJson},"epoch":${epoch},${t},"logStartSeq":${logStartSeq},"lastSeq":${lastSeq},"entries":[${entries}]${resync ? ',"resync":true' : ''}}`;
 }
 
 /** The peer refused our message because it knows a newer epoch: we have been replaced. */
