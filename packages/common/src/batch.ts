@@ -18,7 +18,7 @@ export interface PutEntry {
 
 /** One entry's outcome. `outcome` is present on failures: definite (not applied) or indeterminate. */
 export type EntryResult =
-  | { key: string; ok: true; seq?: number; value?: string }
+  | { key: string; ok: true; seq?: number; value?: string; deleted?: boolean }
   | { key: string; ok: false; error: { code: ErrorCode | string; message: string }; outcome: 'definite' | 'indeterminate' };
 
 export type EntryFailure = Extract<EntryResult, { ok: false }>;
@@ -35,6 +35,20 @@ const value = text.refine((v) => Buffer.byteLength(v) <= VALUE_BYTES_MAX, `value
 
 const mputSchema = z.strictObject({ entries: z.array(z.strictObject({ key, value })).min(1).max(BATCH_ENTRIES_MAX) });
 const mgetSchema = z.strictObject({ keys: z.array(key).min(1).max(BATCH_ENTRIES_MAX) });
+
+/**
+ * Router -> leader: `POST /internal/write {"ops":[{"op":"put","key","value"} | {"op":"del","key"}]}`,
+ * the batch the router coalesces concurrent single-key writes into. Each op gets its own result
+ * (`deleted` tells a delete whether the key was there), in the order given.
+ */
+export type WriteOp = { op: 'put'; key: string; value: string } | { op: 'del'; key: string };
+const writeOpsSchema = z.strictObject({
+  ops: z.array(z.discriminatedUnion('op', [z.strictObject({ op: z.literal('put'), key, value }), z.strictObject({ op: z.literal('del'), key })])).min(1).max(BATCH_ENTRIES_MAX),
+});
+
+export function parseWriteOpsBody(body: unknown): WriteOp[] {
+  return parseBatch(writeOpsSchema, body, 'ops').ops;
+}
 
 export function parseMputBody(body: unknown): PutEntry[] {
   return parseBatch(mputSchema, body, 'entries').entries;

@@ -42,6 +42,8 @@ export const ERRORS = {
   /** The node's store refuses writes (disk full, I/O error); checked before anything is sequenced. */
   storage_unavailable: { status: 503, outcome: 'definite' },
   shard_unavailable: { status: 503, outcome: 'definite' },
+  /** Too many requests already wait in the router for one shard; this one was not sent. */
+  router_busy: { status: 503, outcome: 'definite' },
   // 504: the outcome is unknown.
   replication_timeout: { status: 504, outcome: 'indeterminate' },
   upstream_timeout: { status: 504, outcome: 'indeterminate' },

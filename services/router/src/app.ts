@@ -1,8 +1,9 @@
 import Router from '@koa/router';
-import { ERRORS, errorMiddleware, failedEntry, internalAuth, jsonBody, keyQuery, KvError, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, shardEventSchema, type EntryFailure, type EntryResult, type Logger } from '@shardkv/common';
+import { authHeaders, ERRORS, errorMiddleware, failedEntry, internalAuth, jsonBody, keyQuery, KvError, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, shardEventSchema, type EntryFailure, type EntryResult, type ErrorCode, type Logger, type WriteOp } from '@shardkv/common';
 import Koa from 'koa';
 import { timingSafeEqual } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
+import { Batcher, type BatcherLimits } from './batcher';
 import type { Coordinator, ShardState } from './coordinator';
 import type { ShardRing } from './ring';
 import { nodeStatus, type ForwardOptions, type Nodes, type UpstreamResponse } from './shards';
@@ -14,13 +15,15 @@ export interface RouterAppDeps {
   statusTimeoutMs: number;
   clusterToken: string | undefined;
   adminToken: string | undefined;
+  /** How single-key requests are coalesced per shard. */
+  batching: BatcherLimits;
   log: Logger;
 }
 
 /**
  * The public API. The router validates every request itself, so bad input is answered here and
- * never reaches a shard; it then forwards to the current leader of the key's shard (as the
- * coordinator says) and passes the leader's answer through byte for byte.
+ * never reaches a shard; it then sends it to the current leader of the key's shard (as the
+ * coordinator says), in an internal batch with the other requests for that shard in flight.
  */
 export function createRouterApp(deps: RouterAppDeps): Koa {
   const app = new Koa();
@@ -35,65 +38,48 @@ export function createRouterApp(deps: RouterAppDeps): Koa {
   return app;
 }
 
-function addPublicRoutes(router: Router, { ring, nodes, coordinator }: RouterAppDeps): void {
+function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
+  const { ring, nodes, coordinator } = deps;
   const shardOf = (key: string) => coordinator.state(ring.shardFor(key));
-  const deposed = leaderWatch(coordinator);
-  const reply = (ctx: Koa.Context, res: UpstreamResponse) => {
-    ctx.status = res.status;
-    ctx.type = 'application/json';
-    ctx.body = res.body;
-  };
-  /**
-   * To the shard's leader. A node that refused because it is not the leader (any more) or not
-   * configured yet did nothing, so the request may go once more, to the leader the coordinator
-   * names now; if that is the same node, the client gets a definite 503.
-   */
-  const callLeader = async (shardId: string, opts: ForwardOptions): Promise<UpstreamResponse> => {
-    const first = coordinator.state(shardId).leader;
-    const res = await nodes.get(first).request({ ...opts, signal: deposed(first) });
-    if (!refusedAsNotLeader(res)) return res;
-    const now = coordinator.state(shardId).leader;
-    if (now === first) throw new KvError('shard_unavailable', `${first} is not serving as leader yet (the shard's leader is changing); nothing was applied, retry`);
-    return nodes.get(now).request({ ...opts, signal: deposed(now) });
-  };
-  const toLeader = async (ctx: Koa.Context, key: string, opts: ForwardOptions) => reply(ctx, await callLeader(ring.shardFor(key), opts));
+  const callLeader = leaderCaller(deps);
+  const batchers = shardBatchers(deps, callLeader);
 
   // Batches are split by shard and sent to the shards' leaders in parallel; each entry gets its
   // own result, in the order given. A shard that fails fails only its own entries.
   router.post('/mput', requireJson, jsonBody(), async (ctx) => {
     const entries = parseMputBody(ctx.request.body);
-    ctx.body = await perShard(ring, entries, (e) => e.key, (shardId, group) =>
-      callLeader(shardId, { method: 'POST', path: '/mput', body: JSON.stringify({ entries: group }), idempotent: false }),
-    );
+    ctx.body = await perShard(ring, entries, (e) => e.key, (shardId, group) => sendWrites(callLeader, shardId, group.map((e) => ({ op: 'put', key: e.key, value: e.value }))));
   });
   router.post('/mget', requireJson, jsonBody(), async (ctx) => {
     const keys = parseMgetBody(ctx.request.body);
-    ctx.body = await perShard(ring, keys, (k) => k, (shardId, group) =>
-      callLeader(shardId, { method: 'POST', path: '/mget', body: JSON.stringify({ keys: group }), idempotent: true }),
-    );
+    ctx.body = await perShard(ring, keys, (k) => k, (shardId, group) => sendReads(callLeader, shardId, group));
   });
 
+  // Single-key requests are coalesced per shard into the same internal batches (see batcher.ts);
+  // each client still gets its own answer, as if it had been sent alone.
   router.post('/put', requireJson, jsonBody(), async (ctx) => {
-    const { key } = parsePutBody(ctx.request.body);
-    // The validated body is forwarded as received: no re-serialisation on the hot path.
-    await toLeader(ctx, key, { method: 'POST', path: '/put', body: ctx.request.rawBody as string, idempotent: false });
+    const { key, value } = parsePutBody(ctx.request.body);
+    const r = await batchers.writes(ring.shardFor(key)).submit({ op: 'put', key, value });
+    answer(ctx, r, () => ({ key, seq: r.ok ? r.seq : undefined }));
   });
 
   router.get('/get', async (ctx) => {
     const key = parseKeyQuery(ctx.querystring);
-    const opts: ForwardOptions = { method: 'GET', path: `/get?${keyQuery(key)}`, idempotent: true };
     if (consistency(ctx) === 'stale') {
       // The follower may be behind (or ahead, by writes whose answer was lost): any answer but a
       // value or a 404 sends the read to the leader.
-      const res = await nodes.get(shardOf(key).follower).request(opts).catch(() => undefined);
-      if (res !== undefined && (res.status === 200 || res.status === 404)) return reply(ctx, res);
+      const res = await nodes.get(shardOf(key).follower).request({ method: 'GET', path: `/get?${keyQuery(key)}`, idempotent: true }).catch(() => undefined);
+      if (res !== undefined && (res.status === 200 || res.status === 404)) return passThrough(ctx, res);
     }
-    await toLeader(ctx, key, opts);
+    const r = await batchers.reads(ring.shardFor(key)).submit(key);
+    if (!r.ok && r.error.code === 'key_not_found') throw new KvError('key_not_found', 'key not found', { key });
+    answer(ctx, r, () => ({ key, value: r.ok ? r.value : undefined }));
   });
 
   router.delete('/delete', async (ctx) => {
     const key = parseKeyQuery(ctx.querystring);
-    await toLeader(ctx, key, { method: 'DELETE', path: `/delete?${keyQuery(key)}`, idempotent: false });
+    const r = await batchers.writes(ring.shardFor(key)).submit({ op: 'del', key });
+    answer(ctx, r, () => ({ key, deleted: r.ok ? r.deleted : undefined, seq: r.ok ? r.seq : undefined }));
   });
 
   router.get('/health', (ctx) => {
@@ -101,8 +87,73 @@ function addPublicRoutes(router: Router, { ring, nodes, coordinator }: RouterApp
   });
 }
 
+type LeaderCall = (shardId: string, opts: ForwardOptions, timeoutMs?: number) => Promise<UpstreamResponse>;
+
+/**
+ * To the shard's leader. A node that refused because it is not the leader (any more) or not
+ * configured yet did nothing, so the request may go once more, to the leader the coordinator
+ * names now; if that is the same node, the client gets a definite 503. A request waiting on a
+ * leader the coordinator replaces ends at once (504 leader_changed, see leaderWatch).
+ */
+function leaderCaller({ nodes, coordinator, clusterToken }: RouterAppDeps): LeaderCall {
+  const deposed = leaderWatch(coordinator);
+  const headers = authHeaders(clusterToken);
+  return async (shardId, opts, timeoutMs) => {
+    const first = coordinator.state(shardId).leader;
+    const res = await nodes.get(first).request({ ...opts, headers, signal: deposed(first) }, timeoutMs);
+    if (!refusedAsNotLeader(res)) return res;
+    const now = coordinator.state(shardId).leader;
+    if (now === first) throw new KvError('shard_unavailable', `${first} is not serving as leader yet (the shard's leader is changing); nothing was applied, retry`);
+    return nodes.get(now).request({ ...opts, headers, signal: deposed(now) }, timeoutMs);
+  };
+}
+
+/** One write batcher and one read batcher per shard, created on first use. */
+function shardBatchers({ batching }: RouterAppDeps, callLeader: LeaderCall) {
+  const writes = new Map<string, Batcher<WriteOp, EntryResult>>();
+  const reads = new Map<string, Batcher<string, EntryResult>>();
+  const opBytes = (op: WriteOp) => op.key.length + (op.op === 'put' ? op.value.length : 0);
+  return {
+    writes(shardId: string): Batcher<WriteOp, EntryResult> {
+      let b = writes.get(shardId);
+      if (b === undefined) writes.set(shardId, (b = new Batcher((ops, ms) => sendWrites(callLeader, shardId, ops, ms), batching, opBytes)));
+      return b;
+    },
+    reads(shardId: string): Batcher<string, EntryResult> {
+      let b = reads.get(shardId);
+      if (b === undefined) reads.set(shardId, (b = new Batcher((keys, ms) => sendReads(callLeader, shardId, keys, ms), batching, (k) => k.length)));
+      return b;
+    },
+  };
+}
+
+async function sendWrites(callLeader: LeaderCall, shardId: string, ops: WriteOp[], timeoutMs?: number): Promise<EntryResult[]> {
+  const res = await callLeader(shardId, { method: 'POST', path: '/internal/write', body: JSON.stringify({ ops }), idempotent: false }, timeoutMs);
+  return shardResults(res, ops.map((op) => op.key));
+}
+
+async function sendReads(callLeader: LeaderCall, shardId: string, keys: string[], timeoutMs?: number): Promise<EntryResult[]> {
+  const res = await callLeader(shardId, { method: 'POST', path: '/internal/read', body: JSON.stringify({ keys }), idempotent: true }, timeoutMs);
+  return shardResults(res, keys);
+}
+
+/** A single-key request's answer from its entry's result: the body on success, the error table's status on failure. */
+function answer(ctx: Koa.Context, r: EntryResult, body: () => object): void {
+  if (!r.ok) {
+    const code = r.error.code in ERRORS ? (r.error.code as ErrorCode) : 'internal';
+    throw new KvError(code, r.error.message);
+  }
+  ctx.body = body();
+}
+
+function passThrough(ctx: Koa.Context, res: UpstreamResponse): void {
+  ctx.status = res.status;
+  ctx.type = 'application/json';
+  ctx.body = res.body;
+}
+
 /** Splits items by shard, calls each shard once, and puts the per-entry results back in order. */
-async function perShard<T>(ring: ShardRing, items: T[], keyOf: (item: T) => string, call: (shardId: string, group: T[]) => Promise<UpstreamResponse>) {
+async function perShard<T>(ring: ShardRing, items: T[], keyOf: (item: T) => string, call: (shardId: string, group: T[]) => Promise<EntryResult[]>) {
   const groups = new Map<string, number[]>();
   items.forEach((item, i) => {
     const id = ring.shardFor(keyOf(item));
@@ -114,7 +165,7 @@ async function perShard<T>(ring: ShardRing, items: T[], keyOf: (item: T) => stri
   await Promise.all(
     [...groups].map(async ([shardId, indexes]) => {
       const group = indexes.map((i) => items[i]!);
-      const answer = await call(shardId, group).then(shardResults, (err: unknown) => failedEntry('', err));
+      const answer = await call(shardId, group).catch((err: unknown) => failedEntry('', err));
       indexes.forEach((i, j) => (results[i] = Array.isArray(answer) ? answer[j]! : { ...answer, key: keyOf(items[i]!) }));
     }),
   );
@@ -122,13 +173,14 @@ async function perShard<T>(ring: ShardRing, items: T[], keyOf: (item: T) => stri
   return { results, ok, failed: results.length - ok };
 }
 
-/** A shard's answer: its per-entry results, or one failure that applies to all its entries. */
-function shardResults(res: UpstreamResponse): EntryResult[] | EntryFailure {
+/** A shard's answer: its per-entry results, or one failure copied to each of the batch's entries. */
+function shardResults(res: UpstreamResponse, keys: string[]): EntryResult[] {
   const body = JSON.parse(res.body.toString('utf8')) as { results?: EntryResult[]; error?: { code: string; message: string } };
-  if (res.status === 200 && Array.isArray(body.results)) return body.results;
+  if (res.status === 200 && Array.isArray(body.results) && body.results.length === keys.length) return body.results;
   const code = body.error?.code ?? 'internal';
-  const outcome = code in ERRORS ? ERRORS[code as keyof typeof ERRORS].outcome : 'indeterminate';
-  return { key: '', ok: false, error: { code, message: body.error?.message ?? `HTTP ${res.status}` }, outcome };
+  const outcome = code in ERRORS ? ERRORS[code as ErrorCode].outcome : 'indeterminate';
+  const error = { code, message: body.error?.message ?? `HTTP ${res.status}` };
+  return keys.map((key): EntryFailure => ({ key, ok: false, error, outcome }));
 }
 
 

@@ -12,7 +12,7 @@ async function main(): Promise<void> {
   const nodes = new Nodes(config.shards, config.upstreamConnections, config.upstreamTimeoutMs);
   const ring = new ShardRing(config.shards.map((s) => s.id));
   const coordinator = new Coordinator(config.shards, config.stateFile, nodeApi(nodes, config.clusterToken), config.coordinator, log.child({ component: 'coordinator' }));
-  const app = createRouterApp({ ring, nodes, coordinator, statusTimeoutMs: config.statusTimeoutMs, clusterToken: config.clusterToken, adminToken: config.adminToken, log });
+  const app = createRouterApp({ ring, nodes, coordinator, statusTimeoutMs: config.statusTimeoutMs, clusterToken: config.clusterToken, adminToken: config.adminToken, batching: config.batching, log });
   const server = await listen(app, config.port, config.host);
   log.info({ host: config.host, port: config.port, shards: config.shards, state: config.stateFile }, 'listening');
   coordinator.start();

@@ -1,5 +1,5 @@
 import Router from '@koa/router';
-import { errorMiddleware, failedEntry, internalAuth, jsonBody, KvError, nodeConfigSchema, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, type EntryResult, type Logger } from '@shardkv/common';
+import { errorMiddleware, failedEntry, internalAuth, jsonBody, KvError, nodeConfigSchema, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, parseWriteOpsBody, requireJson, type EntryResult, type Logger, type WriteOp } from '@shardkv/common';
 import Koa from 'koa';
 import { Readable } from 'node:stream';
 import type { ShardConfig } from './config';
@@ -43,6 +43,12 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
     node.assertLeader();
     return next();
   };
+  // Batches are refused whole by a node that cannot serve them, before anything is read or sequenced.
+  const servingLeader: Koa.Middleware = (_ctx, next) => {
+    const leader = node.assertLeader();
+    if (!leader.serving) throw new KvError('not_ready', `leader is ${leader.status.state}`);
+    return next();
+  };
   router.post('/put', leaderOnly, requireJson, jsonBody(), async (ctx) => {
     const { key, value } = parsePutBody(ctx.request.body);
     const { seq } = await node.write({ op: 'put', key, value });
@@ -57,11 +63,20 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
   // The batch API: one result per entry. The writes are sequenced in the order given, in one
   // event-loop turn, so they travel to the follower and commit together.
   router.post('/mput', leaderOnly, requireJson, jsonBody(), async (ctx) => {
-    const entries = parseMputBody(ctx.request.body);
-    const settled = await Promise.allSettled(entries.map((e) => node.write({ op: 'put', key: e.key, value: e.value })));
-    ctx.body = { results: settled.map((r, i) => (r.status === 'fulfilled' ? { key: entries[i]!.key, ok: true, seq: r.value.seq } : failedEntry(entries[i]!.key, r.reason))) };
+    ctx.body = { results: await writeAll(node, parseMputBody(ctx.request.body).map((e) => ({ op: 'put', key: e.key, value: e.value }))) };
+  });
+  // The router's coalesced single-key writes (puts and deletes); internal, as it trusts the caller
+  // to have answered bad input already, but it validates anyway: nothing unchecked reaches the log.
+  router.post('/internal/write', servingLeader, requireJson, jsonBody(config.internalBodyBytesMax), async (ctx) => {
+    ctx.body = { results: await writeAll(node, parseWriteOpsBody(ctx.request.body)) };
   });
   router.post('/mget', requireJson, jsonBody(), (ctx) => {
+    const keys = parseMgetBody(ctx.request.body);
+    ctx.body = { results: keys.map((key) => readOne(node, key)) };
+  });
+  // The router's reads (its coalesced GETs and its /mget): only a serving leader answers, so a
+  // deposed leader refuses the whole batch (nothing read) and the router asks the new one.
+  router.post('/internal/read', servingLeader, requireJson, jsonBody(), (ctx) => {
     const keys = parseMgetBody(ctx.request.body);
     ctx.body = { results: keys.map((key) => readOne(node, key)) };
   });
@@ -85,6 +100,16 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
       ...(role.kind === 'follower' ? { ...role.follower.status, leader: node.peerUrl } : {}),
       ...(role.kind === 'standby' ? { state: 'standby' } : {}),
     };
+  });
+}
+
+/** Sequences the ops in the order given (one event-loop turn, so they replicate and commit together). */
+async function writeAll(node: ShardNode, ops: WriteOp[]): Promise<EntryResult[]> {
+  const settled = await Promise.allSettled(ops.map((op) => node.write(op)));
+  return settled.map((r, i) => {
+    const op = ops[i]!;
+    if (r.status === 'rejected') return failedEntry(op.key, r.reason);
+    return op.op === 'del' ? { key: op.key, ok: true, seq: r.value.seq, deleted: r.value.existed } : { key: op.key, ok: true, seq: r.value.seq };
   });
 }
 

@@ -1,0 +1,120 @@
+import { KvError } from '@shardkv/common';
+
+export interface BatcherLimits {
+  /** Items in one batch (the shard's batch limit). */
+  entriesMax: number;
+  /** A batch closes once its items' estimated size reaches this; an item larger than it travels alone. */
+  bytesMax: number;
+  /** Batches of one shard in flight at once; what arrives meanwhile waits and leaves in the next one. */
+  inFlightMax: number;
+  /** Items waiting for a free slot; beyond this a request is refused (503, nothing was sent). */
+  queueMax: number;
+  /** An item's whole time in the router, waiting included; its batch gets what is left of it. */
+  timeoutMs: number;
+}
+
+interface Pending<I, R> {
+  item: I;
+  bytes: number;
+  enqueuedAt: number;
+  resolve: (r: R) => void;
+  reject: (e: unknown) => void;
+}
+
+/**
+ * Coalesces concurrent single-key requests for one shard into batches, so that a burst costs the
+ * router one upstream request, and the leader one HTTP request and one replication round, instead
+ * of one each per client request. Nothing waits on a timer: while fewer than `inFlightMax`
+ * batches are out, whatever arrived in this event-loop turn leaves at once; otherwise it leaves
+ * when a batch returns. So a lone request pays no delay, and under load batches grow by
+ * themselves to what arrives during one round trip (Nagle without the delay, as in group commit).
+ *
+ * `send` gets the items in arrival order and answers one result per item, or rejects for all.
+ */
+export class Batcher<I, R> {
+  private queue: Array<Pending<I, R>> = [];
+  private inFlight = 0;
+  private scheduled = false;
+
+  constructor(
+    private readonly send: (items: I[], timeoutMs: number) => Promise<R[]>,
+    private readonly limits: BatcherLimits,
+    private readonly sizeOf: (item: I) => number = () => 0,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  get batchesInFlight(): number {
+    return this.inFlight;
+  }
+
+  submit(item: I): Promise<R> {
+    if (this.queue.length >= this.limits.queueMax) {
+      return Promise.reject(new KvError('router_busy', `${this.queue.length} requests already wait for this shard; nothing was sent, retry later`));
+    }
+    return new Promise<R>((resolve, reject) => {
+      this.queue.push({ item, bytes: this.sizeOf(item), enqueuedAt: this.now(), resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** After the current event-loop turn: requests read from the sockets in the same turn go together. */
+  private schedule(): void {
+    if (this.scheduled || this.inFlight >= this.limits.inFlightMax || this.queue.length === 0) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    while (this.queue.length > 0 && this.inFlight < this.limits.inFlightMax) {
+      const batch = this.take();
+      // Every item in the batch arrived no earlier than the first, so none is kept past its own deadline.
+      const leftMs = this.limits.timeoutMs - (this.now() - batch[0]!.enqueuedAt);
+      if (leftMs <= 0) {
+        const err = new KvError('shard_unavailable', `waited ${this.limits.timeoutMs} ms in the router for the shard's earlier requests; nothing was sent`);
+        for (const p of batch) p.reject(err);
+        continue;
+      }
+      this.inFlight += 1;
+      this.dispatch(batch, leftMs);
+    }
+  }
+
+  private take(): Array<Pending<I, R>> {
+    let n = 0;
+    let bytes = 0;
+    while (n < this.queue.length && n < this.limits.entriesMax && (n === 0 || bytes + this.queue[n]!.bytes <= this.limits.bytesMax)) {
+      bytes += this.queue[n]!.bytes;
+      n += 1;
+    }
+    return this.queue.splice(0, n);
+  }
+
+  private dispatch(batch: Array<Pending<I, R>>, timeoutMs: number): void {
+    let sent: Promise<R[]>;
+    try {
+      sent = this.send(batch.map((p) => p.item), timeoutMs);
+    } catch (err) {
+      sent = Promise.reject(err);
+    }
+    sent
+      .then(
+        (results) => {
+          if (results.length !== batch.length) throw new Error(`batch of ${batch.length} answered with ${results.length} results`);
+          batch.forEach((p, i) => p.resolve(results[i]!));
+        },
+        (err: unknown) => batch.forEach((p) => p.reject(err)),
+      )
+      .catch((err: unknown) => batch.forEach((p) => p.reject(err)))
+      .finally(() => {
+        this.inFlight -= 1;
+        this.schedule();
+      });
+  }
+}
