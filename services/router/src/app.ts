@@ -60,7 +60,8 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
   router.post('/put', requireJson, jsonBody(), async (ctx) => {
     const { key, value } = parsePutBody(ctx.request.body);
     const r = await batchers.writes(ring.shardFor(key)).submit({ op: 'put', key, value });
-    answer(ctx, r, () => ({ key, seq: r.ok ? r.seq : undefined }));
+    if (!r.ok) throw entryError(r);
+    ctx.body = { key, seq: r.seq };
   });
 
   router.get('/get', async (ctx) => {
@@ -72,14 +73,15 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
       if (res !== undefined && (res.status === 200 || res.status === 404)) return passThrough(ctx, res);
     }
     const r = await batchers.reads(ring.shardFor(key)).submit(key);
-    if (!r.ok && r.error.code === 'key_not_found') throw new KvError('key_not_found', 'key not found', { key });
-    answer(ctx, r, () => ({ key, value: r.ok ? r.value : undefined }));
+    if (!r.ok) throw entryError(r);
+    ctx.body = { key, value: r.value };
   });
 
   router.delete('/delete', async (ctx) => {
     const key = parseKeyQuery(ctx.querystring);
     const r = await batchers.writes(ring.shardFor(key)).submit({ op: 'del', key });
-    answer(ctx, r, () => ({ key, deleted: r.ok ? r.deleted : undefined, seq: r.ok ? r.seq : undefined }));
+    if (!r.ok) throw entryError(r);
+    ctx.body = { key, deleted: r.deleted, seq: r.seq };
   });
 
   router.get('/health', (ctx) => {
@@ -137,13 +139,10 @@ async function sendReads(callLeader: LeaderCall, shardId: string, keys: string[]
   return shardResults(res, keys);
 }
 
-/** A single-key request's answer from its entry's result: the body on success, the error table's status on failure. */
-function answer(ctx: Koa.Context, r: EntryResult, body: () => object): void {
-  if (!r.ok) {
-    const code = r.error.code in ERRORS ? (r.error.code as ErrorCode) : 'internal';
-    throw new KvError(code, r.error.message);
-  }
-  ctx.body = body();
+/** A single-key request's failed entry as the error a lone request would have got (a 404 names its key). */
+function entryError(r: EntryFailure): KvError {
+  const code = r.error.code in ERRORS ? (r.error.code as ErrorCode) : 'internal';
+  return new KvError(code, r.error.message, code === 'key_not_found' ? { key: r.key } : {});
 }
 
 function passThrough(ctx: Koa.Context, res: UpstreamResponse): void {

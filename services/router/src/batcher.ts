@@ -104,13 +104,10 @@ export class Batcher<I, R> {
       sent = Promise.reject(err);
     }
     sent
-      .then(
-        (results) => {
-          if (results.length !== batch.length) throw new Error(`batch of ${batch.length} answered with ${results.length} results`);
-          batch.forEach((p, i) => p.resolve(results[i]!));
-        },
-        (err: unknown) => batch.forEach((p) => p.reject(err)),
-      )
+      .then((results) => {
+        if (results.length !== batch.length) throw new Error(`batch of ${batch.length} answered with ${results.length} results`);
+        batch.forEach((p, i) => p.resolve(results[i]!));
+      })
       .catch((err: unknown) => batch.forEach((p) => p.reject(err)))
       .finally(() => {
         this.inFlight -= 1;

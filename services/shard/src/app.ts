@@ -70,16 +70,13 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
   router.post('/internal/write', servingLeader, requireJson, jsonBody(config.internalBodyBytesMax), async (ctx) => {
     ctx.body = { results: await writeAll(node, parseWriteOpsBody(ctx.request.body)) };
   });
-  router.post('/mget', requireJson, jsonBody(), (ctx) => {
-    const keys = parseMgetBody(ctx.request.body);
-    ctx.body = { results: keys.map((key) => readOne(node, key)) };
-  });
+  const readAll: Koa.Middleware = (ctx) => {
+    ctx.body = { results: parseMgetBody(ctx.request.body).map((key) => readOne(node, key)) };
+  };
+  router.post('/mget', requireJson, jsonBody(), readAll);
   // The router's reads (its coalesced GETs and its /mget): only a serving leader answers, so a
   // deposed leader refuses the whole batch (nothing read) and the router asks the new one.
-  router.post('/internal/read', servingLeader, requireJson, jsonBody(), (ctx) => {
-    const keys = parseMgetBody(ctx.request.body);
-    ctx.body = { results: keys.map((key) => readOne(node, key)) };
-  });
+  router.post('/internal/read', servingLeader, requireJson, jsonBody(), readAll);
 
   router.get('/health', (ctx) => {
     if (!node.healthy) throw new KvError('not_ready', `${config.nodeName} is not ready`);

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { KvError, type Logger } from '@shardkv/common';
 import type { KvStore } from '../store';
 import { LeaderLog, type LogLimits, type LogRecord, type Op } from './log';
-import { replicateBody, StaleEpochError, type PeerTransport, type ReplicateReply, type TermStart } from './messages';
+import { replicateBody, StaleEpochError, termFields, type PeerTransport, type ReplicateReply } from './messages';
 import { catchUpFrom, DivergedError } from './transfer';
 
 export interface LeaderOptions {
@@ -106,8 +106,8 @@ export class Leader {
   private flushScheduled = false;
   /** Rejoining: the last entry committed alone. Once the follower has it, it holds every acknowledged write. */
   private rejoinSeq: number | undefined;
-  /** This instance's term: set when it starts serving; every later entry is sequenced by it. */
-  private term: TermStart = { term: randomUUID(), seq: 0, digest: '' };
+  /** This instance's term (see Follower.strayEntries), as message fields: set when it starts serving. */
+  private termJson = '';
   readonly follower: FollowerView = {
     reachable: false,
     catchingUp: false,
@@ -184,7 +184,7 @@ export class Leader {
     if (this.state !== 'recovering') return;
     this.log = new LeaderLog(this.store.seq, this.opts.limits);
     this.nextSeq = this.log.startSeq;
-    this.term = { ...this.term, seq: this.store.seq, digest: this.store.digest() };
+    this.termJson = termFields({ term: randomUUID(), seq: this.store.seq, digest: this.store.digest() });
     this.state = 'serving';
     this.logger.info({ seq: this.store.seq, keys: this.store.size }, 'leader serving');
     await this.replicationLoop();
@@ -290,7 +290,7 @@ export class Leader {
       }
       this.lastSentAt = Date.now();
       try {
-        this.onReply(await this.peer.replicate(replicateBody(this.shardJson, this.epoch, this.term, this.log.startSeq, this.log.lastSeq, batch, this.resync)));
+        this.onReply(await this.peer.replicate(replicateBody(this.shardJson, this.epoch, this.termJson, this.log.startSeq, this.log.lastSeq, batch, this.resync)));
         // A diverged or catching-up follower will answer the same way again: do not spin on it,
         // not even when new writes arrive (they would wake an ordinary sleep).
         if (this.follower.diverged || this.follower.catchingUp) await new Promise((r) => setTimeout(r, this.opts.retryBackoffMs));

@@ -53,12 +53,16 @@ export interface TermStart {
   digest: string;
 }
 
+/** The term's fields of a replicate message, encoded once per term. */
+export function termFields(term: TermStart): string {
+  return `"term":${JSON.stringify(term.term)},"termStartSeq":${term.seq},"termStartDigest":${JSON.stringify(term.digest)}`;
+}
+
 /** Builds the request body from records serialised when they were sequenced: no re-encoding. */
-export function replicateBody(shardJson: string, epoch: number, term: TermStart, logStartSeq: number, lastSeq: number, batch: readonly LogRecord[], resync = false): string {
+export function replicateBody(shardJson: string, epoch: number, termJson: string, logStartSeq: number, lastSeq: number, batch: readonly LogRecord[], resync = false): string {
   let entries = '';
   for (let i = 0; i < batch.length; i += 1) entries += (i === 0 ? '' : ',') + batch[i]!.json;
-  const t = `"term":${JSON.stringify(term.term)},"termStartSeq":${term.seq},"termStartDigest":${JSON.stringify(term.digest)}`;
-  return `{"shard":${shardJson},"epoch":${epoch},${t},"logStartSeq":${logStartSeq},"lastSeq":${lastSeq},"entries":[${entries}]${resync ? ',"resync":true' : ''}}`;
+  return `{"shard":${shardJson},"epoch":${epoch},${termJson},"logStartSeq":${logStartSeq},"lastSeq":${lastSeq},"entries":[${entries}]${resync ? ',"resync":true' : ''}}`;
 }
 
 /** The peer refused our message because it knows a newer epoch: we have been replaced. */
