@@ -7,8 +7,6 @@ declare module 'koa' {
   interface Request {
     /** The parsed JSON object (set by `jsonBody`). */
     body?: unknown;
-    /** The body exactly as received, decoded as UTF-8 (set by `jsonBody`). */
-    rawBody?: string;
   }
 }
 
@@ -33,7 +31,6 @@ export function jsonBody(bytesMax: number = BODY_BYTES_MAX): Koa.Middleware {
     if (typeof body !== 'object' || body === null || Array.isArray(body)) {
       throw new KvError('invalid_body', 'request body must be a JSON object');
     }
-    ctx.request.rawBody = text;
     ctx.request.body = body;
     await next();
   };

@@ -41,15 +41,21 @@ function toKvError(err: unknown): KvError {
  * about which internal routes exist. Without a token configured the guard is off (local use).
  */
 export function internalAuth(token: string | undefined): Koa.Middleware {
-  const expected = token === undefined ? undefined : Buffer.from(`Bearer ${token}`);
+  const matches = token === undefined ? undefined : bearer(token);
   return async (ctx, next) => {
-    if (expected !== undefined && isInternalPath(ctx.path)) {
-      const got = Buffer.from(ctx.get('authorization'));
-      if (got.length !== expected.length || !timingSafeEqual(got, expected)) {
-        throw new KvError('unauthorized', 'internal endpoint: missing or wrong cluster token');
-      }
+    if (matches !== undefined && isInternalPath(ctx.path) && !matches(ctx.get('authorization'))) {
+      throw new KvError('unauthorized', 'internal endpoint: missing or wrong cluster token');
     }
     await next();
+  };
+}
+
+/** Whether an Authorization header is `Bearer <token>`, compared in constant time. */
+export function bearer(token: string): (header: string) => boolean {
+  const expected = Buffer.from(`Bearer ${token}`);
+  return (header) => {
+    const got = Buffer.from(header);
+    return got.length === expected.length && timingSafeEqual(got, expected);
   };
 }
 

@@ -1,7 +1,6 @@
 import Router from '@koa/router';
-import { authHeaders, ERRORS, errorMiddleware, failedEntry, internalAuth, jsonBody, keyQuery, KvError, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, shardEventSchema, type EntryFailure, type EntryResult, type ErrorCode, type Logger, type WriteOp } from '@shardkv/common';
+import { authHeaders, bearer, ERRORS, errorMiddleware, failedEntry, internalAuth, jsonBody, keyQuery, KvError, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, shardEventSchema, type EntryFailure, type EntryResult, type ErrorCode, type Logger, type WriteOp } from '@shardkv/common';
 import Koa from 'koa';
-import { timingSafeEqual } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { Batcher, type BatcherLimits } from './batcher';
 import type { Coordinator, ShardState } from './coordinator';
@@ -262,11 +261,10 @@ function shardParam(coordinator: Coordinator, raw: unknown): ShardState {
 
 /** /admin/* needs `Authorization: Bearer <ADMIN_TOKEN>`; with no token configured it is closed. */
 function requireAdmin(token: string | undefined): Koa.Middleware {
-  const expected = token === undefined ? undefined : Buffer.from(`Bearer ${token}`);
+  const matches = token === undefined ? undefined : bearer(token);
   return async (ctx, next) => {
-    const got = Buffer.from(ctx.get('authorization'));
-    if (expected === undefined || got.length !== expected.length || !timingSafeEqual(got, expected)) {
-      throw new KvError('unauthorized', expected === undefined ? 'admin endpoints are closed: set ADMIN_TOKEN (or CLUSTER_TOKEN)' : 'admin endpoint: missing or wrong token');
+    if (matches === undefined || !matches(ctx.get('authorization'))) {
+      throw new KvError('unauthorized', matches === undefined ? 'admin endpoints are closed: set ADMIN_TOKEN (or CLUSTER_TOKEN)' : 'admin endpoint: missing or wrong token');
     }
     await next();
   };

@@ -151,10 +151,6 @@ export class Coordinator {
     return [...this.shards.values()];
   }
 
-  nodeHealth(url: string): Health | undefined {
-    return this.health.get(url);
-  }
-
   /** A leader's report. Acts only if it comes from the shard's current epoch. */
   onEvent(ev: ShardEvent): Promise<NodeConfig> {
     return this.locked(ev.shard, async () => {

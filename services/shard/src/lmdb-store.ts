@@ -159,8 +159,9 @@ export class LmdbStore implements KvStore {
 
   private trimLog(next: PersistedState): void {
     while (next.logStartSeq <= next.seq && (next.seq - next.logStartSeq + 1 > this.window.entriesMax || next.logBytes > this.window.bytesMax)) {
-      const json = this.log.get(next.logStartSeq);
-      if (json !== undefined) next.logBytes -= Buffer.byteLength(json);
+      // Its stored bytes are its UTF-8 length: no need to decode the entry to count them.
+      const stored = this.log.getBinaryFast(next.logStartSeq);
+      if (stored !== undefined) next.logBytes -= stored.length;
       this.log.remove(next.logStartSeq);
       next.logStartSeq += 1;
     }

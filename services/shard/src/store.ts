@@ -149,7 +149,10 @@ export class MemoryStore implements KvStore {
 
   async apply(records: readonly LogRecord[]): Promise<boolean[]> {
     assertSequence(this.lastSeq, records);
-    return records.map((record) => this.applyOne(record));
+    const existed = records.map((record) => this.applyOne(record));
+    // Once per batch: trimming copies the window, and the tail it keeps is the same either way.
+    this.trimLog();
+    return existed;
   }
 
   private applyOne(record: LogRecord): boolean {
@@ -165,7 +168,6 @@ export class MemoryStore implements KvStore {
     this.lastSeq = entry.seq;
     this.log.push(record);
     this.logBytes += record.bytes;
-    this.trimLog();
     return old !== undefined;
   }
 
