@@ -1,4 +1,6 @@
 export * from './cluster';
+export * from './etcd';
 export * from './format';
+export * from './partition';
 export * from './ports';
 export * from './supervisor';

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EXIT_CONFIG, Supervised } from './supervisor';
+import { EXIT_CONFIG, NO_RESTART, Supervised } from './supervisor';
 
 const dir = mkdtempSync(join(tmpdir(), 'shardkv-sup-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -33,4 +33,30 @@ test('a child that exits with the configuration-error status is not restarted, a
   expect(p.gaveUp).toMatch(/not restarting/);
   expect(lines.join('\n')).toMatch(/badconf cannot start with its configuration/);
   await p.stop();
+});
+
+test('a binary under the "no" restart policy stays down after a crash until started again', async () => {
+  // Proves: command specs run a non-Node binary, and NO_RESTART leaves a killed child down.
+  const lines: string[] = [];
+  const p = new Supervised({ name: 'sleeper', command: 'sleep', args: ['30'], env: {} }, (_n, l) => lines.push(l), NO_RESTART);
+  p.start();
+  const pid = p.pid!;
+  p.signal('SIGKILL');
+  await p.whenExited();
+  await sleep(300);
+  expect({ pid: p.pid, restarts: p.restarts }).toEqual({ pid: undefined, restarts: 0 });
+  expect(lines.join('\n')).toMatch(/sleeper exited \(SIGKILL\); restart policy "no", left down/);
+  p.start();
+  expect(p.pid).not.toBe(pid);
+  await p.stop();
+});
+
+test('a binary that does not exist is reported as an exit, not thrown', async () => {
+  // Proves: a spawn failure (ENOENT emits no 'exit') still ends whenExited and reaches the sink.
+  const lines: string[] = [];
+  const p = new Supervised({ name: 'ghost', command: join(dir, 'no-such-binary'), env: {} }, (_n, l) => lines.push(l), NO_RESTART);
+  p.start();
+  await p.whenExited();
+  expect(p.pid).toBeUndefined();
+  expect(lines.join('\n')).toMatch(/ghost: spawn .*ENOENT/);
 });
