@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { request } from 'undici';
+import { loopbackAddress } from './partition';
 import { freePort } from './ports';
 import { DEFAULT_RESTART, Supervised, type LineSink, type RestartPolicy } from './supervisor';
 
@@ -24,12 +25,23 @@ export interface ClusterOptions {
   dataRoot?: string;
   /** Written into every data directory; a node refuses a directory from another cluster. */
   clusterId?: string;
+  /** Routers (default 1). More than one needs `etcdEndpoints`: the embedded control plane serves one router. */
+  routers?: number;
+  /** The control plane on etcd; unset: embedded in the (single) router. */
+  etcdEndpoints?: string[];
+  /**
+   * `distinct`: every process listens on, and connects from, its own loopback address
+   * (127.0.0.10 and up), so the fault harness can cut one link with iptables. Default: 127.0.0.1.
+   */
+  addresses?: 'shared' | 'distinct';
 }
 
 export interface ClusterNode {
   name: string;
   url: string;
   port: number;
+  /** The address it listens on and connects from. */
+  host: string;
 }
 
 export interface ClusterShard {
@@ -46,30 +58,40 @@ export class Cluster {
   private readonly procs = new Map<string, Supervised>();
 
   private constructor(
-    readonly router: ClusterNode,
+    readonly routers: ClusterNode[],
     readonly shards: ClusterShard[],
     readonly token: string,
   ) {}
 
+  /** The first router (the coordinator of an embedded control plane). */
+  get router(): ClusterNode {
+    return this.routers[0]!;
+  }
+
   static async create(opts: ClusterOptions = {}): Promise<Cluster> {
     const count = opts.shardCount ?? 3;
+    const routerCount = opts.routers ?? 1;
+    if (routerCount > 1 && opts.etcdEndpoints === undefined) throw new Error('more than one router needs the etcd control plane (etcdEndpoints)');
     const port = async (fallback: number) => (opts.ports === 'free' ? freePort() : fallback);
+    let index = 0;
     const node = async (name: string, fallback: number): Promise<ClusterNode> => {
       const p = await port(fallback);
-      return { name, port: p, url: `http://127.0.0.1:${p}` };
+      const host = opts.addresses === 'distinct' ? loopbackAddress(index++) : '127.0.0.1';
+      return { name, port: p, host, url: `http://${host}:${p}` };
     };
-    const router = await node('router', 5000);
+    const routers: ClusterNode[] = [];
+    for (let i = 0; i < routerCount; i += 1) routers.push(await node(i === 0 ? 'router' : `router-${i + 1}`, 5000 + 10 * i));
     const shards: ClusterShard[] = [];
     for (let i = 0; i < count; i += 1) {
       shards.push({ id: `shard-${i}`, leader: await node(`shard${i}-leader`, 5001 + i), follower: await node(`shard${i}-follower`, 6001 + i) });
     }
-    const cluster = new Cluster(router, shards, opts.token ?? randomBytes(24).toString('hex'));
+    const cluster = new Cluster(routers, shards, opts.token ?? randomBytes(24).toString('hex'));
     cluster.define(opts);
     return cluster;
   }
 
   get nodes(): ClusterNode[] {
-    return [this.router, ...this.shards.flatMap((s) => [s.leader, s.follower])];
+    return [...this.routers, ...this.shards.flatMap((s) => [s.leader, s.follower])];
   }
 
   /** The SHARDS value the router reads (same format as in docker-compose.yml). */
@@ -80,17 +102,20 @@ export class Cluster {
   private define(opts: ClusterOptions): void {
     const sink = opts.sink ?? (() => {});
     const restart = opts.restart ?? DEFAULT_RESTART;
-    const common = { CLUSTER_TOKEN: this.token, HOST: '127.0.0.1', ...opts.env };
     const dataRoot = resolve(opts.dataRoot ?? DEFAULT_DATA_ROOT);
-    const add = (name: string, script: string, env: Record<string, string>) =>
-      this.procs.set(name, new Supervised({ name, script, env: { ...common, NODE_NAME: name, ...env } }, sink, restart));
-    // The router coordinates roles; every shard node reports to it.
-    const storage = (name: string) => ({ DATA_DIR: join(dataRoot, name), COORDINATOR_URL: this.router.url, ...(opts.clusterId === undefined ? {} : { CLUSTER_ID: opts.clusterId }) });
+    const cluster: Record<string, string> = opts.clusterId === undefined ? {} : { CLUSTER_ID: opts.clusterId };
+    const add = (n: ClusterNode, script: string, env: Record<string, string>) => {
+      const own: Record<string, string> = { HOST: n.host, PORT: String(n.port), NODE_NAME: n.name, ...(opts.addresses === 'distinct' ? { SOURCE_ADDRESS: n.host } : {}) };
+      this.procs.set(n.name, new Supervised({ name: n.name, script, env: { CLUSTER_TOKEN: this.token, ...cluster, ...opts.env, ...own, ...env } }, sink, restart));
+    };
+    // Any router may coordinate; every shard node knows them all.
+    const storage = (name: string) => ({ DATA_DIR: join(dataRoot, name), COORDINATOR_URLS: this.routers.map((r) => r.url).join(',') });
     for (const s of this.shards) {
-      add(s.follower.name, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'follower', PORT: String(s.follower.port), LEADER_URL: s.leader.url, ...storage(s.follower.name) });
-      add(s.leader.name, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'leader', PORT: String(s.leader.port), FOLLOWER_URL: s.follower.url, ...storage(s.leader.name) });
+      add(s.follower, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'follower', LEADER_URL: s.leader.url, ...storage(s.follower.name) });
+      add(s.leader, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'leader', FOLLOWER_URL: s.follower.url, ...storage(s.leader.name) });
     }
-    add(this.router.name, ROUTER_SCRIPT, { PORT: String(this.router.port), SHARDS: this.shardsSpec, DATA_DIR: join(dataRoot, 'router') });
+    const etcd: Record<string, string> = opts.etcdEndpoints === undefined ? {} : { ETCD_ENDPOINTS: opts.etcdEndpoints.join(',') };
+    for (const r of this.routers) add(r, ROUTER_SCRIPT, { SHARDS: this.shardsSpec, DATA_DIR: join(dataRoot, r.name), ROUTER_ID: r.name, ROUTER_URL: r.url, ...etcd });
   }
 
   /** Starts every process and waits until each answers /health. */

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 
 /**
- * The coordinator's messages to and from shard nodes (the router is the coordinator).
+ * The coordinator's messages to and from shard nodes (one router at a time is the coordinator).
  *
  * `POST /internal/config` (coordinator -> node): the node's role in its shard as of `epoch`. A
  * node refuses a configuration older than the newest it has accepted (409 stale_epoch), so a
@@ -17,6 +17,13 @@ export const nodeConfigSchema = z.object({
   inSync: z.boolean(),
   /** 2: a leader without an in-sync follower refuses writes instead of committing alone. */
   minInsync: z.number().int().min(1).max(2),
+  /**
+   * The generation of the coordinator that sent it (0: the node's own start-up configuration).
+   * A node refuses a configuration from an older coordinator than one it has obeyed.
+   */
+  coordinator: z.number().int().nonnegative(),
+  /** Where that coordinator takes shard events (a node reports there first). */
+  coordinatorUrl: z.string().url().optional(),
 });
 export type NodeConfig = z.infer<typeof nodeConfigSchema>;
 

@@ -29,6 +29,10 @@ export const ERRORS = {
   stale_epoch: { status: 409, outcome: 'definite' },
   /** Replication sent to a node that is not a follower now. */
   not_follower: { status: 409, outcome: 'definite' },
+  /** A shard event or admin command sent to a router that is not the coordinator now (it names the one that is). */
+  not_coordinator: { status: 409, outcome: 'definite' },
+  /** A configuration from a coordinator older than one the node has already obeyed (a deposed coordinator). */
+  stale_coordinator: { status: 409, outcome: 'definite' },
   body_too_large: { status: 413, outcome: 'definite' },
   batch_too_large: { status: 413, outcome: 'definite' },
   value_too_large: { status: 413, outcome: 'definite' },
@@ -44,6 +48,8 @@ export const ERRORS = {
   shard_unavailable: { status: 503, outcome: 'definite' },
   /** Too many requests already wait in the router for one shard; this one was not sent. */
   router_busy: { status: 503, outcome: 'definite' },
+  /** The control plane could not record a decision (etcd unreachable, or the writer was deposed); nothing was decided. */
+  coordinator_unavailable: { status: 503, outcome: 'definite' },
   // 504: the outcome is unknown.
   replication_timeout: { status: 504, outcome: 'indeterminate' },
   upstream_timeout: { status: 504, outcome: 'indeterminate' },

@@ -7,3 +7,4 @@ export * from './log';
 export * from './upstream';
 export * from './cluster';
 export * from './batch';
+export * from './rpc';

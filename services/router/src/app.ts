@@ -1,16 +1,22 @@
 import Router from '@koa/router';
-import { authHeaders, bearer, ERRORS, errorMiddleware, failedEntry, internalAuth, jsonBody, keyQuery, KvError, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, shardEventSchema, type EntryFailure, type EntryResult, type ErrorCode, type Logger, type WriteOp } from '@shardkv/common';
+import { bearer, ERRORS, errorMiddleware, failedEntry, internalAuth, jsonBody, keyQuery, KvError, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, shardEventSchema, type EntryFailure, type EntryResult, type ErrorCode, type Logger, type RpcResponse, type WriteOp } from '@shardkv/common';
 import Koa from 'koa';
-import { setMaxListeners } from 'node:events';
 import { Batcher, type BatcherLimits } from './batcher';
-import type { Coordinator, ShardState } from './coordinator';
+import type { ShardRecord } from './control/records';
+import type { ShardTable } from './control/shard-table';
+import type { Coordinator } from './coordinator';
+import type { Leaders } from './leaders';
 import type { ShardRing } from './ring';
-import { nodeStatus, type ForwardOptions, type Nodes, type UpstreamResponse } from './shards';
+import { nodeStatus, type Nodes } from './shards';
 
 export interface RouterAppDeps {
   ring: ShardRing;
   nodes: Nodes;
+  table: ShardTable;
+  leaders: Leaders;
   coordinator: Coordinator;
+  /** This router, as /status names it. */
+  self: { id: string; url: string; controlPlane: 'embedded' | 'etcd' };
   statusTimeoutMs: number;
   clusterToken: string | undefined;
   adminToken: string | undefined;
@@ -22,7 +28,7 @@ export interface RouterAppDeps {
 /**
  * The public API. The router validates every request itself, so bad input is answered here and
  * never reaches a shard; it then sends it to the current leader of the key's shard (as the
- * coordinator says), in an internal batch with the other requests for that shard in flight.
+ * shard table says), in an internal batch with the other requests for that shard in flight.
  */
 export function createRouterApp(deps: RouterAppDeps): Koa {
   const app = new Koa();
@@ -38,20 +44,19 @@ export function createRouterApp(deps: RouterAppDeps): Koa {
 }
 
 function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
-  const { ring, nodes, coordinator } = deps;
-  const shardOf = (key: string) => coordinator.state(ring.shardFor(key));
-  const callLeader = leaderCaller(deps);
-  const batchers = shardBatchers(deps, callLeader);
+  const { ring, nodes, table, leaders } = deps;
+  const shardOf = (key: string) => table.state(ring.shardFor(key));
+  const batchers = shardBatchers(deps);
 
   // Batches are split by shard and sent to the shards' leaders in parallel; each entry gets its
   // own result, in the order given. A shard that fails fails only its own entries.
   router.post('/mput', requireJson, jsonBody(), async (ctx) => {
     const entries = parseMputBody(ctx.request.body);
-    ctx.body = await perShard(ring, entries, (e) => e.key, (shardId, group) => sendWrites(callLeader, shardId, group.map((e) => ({ op: 'put', key: e.key, value: e.value }))));
+    ctx.body = await perShard(ring, entries, (e) => e.key, (shardId, group) => leaders.writes(shardId, group.map((e) => ({ op: 'put', key: e.key, value: e.value }))));
   });
   router.post('/mget', requireJson, jsonBody(), async (ctx) => {
     const keys = parseMgetBody(ctx.request.body);
-    ctx.body = await perShard(ring, keys, (k) => k, (shardId, group) => sendReads(callLeader, shardId, group));
+    ctx.body = await perShard(ring, keys, (k) => k, (shardId, group) => leaders.reads(shardId, group));
   });
 
   // Single-key requests are coalesced per shard into the same internal batches (see batcher.ts);
@@ -88,54 +93,23 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
   });
 }
 
-type LeaderCall = (shardId: string, opts: ForwardOptions, timeoutMs?: number) => Promise<UpstreamResponse>;
-
-/**
- * To the shard's leader. A node that refused because it is not the leader (any more) or not
- * configured yet did nothing, so the request may go once more, to the leader the coordinator
- * names now; if that is the same node, the client gets a definite 503. A request waiting on a
- * leader the coordinator replaces ends at once (504 leader_changed, see leaderWatch).
- */
-function leaderCaller({ nodes, coordinator, clusterToken }: RouterAppDeps): LeaderCall {
-  const deposed = leaderWatch(coordinator);
-  const headers = authHeaders(clusterToken);
-  return async (shardId, opts, timeoutMs) => {
-    const first = coordinator.state(shardId).leader;
-    const res = await nodes.get(first).request({ ...opts, headers, signal: deposed(first) }, timeoutMs);
-    if (!refusedAsNotLeader(res)) return res;
-    const now = coordinator.state(shardId).leader;
-    if (now === first) throw new KvError('shard_unavailable', `${first} is not serving as leader yet (the shard's leader is changing); nothing was applied, retry`);
-    return nodes.get(now).request({ ...opts, headers, signal: deposed(now) }, timeoutMs);
-  };
-}
-
 /** One write batcher and one read batcher per shard, created on first use. */
-function shardBatchers({ batching }: RouterAppDeps, callLeader: LeaderCall) {
+function shardBatchers({ batching, leaders }: RouterAppDeps) {
   const writes = new Map<string, Batcher<WriteOp, EntryResult>>();
   const reads = new Map<string, Batcher<string, EntryResult>>();
   const opBytes = (op: WriteOp) => op.key.length + (op.op === 'put' ? op.value.length : 0);
   return {
     writes(shardId: string): Batcher<WriteOp, EntryResult> {
       let b = writes.get(shardId);
-      if (b === undefined) writes.set(shardId, (b = new Batcher((ops, ms) => sendWrites(callLeader, shardId, ops, ms), batching, opBytes)));
+      if (b === undefined) writes.set(shardId, (b = new Batcher((ops, ms) => leaders.writes(shardId, ops, ms), batching, opBytes)));
       return b;
     },
     reads(shardId: string): Batcher<string, EntryResult> {
       let b = reads.get(shardId);
-      if (b === undefined) reads.set(shardId, (b = new Batcher((keys, ms) => sendReads(callLeader, shardId, keys, ms), batching, (k) => k.length)));
+      if (b === undefined) reads.set(shardId, (b = new Batcher((keys, ms) => leaders.reads(shardId, keys, ms), batching, (k) => k.length)));
       return b;
     },
   };
-}
-
-async function sendWrites(callLeader: LeaderCall, shardId: string, ops: WriteOp[], timeoutMs?: number): Promise<EntryResult[]> {
-  const res = await callLeader(shardId, { method: 'POST', path: '/internal/write', body: JSON.stringify({ ops }), idempotent: false }, timeoutMs);
-  return shardResults(res, ops.map((op) => op.key));
-}
-
-async function sendReads(callLeader: LeaderCall, shardId: string, keys: string[], timeoutMs?: number): Promise<EntryResult[]> {
-  const res = await callLeader(shardId, { method: 'POST', path: '/internal/read', body: JSON.stringify({ keys }), idempotent: true }, timeoutMs);
-  return shardResults(res, keys);
 }
 
 /** A single-key request's failed entry as the error a lone request would have got (a 404 names its key). */
@@ -144,7 +118,7 @@ function entryError(r: EntryFailure): KvError {
   return new KvError(code, r.error.message, code === 'key_not_found' ? { key: r.key } : {});
 }
 
-function passThrough(ctx: Koa.Context, res: UpstreamResponse): void {
+function passThrough(ctx: Koa.Context, res: RpcResponse): void {
   ctx.status = res.status;
   ctx.type = 'application/json';
   ctx.body = res.body;
@@ -171,47 +145,6 @@ async function perShard<T>(ring: ShardRing, items: T[], keyOf: (item: T) => stri
   return { results, ok, failed: results.length - ok };
 }
 
-/** A shard's answer: its per-entry results, or one failure copied to each of the batch's entries. */
-function shardResults(res: UpstreamResponse, keys: string[]): EntryResult[] {
-  const body = JSON.parse(res.body.toString('utf8')) as { results?: EntryResult[]; error?: { code: string; message: string } };
-  if (res.status === 200 && Array.isArray(body.results) && body.results.length === keys.length) return body.results;
-  const code = body.error?.code ?? 'internal';
-  const outcome = code in ERRORS ? ERRORS[code as ErrorCode].outcome : 'indeterminate';
-  const error = { code, message: body.error?.message ?? `HTTP ${res.status}` };
-  return keys.map((key): EntryFailure => ({ key, ok: false, error, outcome }));
-}
-
-
-/**
- * A signal per node that fires when the coordinator replaces it as leader, so that requests
- * waiting on a paused or dying leader end at once (504 leader_changed, indeterminate) instead of
- * at the upstream deadline, and their clients can retry on the new leader.
- */
-function leaderWatch(coordinator: Coordinator): (url: string) => AbortSignal {
-  const controllers = new Map<string, AbortController>();
-  const signal = (url: string) => {
-    let c = controllers.get(url);
-    if (c === undefined) {
-      controllers.set(url, (c = new AbortController()));
-      setMaxListeners(0, c.signal); // every request in flight to the leader listens to it
-    }
-    return c.signal;
-  };
-  coordinator.onChange((before, after) => {
-    if (before.leader === after.leader) return;
-    controllers.get(before.leader)?.abort(new KvError('leader_changed', `the leader of ${after.id} changed while this request waited on ${before.leader}; it may or may not have been applied`));
-    controllers.delete(before.leader);
-  });
-  return signal;
-}
-
-/** 409 not_leader / not_follower or 503 not_ready: the node refused before doing anything. */
-function refusedAsNotLeader(res: UpstreamResponse): boolean {
-  if (res.status !== 409 && res.status !== 503) return false;
-  const text = res.body.toString('utf8');
-  return text.includes('"not_leader"') || text.includes('"not_ready"');
-}
-
 function consistency(ctx: Koa.Context): 'linearizable' | 'stale' {
   const c = ctx.query['consistency'];
   if (c === undefined || c === 'linearizable') return 'linearizable';
@@ -219,7 +152,7 @@ function consistency(ctx: Koa.Context): 'linearizable' | 'stale' {
   throw new KvError('bad_request', 'consistency must be "linearizable" (the default) or "stale"');
 }
 
-function addCoordinatorRoutes(router: Router, { nodes, coordinator, statusTimeoutMs, adminToken }: RouterAppDeps): void {
+function addCoordinatorRoutes(router: Router, { nodes, table, coordinator, self, statusTimeoutMs, adminToken }: RouterAppDeps): void {
   router.post('/internal/shard-event', requireJson, jsonBody(), async (ctx) => {
     const parsed = shardEventSchema.safeParse(ctx.request.body);
     if (!parsed.success) throw new KvError('invalid_body', `bad shard event: ${parsed.error.issues[0]?.message}`);
@@ -227,17 +160,24 @@ function addCoordinatorRoutes(router: Router, { nodes, coordinator, statusTimeou
   });
 
   router.post('/admin/failover', requireAdmin(adminToken), async (ctx) => {
-    const s = shardParam(coordinator, ctx.query['shard']);
+    const s = shardParam(table, ctx.query['shard']);
     const next = await coordinator.failover(s.id, ctx.query['unsafe'] === 'true');
     ctx.body = { shard: next.id, epoch: next.epoch, leader: next.leader, follower: next.follower, inSync: next.inSync };
   });
 
   router.get('/status', async (ctx) => {
-    ctx.body = { shards: await Promise.all(coordinator.all.map((s) => shardStatus(s, nodes, statusTimeoutMs))) };
+    const c = table.coordinator;
+    ctx.body = {
+      router: { id: self.id, url: self.url, coordinator: coordinator.leading },
+      controlPlane: self.controlPlane,
+      coordinator: c === undefined ? null : { id: c.id, url: c.url, since: new Date(c.since).toISOString(), generation: c.generation },
+      mapVersion: table.map.version,
+      shards: await Promise.all(table.all.map((s) => shardStatus(s, nodes, statusTimeoutMs))),
+    };
   });
 }
 
-async function shardStatus(s: ShardState, nodes: Nodes, timeoutMs: number) {
+async function shardStatus(s: ShardRecord, nodes: Nodes, timeoutMs: number) {
   const [leader, follower] = await Promise.all([nodeStatus(nodes.get(s.leader), timeoutMs), nodeStatus(nodes.get(s.follower), timeoutMs)]);
   const lastSeq = typeof leader['lastSeq'] === 'number' ? leader['lastSeq'] : undefined;
   const followerSeq = typeof follower['seq'] === 'number' ? follower['seq'] : undefined;
@@ -252,11 +192,11 @@ async function shardStatus(s: ShardState, nodes: Nodes, timeoutMs: number) {
 }
 
 /** `shard=N` (an index) or `shard=<id>`. */
-function shardParam(coordinator: Coordinator, raw: unknown): ShardState {
+function shardParam(table: ShardTable, raw: unknown): ShardRecord {
   if (typeof raw !== 'string' || raw === '') throw new KvError('bad_request', 'shard is required (an index or an id)');
-  const all = coordinator.all;
+  const all = table.all;
   const byIndex = /^\d+$/.test(raw) ? all[Number(raw)] : undefined;
-  return byIndex ?? coordinator.state(raw);
+  return byIndex ?? table.state(raw);
 }
 
 /** /admin/* needs `Authorization: Bearer <ADMIN_TOKEN>`; with no token configured it is closed. */

@@ -1,13 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { BATCH_ENTRIES_MAX, BODY_BYTES_MAX, envInt, envOptionalString, envPort, parseEnv } from '@shardkv/common';
+import { BATCH_ENTRIES_MAX, BODY_BYTES_MAX, envInt, envOptionalString, envPort, envUrl, parseEnv } from '@shardkv/common';
 import { z } from 'zod';
 
-export interface ShardAddress {
-  id: string;
-  leader: string;
-  follower: string;
-}
+import type { ShardAddress } from './control/records';
+
+export type { ShardAddress };
 
 const url = z.url().transform((u) => u.replace(/\/+$/, ''));
 const shardListSchema = z
@@ -30,8 +28,28 @@ const schema = z.object({
   CLUSTER_TOKEN: envOptionalString(),
   /** Bearer token of /admin/*; the cluster token when unset. */
   ADMIN_TOKEN: envOptionalString(),
-  /** Where the coordinator keeps each shard's configuration (epoch, roles, in-sync flag). */
+  /** The embedded control plane's directory (shard map, each shard's epoch, roles, in-sync flag). */
   DATA_DIR: envOptionalString(),
+  /** This router's name in the coordinator election and /status. */
+  ROUTER_ID: z.string().regex(/^[A-Za-z0-9._-]+$/).optional(),
+  /** Where other processes reach this router (nodes report shard events here when it coordinates). */
+  ROUTER_URL: envUrl().optional(),
+  /** Source address of this router's connections to nodes (the fault harness gives each process its own). */
+  SOURCE_ADDRESS: envOptionalString(),
+  /** `http://h1:2379,http://h2:2379,...`: the control plane on etcd; unset: embedded (one router). */
+  ETCD_ENDPOINTS: envOptionalString(),
+  CLUSTER_ID: z.string().regex(/^[A-Za-z0-9._-]+$/).default('shardkv'),
+  /** Every key of this cluster in etcd lives under it; default `/shardkv/<CLUSTER_ID>/`. */
+  ETCD_PREFIX: envOptionalString(),
+  /** The coordinator's lease in etcd (whole seconds): a dead coordinator is replaced about this long after it died. */
+  COORDINATOR_LEASE_TTL_S: envInt(2, 1, 60),
+  ETCD_CALL_TIMEOUT_MS: envInt(1000, 50, 60_000),
+  /** A full re-read of the control plane this often, besides the watch. */
+  CONTROL_RESYNC_INTERVAL_MS: envInt(2000, 100),
+  /** A router waiting to become coordinator re-reads the election this often. */
+  COORDINATOR_POLL_MS: envInt(200, 10),
+  /** A new coordinator does not declare a leader down that it has never seen answer before this. */
+  COORDINATOR_STARTUP_GRACE_MS: envInt(5000, 0),
   HEALTH_INTERVAL_MS: envInt(200, 10),
   HEALTH_TIMEOUT_MS: envInt(300, 10),
   HEALTH_FAILURES: envInt(3, 1),
@@ -59,12 +77,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     upstreamConnections: c.UPSTREAM_CONNECTIONS,
     clusterToken: c.CLUSTER_TOKEN,
     adminToken: c.ADMIN_TOKEN ?? c.CLUSTER_TOKEN,
-    stateFile: join(resolve(c.DATA_DIR ?? join('data', 'router')), 'shards.json'),
+    dataDir: resolve(c.DATA_DIR ?? join('data', 'router')),
+    self: { id: c.ROUTER_ID ?? `router-${c.PORT}`, url: c.ROUTER_URL ?? `http://${c.HOST === '0.0.0.0' ? '127.0.0.1' : c.HOST}:${c.PORT}` },
+    sourceAddress: c.SOURCE_ADDRESS,
+    etcd: c.ETCD_ENDPOINTS === undefined ? undefined : etcdOptions(c),
     coordinator: {
       healthIntervalMs: c.HEALTH_INTERVAL_MS,
       healthTimeoutMs: c.HEALTH_TIMEOUT_MS,
       healthFailures: c.HEALTH_FAILURES,
       minInsync: c.MIN_INSYNC_REPLICAS as 1 | 2,
+      startupGraceMs: c.COORDINATOR_STARTUP_GRACE_MS,
     },
     batching: {
       entriesMax: BATCH_ENTRIES_MAX,
@@ -75,6 +97,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     },
     nodeName: 'router',
   };
+}
+
+function etcdOptions(c: z.infer<typeof schema>) {
+  const endpoints = c.ETCD_ENDPOINTS!.split(',').map((e) => e.trim()).filter((e) => e !== '');
+  const bad = endpoints.find((e) => !/^https?:\/\/[^/]+$/.test(e));
+  if (endpoints.length === 0 || bad !== undefined) throw new Error(`invalid ETCD_ENDPOINTS "${c.ETCD_ENDPOINTS}": a comma-separated list of http://host:port`);
+  const prefix = c.ETCD_PREFIX ?? `/shardkv/${c.CLUSTER_ID}/`;
+  return { endpoints, prefix: prefix.endsWith('/') ? prefix : `${prefix}/`, leaseTtlS: c.COORDINATOR_LEASE_TTL_S, callTimeoutMs: c.ETCD_CALL_TIMEOUT_MS, campaignPollMs: c.COORDINATOR_POLL_MS, resyncIntervalMs: c.CONTROL_RESYNC_INTERVAL_MS };
 }
 
 function shardList(c: z.infer<typeof schema>): ShardAddress[] {

@@ -2,18 +2,32 @@ import { createLogger, isKvError, type NodeConfig } from '@shardkv/common';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Coordinator, decide, type NodeApi, type NodeReport, type ShardState } from './coordinator';
+import { FileMetaStore } from './control/file-store';
+import type { Leadership } from './control/meta-store';
+import { ShardTable } from './control/shard-table';
+import { Coordinator, decide, type CoordinatorOptions, type NodeApi, type NodeReport, type ShardState } from './coordinator';
 
 const quiet = createLogger('test', 'silent');
 const dir = mkdtempSync(join(tmpdir(), 'shardkv-coord-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-let fileNo = 0;
-const newFile = () => join(dir, `state-${(fileNo += 1)}.json`);
+let dirNo = 0;
+const newDir = () => join(dir, `control-${(dirNo += 1)}`);
 
 const A = 'http://a:1';
 const B = 'http://b:2';
 const base: ShardState = { id: 's0', epoch: 5, leader: A, follower: B, inSync: true };
-const opts = { healthIntervalMs: 10, healthTimeoutMs: 10, healthFailures: 3, minInsync: 1 as const };
+const opts = { healthIntervalMs: 10, healthTimeoutMs: 10, healthFailures: 3, minInsync: 1 as const, startupGraceMs: 0 };
+const SELF = { id: 'router-a', url: 'http://router-a:5000' };
+
+/** A coordinator over an embedded control plane in `controlDir`, already elected (no timers run). */
+async function coordinator(controlDir: string, nodes: NodeApi, o: CoordinatorOptions = opts): Promise<{ c: Coordinator; table: ShardTable; store: FileMetaStore; leadership: Leadership }> {
+  const store = FileMetaStore.open(controlDir);
+  const table = await ShardTable.load(store, [{ id: 's0', leader: A, follower: B }], quiet);
+  const c = new Coordinator(table, store, nodes, o, SELF, quiet);
+  const leadership = await store.campaign(SELF);
+  (c as unknown as { lead(l: Leadership): void }).lead(leadership);
+  return { c, table, store, leadership };
+}
 
 /** Nodes the test controls: up or down, and what they report; records every configuration pushed. */
 class FakeNodes implements NodeApi {
@@ -31,8 +45,8 @@ class FakeNodes implements NodeApi {
   }
 }
 
-async function rounds(c: Coordinator, n: number): Promise<void> {
-  for (let i = 0; i < n; i += 1) await (c as unknown as { checkAll(): Promise<void> }).checkAll();
+async function rounds(x: { c: Coordinator; leadership: Leadership }, n: number): Promise<void> {
+  for (let i = 0; i < n; i += 1) await (x.c as unknown as { checkAll(l: Leadership): Promise<void> }).checkAll(x.leadership);
 }
 
 describe('decide (pure)', () => {
@@ -60,52 +74,86 @@ describe('decide (pure)', () => {
 });
 
 describe('Coordinator', () => {
-  test('promotes the in-sync follower after the failure threshold, persists it, and configures it', async () => {
+  test('promotes the in-sync follower after the failure threshold, records it, and configures it', async () => {
     const nodes = new FakeNodes();
-    const file = newFile();
-    const c = new Coordinator([{ id: 's0', leader: A, follower: B }], file, nodes, opts, quiet);
-    await rounds(c, 1);
-    expect(c.state('s0')).toMatchObject({ epoch: 1, leader: A, inSync: true });
+    const controlDir = newDir();
+    const x = await coordinator(controlDir, nodes);
+    await rounds(x, 1);
+    expect(x.table.state('s0')).toMatchObject({ epoch: 1, leader: A, inSync: true });
     nodes.down.add(A);
-    await rounds(c, 2);
-    expect(c.state('s0').leader).toBe(A);
-    await rounds(c, 1);
-    expect(c.state('s0')).toMatchObject({ epoch: 2, leader: B, follower: A, inSync: false });
-    expect(nodes.pushed.at(-1)).toEqual([B, { shard: 's0', epoch: 2, role: 'leader', peerUrl: A, inSync: false, minInsync: 1 }]);
-    // A restarted router reads the decision back.
-    const again = new Coordinator([{ id: 's0', leader: A, follower: B }], file, new FakeNodes(), opts, quiet);
-    expect(again.state('s0')).toMatchObject({ epoch: 2, leader: B, follower: A, inSync: false });
-    // The old leader comes back: it is told it follows now.
+    await rounds(x, 2);
+    expect(x.table.state('s0').leader).toBe(A);
+    await rounds(x, 1);
+    expect(x.table.state('s0')).toMatchObject({ epoch: 2, leader: B, follower: A, inSync: false });
+    expect(nodes.pushed.at(-1)).toEqual([B, { shard: 's0', epoch: 2, role: 'leader', peerUrl: A, inSync: false, minInsync: 1, coordinator: x.leadership.generation, coordinatorUrl: SELF.url }]);
+    // A restarted router reads the decision back, and is a newer coordinator generation.
+    await x.store.close();
+    const again = await coordinator(controlDir, new FakeNodes());
+    expect(again.table.state('s0')).toMatchObject({ epoch: 2, leader: B, follower: A, inSync: false });
+    expect(again.leadership.generation).toBeGreaterThan(x.leadership.generation);
+    await again.store.close();
+  });
+
+  test('the old leader that comes back is told it follows now', async () => {
+    const nodes = new FakeNodes();
+    const x = await coordinator(newDir(), nodes);
+    await rounds(x, 1);
+    nodes.down.add(A);
+    await rounds(x, 3);
     nodes.down.delete(A);
-    await rounds(c, 1);
-    expect(nodes.pushed.at(-1)).toEqual([A, { shard: 's0', epoch: 2, role: 'follower', peerUrl: B, inSync: false, minInsync: 1 }]);
+    await rounds(x, 1);
+    expect(nodes.pushed.at(-1)).toEqual([A, { shard: 's0', epoch: 2, role: 'follower', peerUrl: B, inSync: false, minInsync: 1, coordinator: x.leadership.generation, coordinatorUrl: SELF.url }]);
+    await x.store.close();
+  });
+
+  test('a leader never seen answering is not declared down within the start-up grace', async () => {
+    const nodes = new FakeNodes();
+    nodes.down.add(A);
+    const x = await coordinator(newDir(), nodes, { ...opts, startupGraceMs: 60_000 });
+    await rounds(x, 5);
+    expect(x.table.state('s0')).toMatchObject({ epoch: 1, leader: A });
+    await x.store.close();
   });
 
   test('never promotes a follower that left the in-sync set', async () => {
     const nodes = new FakeNodes();
-    const c = new Coordinator([{ id: 's0', leader: A, follower: B }], newFile(), nodes, opts, quiet);
-    await rounds(c, 1);
-    const cfg = await c.onEvent({ shard: 's0', epoch: 1, event: 'follower_lost' });
+    const x = await coordinator(newDir(), nodes);
+    await rounds(x, 1);
+    const cfg = await x.c.onEvent({ shard: 's0', epoch: 1, event: 'follower_lost' });
     expect(cfg).toMatchObject({ epoch: 2, role: 'leader', inSync: false });
     nodes.down.add(A);
-    await rounds(c, 5);
-    expect(c.state('s0')).toMatchObject({ epoch: 2, leader: A, inSync: false });
-    await expect(c.failover('s0')).rejects.toMatchObject({ code: 'no_replica' });
-    expect((await c.failover('s0', true)).leader).toBe(B);
+    await rounds(x, 5);
+    expect(x.table.state('s0')).toMatchObject({ epoch: 2, leader: A, inSync: false });
+    await expect(x.c.failover('s0')).rejects.toMatchObject({ code: 'no_replica' });
+    expect((await x.c.failover('s0', true)).leader).toBe(B);
+    await x.store.close();
   });
 
   test('reports from an older epoch are refused; a fenced leader is told its new role', async () => {
-    const c = new Coordinator([{ id: 's0', leader: A, follower: B }], newFile(), new FakeNodes(), opts, quiet);
-    await c.onEvent({ shard: 's0', epoch: 1, event: 'follower_lost' });
-    const stale = await c.onEvent({ shard: 's0', epoch: 1, event: 'follower_caught_up' }).catch((e: unknown) => e);
+    const x = await coordinator(newDir(), new FakeNodes());
+    await x.c.onEvent({ shard: 's0', epoch: 1, event: 'follower_lost' });
+    const stale = await x.c.onEvent({ shard: 's0', epoch: 1, event: 'follower_caught_up' }).catch((e: unknown) => e);
     expect(isKvError(stale, 'stale_epoch')).toBe(true);
-    expect(await c.onEvent({ shard: 's0', epoch: 2, event: 'follower_caught_up' })).toMatchObject({ epoch: 3, inSync: true });
-    await c.failover('s0');
-    expect(await c.onEvent({ shard: 's0', epoch: 3, event: 'fenced' })).toMatchObject({ epoch: 4, role: 'follower', peerUrl: B });
+    expect(await x.c.onEvent({ shard: 's0', epoch: 2, event: 'follower_caught_up' })).toMatchObject({ epoch: 3, inSync: true });
+    await x.c.failover('s0');
+    expect(await x.c.onEvent({ shard: 's0', epoch: 3, event: 'fenced' })).toMatchObject({ epoch: 4, role: 'follower', peerUrl: B });
+    await x.store.close();
+  });
+
+  test('a coordinator that lost its leadership decides nothing: not_coordinator, and the store is unchanged', async () => {
+    const x = await coordinator(newDir(), new FakeNodes());
+    await x.leadership.resign();
+    const err = await x.c.onEvent({ shard: 's0', epoch: 1, event: 'follower_lost' }).catch((e: unknown) => e);
+    expect(isKvError(err, 'not_coordinator')).toBe(true);
+    await expect(x.c.failover('s0')).rejects.toMatchObject({ code: 'not_coordinator' });
+    await x.table.refresh();
+    expect(x.table.state('s0')).toMatchObject({ epoch: 1, leader: A, inSync: true });
+    await x.store.close();
   });
 
   test('MIN_INSYNC_REPLICAS=2 is part of every configuration pushed', async () => {
-    const c = new Coordinator([{ id: 's0', leader: A, follower: B }], newFile(), new FakeNodes(), { ...opts, minInsync: 2 }, quiet);
-    expect(await c.onEvent({ shard: 's0', epoch: 1, event: 'follower_lost' })).toMatchObject({ inSync: false, minInsync: 2 });
+    const x = await coordinator(newDir(), new FakeNodes(), { ...opts, minInsync: 2 });
+    expect(await x.c.onEvent({ shard: 's0', epoch: 1, event: 'follower_lost' })).toMatchObject({ inSync: false, minInsync: 2 });
+    await x.store.close();
   });
 });

@@ -1,37 +1,25 @@
-import { existsSync, mkdirSync, openSync, fsyncSync, closeSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import { KvError, type Logger, type NodeConfig, type ShardEvent } from '@shardkv/common';
-import { z } from 'zod';
-import type { ShardAddress } from './config';
+import type { Candidate, Leadership, MetaStore } from './control/meta-store';
+import { shardKey, type ShardRecord } from './control/records';
+import type { ShardTable } from './control/shard-table';
 
 /**
- * The router is the coordinator of every shard's configuration: which node leads, which
- * follows, whether the follower is in sync, and the epoch that numbers each such decision. Kafka's
- * in-sync replicas with leader epochs are the model:
+ * The coordinator of every shard's configuration: which node leads, which follows, whether the
+ * follower is in sync, and the epoch that numbers each such decision. Kafka's in-sync replicas
+ * with leader epochs are the model:
  *
  * - A leader commits alone only after the coordinator has taken its follower out of the in-sync
  *   set (epoch + 1); the coordinator promotes a follower only while it is in that set. Those two
- *   decisions are made here, one at a time per shard and persisted before anyone acts on them,
- *   so they exclude each other: a promoted follower always has every acknowledged write.
+ *   decisions are made here, one at a time per shard, and recorded in the control plane by a
+ *   conditional write before anyone acts on them, so they exclude each other: a promoted
+ *   follower always has every acknowledged write.
  * - Every decision bumps the epoch. Nodes refuse configurations and replication from older
  *   epochs, so a deposed leader (restarted, or resumed after a pause) cannot commit anything.
+ * - Every router runs one, but only the router holding the election acts; each of its writes is
+ *   fenced by that election, and each command it sends carries its generation, which nodes
+ *   check: a deposed coordinator can neither record nor impose a decision.
  */
-export interface ShardState {
-  id: string;
-  epoch: number;
-  leader: string;
-  follower: string;
-  inSync: boolean;
-}
-
-/** The file: per shard, its epoch, which configured node leads (0: the first of SHARDS, 1: the second) and the in-sync flag. */
-const savedStateSchema = z.object({
-  id: z.string(),
-  epoch: z.number().int().positive(),
-  leaderIndex: z.union([z.literal(0), z.literal(1)]),
-  inSync: z.boolean(),
-});
-type SavedState = z.infer<typeof savedStateSchema>;
+export type ShardState = ShardRecord;
 
 export interface CoordinatorOptions {
   /** How often every node's /status is read. */
@@ -42,6 +30,12 @@ export interface CoordinatorOptions {
   healthFailures: number;
   /** 2: a leader without an in-sync follower refuses writes instead of committing alone. */
   minInsync: 1 | 2;
+  /**
+   * A leader this coordinator has never seen answer is not declared down before this much time
+   * into its leadership: at a cold start every process comes up at once, and a leader slower to
+   * open its store than three health rounds must not lose its role to its (empty) follower.
+   */
+  startupGraceMs: number;
 }
 
 /** What the coordinator needs from a node: its status, and to take a configuration. */
@@ -62,6 +56,8 @@ export interface NodeReport {
 
 interface Health {
   failures: number;
+  /** Answered at least once during this leadership. */
+  seen: boolean;
   report: NodeReport | undefined;
 }
 
@@ -78,10 +74,10 @@ export const decide = {
   followerCaughtUp(s: ShardState): ShardState {
     return s.inSync ? s : { ...s, epoch: s.epoch + 1, inSync: true };
   },
-  /** The configuration each node of the shard should hold. */
-  configFor(s: ShardState, url: string, minInsync: 1 | 2): NodeConfig {
+  /** The configuration each node of the shard should hold, as sent by coordinator `generation`. */
+  configFor(s: ShardState, url: string, minInsync: 1 | 2, generation: number, coordinatorUrl?: string): NodeConfig {
     const leader = url === s.leader;
-    return { shard: s.id, epoch: s.epoch, role: leader ? 'leader' : 'follower', peerUrl: leader ? s.follower : s.leader, inSync: s.inSync, minInsync };
+    return { shard: s.id, epoch: s.epoch, role: leader ? 'leader' : 'follower', peerUrl: leader ? s.follower : s.leader, inSync: s.inSync, minInsync, coordinator: generation, ...(coordinatorUrl === undefined ? {} : { coordinatorUrl }) };
   },
   /** A running node whose report differs from what it should be needs the configuration pushed. */
   needsPush(s: ShardState, url: string, r: NodeReport): boolean {
@@ -94,91 +90,121 @@ export const decide = {
 };
 
 export class Coordinator {
-  private readonly shards = new Map<string, ShardState>();
   private readonly health = new Map<string, Health>();
   /** One decision at a time per shard. */
   private readonly locks = new Map<string, Promise<unknown>>();
-  private readonly addresses: Map<string, ShardAddress>;
-  private timer: NodeJS.Timeout | undefined;
-  private stopped = false;
-  private readonly listeners: Array<(before: ShardState, after: ShardState) => void> = [];
+  private leadership: Leadership | undefined;
+  private leadingSinceMs = 0;
+  private readonly stopping = new AbortController();
 
   constructor(
-    addresses: readonly ShardAddress[],
-    private readonly file: string,
+    private readonly table: ShardTable,
+    private readonly store: MetaStore,
     private readonly api: NodeApi,
     private readonly opts: CoordinatorOptions,
+    private readonly self: Candidate,
     private readonly log: Logger,
   ) {
-    const saved = loadStates(file);
-    this.addresses = new Map(addresses.map((a) => [a.id, a]));
-    for (const a of addresses) {
-      // A fresh cluster: the configured leader leads, both nodes empty, so the follower is in sync.
-      const kept = saved.get(a.id);
-      const swapped = kept?.leaderIndex === 1;
-      const s = kept === undefined ? { id: a.id, epoch: 1, leader: a.leader, follower: a.follower, inSync: true } : { id: a.id, epoch: kept.epoch, leader: swapped ? a.follower : a.leader, follower: swapped ? a.leader : a.follower, inSync: kept.inSync };
-      this.shards.set(a.id, s);
-      for (const url of [a.leader, a.follower]) this.health.set(url, { failures: 0, report: undefined });
-    }
-    this.persist();
+    for (const s of table.all) for (const url of [s.leader, s.follower]) this.health.set(url, { failures: 0, seen: false, report: undefined });
   }
 
-  /** Called after every persisted change of a shard's configuration. */
-  onChange(listener: (before: ShardState, after: ShardState) => void): void {
-    this.listeners.push(listener);
-  }
-
+  /** Campaigns for the election, coordinates while it holds it, and campaigns again when it ends. */
   start(): void {
-    const tick = async () => {
-      await this.checkAll().catch((err: unknown) => this.log.error({ err }, 'health round failed'));
-      if (!this.stopped) this.timer = setTimeout(tick, this.opts.healthIntervalMs);
-    };
-    void tick();
+    void this.run().catch((err: unknown) => {
+      if (!this.stopping.signal.aborted) this.log.fatal({ err }, 'coordinator loop failed');
+    });
   }
 
-  stop(): void {
-    this.stopped = true;
-    clearTimeout(this.timer);
+  private async run(): Promise<void> {
+    while (!this.stopping.signal.aborted) {
+      const leadership = await this.store.campaign(this.self, this.stopping.signal).catch(() => undefined);
+      if (leadership === undefined) continue;
+      try {
+        // The previous coordinator's last decisions may not have reached us by watch yet.
+        await this.table.refresh();
+      } catch (err) {
+        this.log.warn({ err: String(err) }, 'elected, but cannot read the control plane; stepping down');
+        await leadership.resign();
+        continue;
+      }
+      this.lead(leadership);
+      this.log.warn({ router: this.self.id, generation: leadership.generation }, 'elected coordinator');
+      await this.healthLoop(leadership);
+      this.leadership = undefined;
+      this.log.warn({ router: this.self.id, generation: leadership.generation }, 'no longer the coordinator');
+    }
   }
 
-  state(id: string): ShardState {
-    const s = this.shards.get(id);
-    if (s === undefined) throw new KvError('bad_request', `unknown shard ${id}`);
-    return s;
+  private lead(leadership: Leadership): void {
+    this.leadership = leadership;
+    this.leadingSinceMs = Date.now();
+    for (const h of this.health.values()) Object.assign(h, { failures: 0, seen: false, report: undefined });
   }
 
-  get all(): ShardState[] {
-    return [...this.shards.values()];
+  private async healthLoop(leadership: Leadership): Promise<void> {
+    while (leadership.valid() && !this.stopping.signal.aborted) {
+      await this.checkAll(leadership).catch((err: unknown) => this.log.error({ err }, 'health round failed'));
+      await Promise.race([new Promise((r) => setTimeout(r, this.opts.healthIntervalMs)), leadership.ended]);
+    }
   }
 
-  /** A leader's report. Acts only if it comes from the shard's current epoch. */
-  onEvent(ev: ShardEvent): Promise<NodeConfig> {
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    await this.leadership?.resign();
+  }
+
+  /** Whether this router coordinates now. */
+  get leading(): boolean {
+    return this.leadership?.valid() === true;
+  }
+
+  get generation(): number | undefined {
+    return this.leading ? this.leadership!.generation : undefined;
+  }
+
+  /** A leader's report. Acts only if this router coordinates and the report is from the shard's current epoch. */
+  async onEvent(ev: ShardEvent): Promise<NodeConfig> {
+    const leadership = this.requireLeadership();
     return this.locked(ev.shard, async () => {
-      const s = this.state(ev.shard);
+      const s = this.table.state(ev.shard);
       // A replaced leader asks what it is now: the follower of the current configuration.
-      if (ev.event === 'fenced') return decide.configFor(s, s.follower, this.opts.minInsync);
+      if (ev.event === 'fenced') return this.configFor(s, s.follower, leadership);
       if (ev.epoch !== s.epoch) throw new KvError('stale_epoch', `shard ${s.id} is at epoch ${s.epoch}, the report is from epoch ${ev.epoch}`);
       const next = ev.event === 'follower_lost' ? decide.followerLost(s) : decide.followerCaughtUp(s);
-      this.commit(s, next, ev.event);
-      return decide.configFor(next, next.leader, this.opts.minInsync);
+      await this.commit(leadership, s, next, ev.event);
+      return this.configFor(next, next.leader, leadership);
     });
   }
 
   /** A planned switch (admin), or the unsafe promotion of an out-of-sync follower when `unsafe`. */
-  failover(id: string, unsafe = false): Promise<ShardState> {
+  async failover(id: string, unsafe = false): Promise<ShardState> {
+    const leadership = this.requireLeadership();
     return this.locked(id, async () => {
-      const s = this.state(id);
+      const s = this.table.state(id);
       if (!s.inSync && !unsafe) throw new KvError('no_replica', `the follower of ${id} is not in sync: promoting it could lose acknowledged writes (add unsafe=true to do it anyway)`);
       const next = { ...s, epoch: s.epoch + 1, leader: s.follower, follower: s.leader, inSync: false };
-      this.commit(s, next, unsafe ? 'unsafe failover (admin)' : 'failover (admin)');
-      await this.push(next, next.leader);
+      await this.commit(leadership, s, next, unsafe ? 'unsafe failover (admin)' : 'failover (admin)');
+      // The old leader first (best effort): told at once, it stops serving before the new one starts.
+      await this.push(leadership, next, next.follower);
+      await this.push(leadership, next, next.leader);
       return next;
     });
   }
 
-  private async checkAll(): Promise<void> {
+  private requireLeadership(): Leadership {
+    const l = this.leadership;
+    if (l !== undefined && l.valid()) return l;
+    const c = this.table.coordinator;
+    throw new KvError('not_coordinator', c === undefined || c.id === this.self.id ? 'no router is the coordinator right now (an election is under way, or the control plane is unreachable); retry' : `this router is not the coordinator; ${c.id} at ${c.url} is`, { coordinator: c?.id === this.self.id ? null : (c?.url ?? null) });
+  }
+
+  private configFor(s: ShardState, url: string, leadership: Leadership): NodeConfig {
+    return decide.configFor(s, url, this.opts.minInsync, leadership.generation, this.self.url);
+  }
+
+  private async checkAll(leadership: Leadership): Promise<void> {
     await Promise.all([...this.health.keys()].map((url) => this.check(url)));
-    await Promise.all(this.all.map((s) => this.locked(s.id, () => this.reconcile(s.id))));
+    await Promise.all(this.table.all.map((s) => this.locked(s.id, () => this.reconcile(leadership, s.id))));
   }
 
   private async check(url: string): Promise<void> {
@@ -186,53 +212,64 @@ export class Coordinator {
     try {
       h.report = await this.api.status(url, this.opts.healthTimeoutMs);
       h.failures = 0;
+      h.seen = true;
     } catch {
       h.failures += 1;
       h.report = undefined;
     }
   }
 
+  private leaderDown(url: string): boolean {
+    const h = this.health.get(url)!;
+    return h.failures >= this.opts.healthFailures && (h.seen || Date.now() - this.leadingSinceMs >= this.opts.startupGraceMs);
+  }
+
   /** Promotes when the leader is down, then pushes configurations that nodes are missing. */
-  private async reconcile(id: string): Promise<void> {
-    let s = this.state(id);
-    if (this.health.get(s.leader)!.failures >= this.opts.healthFailures && this.health.get(s.follower)!.failures === 0) {
+  private async reconcile(leadership: Leadership, id: string): Promise<void> {
+    let s = this.table.state(id);
+    if (this.leaderDown(s.leader) && this.health.get(s.follower)!.failures === 0) {
       const next = decide.leaderLost(s);
-      if (next !== s) {
-        this.commit(s, next, 'leader down: promoting its in-sync follower');
-        s = next;
-      }
+      if (next !== s && (await this.commit(leadership, s, next, 'leader down: promoting its in-sync follower').then(() => true, () => false))) s = next;
     }
     for (const url of [s.leader, s.follower]) {
       const r = this.health.get(url)!.report;
-      if (r !== undefined && decide.needsPush(s, url, r)) await this.push(s, url);
+      if (r !== undefined && decide.needsPush(s, url, r)) await this.push(leadership, s, url);
     }
   }
 
-  private async push(s: ShardState, url: string): Promise<void> {
+  private async push(leadership: Leadership, s: ShardState, url: string): Promise<void> {
+    // Checked before every command, on our own clock: a coordinator whose lease may have run
+    // out says nothing more (the node would refuse it anyway once it has heard the new one).
+    if (!leadership.valid()) return;
     try {
-      await this.api.configure(url, decide.configFor(s, url, this.opts.minInsync));
+      await this.api.configure(url, this.configFor(s, url, leadership));
     } catch (err) {
       this.log.warn({ shard: s.id, node: url, err: err instanceof Error ? err.message : String(err) }, 'configuration push failed; retrying next round');
     }
   }
 
   /**
-   * Records a decision durably before anyone acts on it. The write is synchronous on purpose:
-   * decisions are rare (a failover, a follower leaving or rejoining), and a synchronous save keeps
-   * the in-memory update and the file in one step, so two shards deciding at once cannot
-   * interleave their saves and lose one.
+   * Records a decision in the control plane before anyone acts on it: a write conditional on the
+   * record being the one we decided from, fenced by our election. If it fails, or its outcome is
+   * unknown (a timeout may have committed), nothing is acted on: the table is re-read and the
+   * next round decides again from what is really stored.
    */
-  private commit(before: ShardState, next: ShardState, why: string): void {
+  private async commit(leadership: Leadership, before: ShardState, next: ShardState, why: string): Promise<void> {
     if (next === before) return;
-    this.shards.set(next.id, next);
-    this.persist();
-    for (const l of this.listeners) l(before, next);
+    let res;
+    try {
+      res = await this.store.put(shardKey(next.id), JSON.stringify(next), this.table.revisionOf(next.id), leadership);
+    } catch (err) {
+      void this.table.refresh().catch(() => {});
+      throw new KvError('coordinator_unavailable', `could not record the decision for ${next.id} (${why}): ${err instanceof Error ? err.message : String(err)}`);
+    }
+    if (!res.ok) {
+      void this.table.refresh().catch(() => {});
+      if (res.reason === 'deposed') void leadership.resign();
+      throw new KvError('coordinator_unavailable', `the decision for ${next.id} (${why}) was not recorded: ${res.reason === 'deposed' ? 'this router is no longer the coordinator' : 'the shard record changed meanwhile'}`);
+    }
+    this.table.apply(next, res.revision);
     this.log.warn({ shard: next.id, epoch: next.epoch, leader: next.leader, follower: next.follower, inSync: next.inSync, why }, 'shard configuration changed');
-  }
-
-  /** Saved by position (which of the shard's two configured nodes leads), so addresses may change. */
-  private persist(): void {
-    saveStates(this.file, this.all.map((s) => ({ id: s.id, epoch: s.epoch, leaderIndex: s.leader === this.addresses.get(s.id)!.leader ? 0 : 1, inSync: s.inSync })));
   }
 
   private locked<T>(id: string, fn: () => Promise<T>): Promise<T> {
@@ -240,24 +277,4 @@ export class Coordinator {
     this.locks.set(id, run.catch(() => {}));
     return run;
   }
-}
-
-function loadStates(file: string): Map<string, SavedState> {
-  if (!existsSync(file)) return new Map();
-  const list = z.array(savedStateSchema).parse(JSON.parse(readFileSync(file, 'utf8')));
-  return new Map(list.map((s) => [s.id, s]));
-}
-
-/** Write to a temp file, fsync, rename over, fsync the directory: the file is old or new, never torn. */
-function saveStates(file: string, states: SavedState[]): void {
-  mkdirSync(dirname(file), { recursive: true });
-  const tmp = join(dirname(file), `.${Date.now()}.tmp`);
-  writeFileSync(tmp, `${JSON.stringify(states, null, 2)}\n`);
-  const fd = openSync(tmp, 'r');
-  fsyncSync(fd);
-  closeSync(fd);
-  renameSync(tmp, file);
-  const dir = openSync(dirname(file), 'r');
-  fsyncSync(dir);
-  closeSync(dir);
 }

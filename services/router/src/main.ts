@@ -1,29 +1,48 @@
 import { createLogger, listen, stopOnSignals } from '@shardkv/common';
 import { createRouterApp } from './app';
-import { loadConfig } from './config';
+import { loadConfig, type RouterConfig } from './config';
+import { EtcdMetaStore } from './control/etcd-store';
+import { FileMetaStore, legacyRecords } from './control/file-store';
+import type { MetaStore } from './control/meta-store';
+import { MapMismatchError, ShardTable } from './control/shard-table';
 import { Coordinator } from './coordinator';
+import { Leaders } from './leaders';
 import { ShardRing } from './ring';
 import { nodeApi, Nodes } from './shards';
 
-/** Wiring only: config -> ring + node clients + coordinator -> HTTP server -> signals. */
+/** Exit status for a configuration the router cannot run with: supervisors do not restart it. */
+const EXIT_CONFIG = 78;
+
+/** Wiring only: config -> control plane -> shard table -> node clients + coordinator -> HTTP server -> signals. */
 async function main(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.nodeName);
-  const nodes = new Nodes(config.shards, config.upstreamConnections, config.upstreamTimeoutMs);
+  const store = openStore(config, log);
+  const legacy = store.kind === 'embedded' ? legacyRecords(config.dataDir, config.shards) : [];
+  const table = await ShardTable.load(store, config.shards, log.child({ component: 'control' }), legacy);
+  const nodes = new Nodes(config.shards, { connections: config.upstreamConnections, timeoutMs: config.upstreamTimeoutMs, token: config.clusterToken, localAddress: config.sourceAddress });
   const ring = new ShardRing(config.shards.map((s) => s.id));
-  const coordinator = new Coordinator(config.shards, config.stateFile, nodeApi(nodes, config.clusterToken), config.coordinator, log.child({ component: 'coordinator' }));
-  const app = createRouterApp({ ring, nodes, coordinator, statusTimeoutMs: config.statusTimeoutMs, clusterToken: config.clusterToken, adminToken: config.adminToken, batching: config.batching, log });
+  const coordinator = new Coordinator(table, store, nodeApi(nodes), config.coordinator, config.self, log.child({ component: 'coordinator' }));
+  const self = { ...config.self, controlPlane: store.kind };
+  const app = createRouterApp({ ring, nodes, table, leaders: new Leaders(table, nodes), coordinator, self, statusTimeoutMs: config.statusTimeoutMs, clusterToken: config.clusterToken, adminToken: config.adminToken, batching: config.batching, log });
   const server = await listen(app, config.port, config.host);
-  log.info({ host: config.host, port: config.port, shards: config.shards, state: config.stateFile }, 'listening');
+  log.info({ host: config.host, port: config.port, router: config.self, controlPlane: store.kind, etcd: config.etcd?.endpoints ?? null, shards: config.shards, mapVersion: table.map.version }, 'listening');
   coordinator.start();
 
   stopOnSignals(server, log, async () => {
-    coordinator.stop();
+    await coordinator.stop();
+    table.close();
+    await store.close();
     await nodes.close();
   });
 }
 
+function openStore(config: RouterConfig, log: ReturnType<typeof createLogger>): MetaStore {
+  if (config.etcd === undefined) return FileMetaStore.open(config.dataDir);
+  return new EtcdMetaStore(config.etcd, log.child({ component: 'etcd' }));
+}
+
 main().catch((err) => {
   process.stderr.write(`router: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
+  process.exit(err instanceof MapMismatchError ? EXIT_CONFIG : 1);
 });

@@ -9,6 +9,9 @@ import { replicateRequestSchema } from './replication/messages';
 import { transferLines } from './replication/transfer';
 import type { KvStore } from './store';
 
+/** The epoch a router routed a request with (see router leaders.ts). */
+const EPOCH_HEADER = 'x-shardkv-epoch';
+
 export interface ShardAppDeps {
   config: ShardConfig;
   store: KvStore;
@@ -43,10 +46,18 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
     node.assertLeader();
     return next();
   };
-  // Batches are refused whole by a node that cannot serve them, before anything is read or sequenced.
-  const servingLeader: Koa.Middleware = (_ctx, next) => {
+  // Batches are refused whole by a node that cannot serve them, before anything is read or
+  // sequenced: one routed by an older epoch than this node knows (the router's map is old), or
+  // arriving at a node that is not a serving leader.
+  const servingLeader: Koa.Middleware = (ctx, next) => {
+    const routed = ctx.get(EPOCH_HEADER);
+    if (routed !== '') node.checkRoutedEpoch(Number(routed) || 0);
     const leader = node.assertLeader();
     if (!leader.serving) throw new KvError('not_ready', `leader is ${leader.status.state}`);
+    return next();
+  };
+  const readableLeader: Koa.Middleware = (_ctx, next) => {
+    node.assertLeader().assertReadable();
     return next();
   };
   router.post('/put', leaderOnly, requireJson, jsonBody(), async (ctx) => {
@@ -76,7 +87,7 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
   router.post('/mget', requireJson, jsonBody(), readAll);
   // The router's reads (its coalesced GETs and its /mget): only a serving leader answers, so a
   // deposed leader refuses the whole batch (nothing read) and the router asks the new one.
-  router.post('/internal/read', servingLeader, requireJson, jsonBody(), readAll);
+  router.post('/internal/read', servingLeader, readableLeader, requireJson, jsonBody(), readAll);
 
   router.get('/health', (ctx) => {
     if (!node.healthy) throw new KvError('not_ready', `${config.nodeName} is not ready`);

@@ -14,8 +14,19 @@ const schema = z
     LEADER_URL: envUrl().optional(),
     FOLLOWER_URL: envUrl().optional(),
     CLUSTER_TOKEN: envOptionalString(),
-    /** The router, which coordinates roles; without it the node keeps its ROLE for good. */
+    /** Every router (any may coordinate), comma-separated; without any the node keeps its ROLE for good. */
+    COORDINATOR_URLS: envOptionalString(),
+    /** The single-router form of COORDINATOR_URLS, kept for older set-ups. */
     COORDINATOR_URL: envUrl().optional(),
+    /** Source address of this node's outgoing connections (the fault harness gives each process its own). */
+    SOURCE_ADDRESS: envOptionalString(),
+    /**
+     * A leader whose follower is in sync serves reads only this long after the follower last
+     * acknowledged it (counted from when that message was sent), and a promoted follower starts
+     * serving only this long after it last acknowledged the old leader: so the two never serve
+     * at once, even when a router with an old map still reads from the old one.
+     */
+    READ_LEASE_MS: envInt(1000, 10),
     REPORT_RETRY_MS: envInt(1000, 10),
     STORAGE: z.enum(['lmdb', 'memory']).default('lmdb'),
     DATA_DIR: envOptionalString(),
@@ -47,7 +58,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     port: c.PORT,
     peerUrl: (c.ROLE === 'leader' ? c.FOLLOWER_URL : c.LEADER_URL)!,
     clusterToken: c.CLUSTER_TOKEN,
-    coordinatorUrl: c.COORDINATOR_URL,
+    coordinatorUrls: coordinatorUrls(c.COORDINATOR_URLS, c.COORDINATOR_URL),
+    sourceAddress: c.SOURCE_ADDRESS,
+    readLeaseMs: c.READ_LEASE_MS,
     reportRetryMs: c.REPORT_RETRY_MS,
     storage: c.STORAGE,
     dataDir: resolve(c.DATA_DIR ?? join('data', nodeName)),
@@ -65,4 +78,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     /** One replication request: a full batch, or one entry of the largest public body, plus framing. */
     internalBodyBytesMax: c.REPLICATION_BATCH_BYTES_MAX + BODY_BYTES_MAX + 64 * 1024,
   };
+}
+
+function coordinatorUrls(list: string | undefined, single: string | undefined): string[] {
+  const urls = (list ?? single ?? '').split(',').map((u) => u.trim().replace(/\/+$/, '')).filter((u) => u !== '');
+  const bad = urls.find((u) => !/^https?:\/\/[^/]+$/.test(u));
+  if (bad !== undefined) throw new Error(`invalid COORDINATOR_URLS entry "${bad}": expected http://host:port`);
+  return urls;
 }

@@ -1,36 +1,51 @@
-import { authHeaders, KvError, nodeConfigSchema, type NodeConfig, type ShardEvent } from '@shardkv/common';
-import { Pool } from 'undici';
+import { isKvError, nodeConfigSchema, RpcClient, type NodeConfig, type ShardEvent } from '@shardkv/common';
 import type { CoordinatorClient } from './node';
 
-/** The node's line to the coordinator (the router): `POST /internal/shard-event`. */
+/**
+ * The node's line to the coordinator: `POST /internal/shard-event` to one of the routers. Any
+ * router may be the coordinator; a node asks the one that configured it last, and on a
+ * `not_coordinator` answer (which names the coordinator) or an unreachable router, the next.
+ * Correctness never depends on this: a node that reaches no coordinator just keeps refusing
+ * what it may not do alone.
+ */
 export class HttpCoordinator implements CoordinatorClient {
-  private readonly pool: Pool;
-  private readonly headers: Record<string, string>;
+  private readonly clients: RpcClient[];
+  private preferred: string | undefined;
 
-  constructor(
-    readonly url: string,
-    token: string | undefined,
-    private readonly timeoutMs: number,
-  ) {
-    this.pool = new Pool(url, { connections: 2, connectTimeout: timeoutMs });
-    this.headers = { ...authHeaders(token), 'content-type': 'application/json' };
+  constructor(urls: readonly string[], token: string | undefined, timeoutMs: number, localAddress?: string) {
+    this.clients = urls.map((url) => new RpcClient(url, { connections: 2, timeoutMs, token, localAddress }));
+  }
+
+  /** The coordinator that sent the node's latest configuration. */
+  prefer(url: string | undefined): void {
+    if (url !== undefined) this.preferred = url;
   }
 
   async report(event: ShardEvent): Promise<NodeConfig> {
-    const res = await this.pool.request({
-      path: '/internal/shard-event',
-      method: 'POST',
-      headers: this.headers,
-      body: JSON.stringify(event),
-      signal: AbortSignal.timeout(this.timeoutMs),
-    });
-    const text = await res.body.text();
-    if (res.statusCode === 409 && text.includes('"stale_epoch"')) throw new KvError('stale_epoch', `coordinator: ${text.slice(0, 200)}`);
-    if (res.statusCode !== 200) throw new Error(`coordinator: HTTP ${res.statusCode} ${text.slice(0, 200)}`);
-    return nodeConfigSchema.parse(JSON.parse(text));
+    let lastError: unknown;
+    for (const client of this.order()) {
+      try {
+        const cfg = nodeConfigSchema.parse(await client.json({ method: 'POST', path: '/internal/shard-event', body: JSON.stringify(event) }));
+        this.preferred = client.url;
+        return cfg;
+      } catch (err) {
+        // stale_epoch is the coordinator's answer, not a failure to reach it: the caller acts on it.
+        if (isKvError(err, 'stale_epoch')) throw err;
+        lastError = err;
+        const hint = isKvError(err, 'not_coordinator') ? err.details['coordinator'] : undefined;
+        if (typeof hint === 'string') this.preferred = hint;
+      }
+    }
+    throw lastError instanceof Error ? lastError : new Error('no coordinator answered');
   }
 
-  close(): Promise<void> {
-    return this.pool.close();
+  /** The preferred router first, then the others, each once. */
+  private order(): RpcClient[] {
+    const first = this.clients.find((c) => c.url === this.preferred);
+    return first === undefined ? this.clients : [first, ...this.clients.filter((c) => c !== first)];
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.clients.map((c) => c.close()));
   }
 }

@@ -15,12 +15,12 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.nodeName);
   const store = await openStore(config);
-  const coordinator = config.coordinatorUrl === undefined ? undefined : new HttpCoordinator(config.coordinatorUrl, config.clusterToken, config.replicationTimeoutMs);
-  const transport = (url: string) => new HttpPeer(url, config.clusterToken, config.replicationTimeoutMs);
-  const node = new ShardNode(store, { shardId: config.shardId, nodeName: config.nodeName, leader: config, follower: config, reportRetryMs: config.reportRetryMs }, transport, coordinator, log);
+  const coordinator = config.coordinatorUrls.length === 0 ? undefined : new HttpCoordinator(config.coordinatorUrls, config.clusterToken, config.replicationTimeoutMs, config.sourceAddress);
+  const transport = (url: string) => new HttpPeer(url, config.clusterToken, config.replicationTimeoutMs, config.sourceAddress);
+  const node = new ShardNode(store, { shardId: config.shardId, nodeName: config.nodeName, leader: config, follower: config, reportRetryMs: config.reportRetryMs, readLeaseMs: config.readLeaseMs }, transport, coordinator, log);
 
   const server = await listen(createShardApp({ config, store, node, log }), config.port, config.host);
-  log.info({ host: config.host, port: config.port, role: config.role, peer: config.peerUrl, coordinator: config.coordinatorUrl ?? null, storage: config.storage, dataDir: config.storage === 'lmdb' ? config.dataDir : null, seq: store.seq, keys: store.size, epoch: store.epoch }, 'listening');
+  log.info({ host: config.host, port: config.port, role: config.role, peer: config.peerUrl, coordinators: config.coordinatorUrls, storage: config.storage, dataDir: config.storage === 'lmdb' ? config.dataDir : null, seq: store.seq, keys: store.size, epoch: store.epoch }, 'listening');
   await node.start({ role: config.role, peerUrl: config.peerUrl });
 
   stopOnSignals(server, log, async () => {

@@ -11,6 +11,8 @@ export type NodeRole = { kind: 'leader'; leader: Leader } | { kind: 'follower'; 
 export interface CoordinatorClient {
   /** Reports a leader's event; resolves with the node's new configuration, rejects if refused or unreachable. */
   report(event: ShardEvent): Promise<NodeConfig>;
+  /** The coordinator that sent the latest configuration: reports go there first. */
+  prefer?(url: string | undefined): void;
 }
 
 export interface ShardNodeOptions {
@@ -20,6 +22,8 @@ export interface ShardNodeOptions {
   follower: FollowerOptions;
   /** A reported event is not reported again for the same epoch sooner than this. */
   reportRetryMs: number;
+  /** See READ_LEASE_MS: a promoted follower waits this long after its last acknowledgement to the old leader. */
+  readLeaseMs: number;
 }
 
 /**
@@ -36,6 +40,13 @@ export class ShardNode {
   private configuring: Promise<void> = Promise.resolve();
   /** The last report of each event, so that a failure seen on every heartbeat is reported once per retry period. */
   private readonly reported = new Map<ShardEvent['event'], { epoch: number; at: number }>();
+  /** The newest coordinator generation whose configuration this node took (0: none yet). */
+  private coordinatorGeneration = 0;
+  /**
+   * No leader role starts serving before this: a lease after the last acknowledgement this node
+   * sent to a leader, and after its own start (it may have acknowledged one just before a restart).
+   */
+  private serveNotBeforeMs: number;
 
   constructor(
     private readonly store: KvStore,
@@ -43,7 +54,9 @@ export class ShardNode {
     private readonly transport: (url: string) => PeerTransport,
     private readonly coordinator: CoordinatorClient | undefined,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.serveNotBeforeMs = Date.now() + opts.readLeaseMs;
+  }
 
   get role(): NodeRole {
     return this.current;
@@ -67,7 +80,7 @@ export class ShardNode {
       this.logger.info({ epoch: this.store.epoch }, 'standby: waiting for the coordinator to configure this node');
       return;
     }
-    await this.configure({ shard: this.opts.shardId, epoch: Math.max(1, this.store.epoch), role: fixed.role, peerUrl: fixed.peerUrl, inSync: true, minInsync: 1 });
+    await this.configure({ shard: this.opts.shardId, epoch: Math.max(1, this.store.epoch), role: fixed.role, peerUrl: fixed.peerUrl, inSync: true, minInsync: 1, coordinator: 0 });
   }
 
   /** Applies a configuration, after any in progress. A stale one is refused. */
@@ -79,7 +92,12 @@ export class ShardNode {
 
   private async apply(cfg: NodeConfig): Promise<void> {
     if (cfg.shard !== this.opts.shardId) throw new KvError('wrong_shard', `configuration for shard ${cfg.shard} sent to a node of ${this.opts.shardId}`);
+    // A deposed coordinator may still be sending (resumed after a pause): once a newer one has
+    // configured this node, the old one is not obeyed, whatever epoch it names.
+    if (cfg.coordinator < this.coordinatorGeneration) throw new KvError('stale_coordinator', `configuration from coordinator generation ${cfg.coordinator}; this node obeys generation ${this.coordinatorGeneration} or newer`);
     if (cfg.epoch < this.store.epoch) throw new KvError('stale_epoch', `configuration epoch ${cfg.epoch} is older than this node's ${this.store.epoch}`);
+    this.coordinatorGeneration = cfg.coordinator;
+    this.coordinator?.prefer?.(cfg.coordinatorUrl);
     if (cfg.epoch > this.store.epoch) await this.store.setEpoch(cfg.epoch);
     const now = this.current;
     // A fenced leader is replaced even by a configuration that names the same role.
@@ -99,7 +117,8 @@ export class ShardNode {
       return;
     }
     // A leader whose follower is in sync asks it first for anything it lacks; a promoted one has it all.
-    const leader = new Leader(this.store, this.peer, this.opts.leader, this.logger.child({ component: 'leader' }), { epoch: cfg.epoch, mode: commitMode(cfg), reconcile: cfg.inSync }, this.leaderEvents());
+    const start = { epoch: cfg.epoch, mode: commitMode(cfg), reconcile: cfg.inSync, serveNotBeforeMs: this.serveNotBeforeMs };
+    const leader = new Leader(this.store, this.peer, this.opts.leader, this.logger.child({ component: 'leader' }), start, this.leaderEvents());
     this.current = { kind: 'leader', leader };
     leader.start().catch((err: unknown) => {
       this.logger.fatal({ err }, 'replication loop failed');
@@ -146,7 +165,19 @@ export class ShardNode {
     if (now.kind !== 'follower') throw new KvError('not_follower', `this node is ${now.kind === 'leader' ? 'a leader' : 'in standby'}`);
     // A leader of a newer epoch than we were told of: the coordinator made it; its push to us is late.
     if (req.epoch > this.store.epoch) await this.store.setEpoch(req.epoch);
-    return now.follower.onReplicate(req);
+    const reply = await now.follower.onReplicate(req);
+    this.serveNotBeforeMs = Math.max(this.serveNotBeforeMs, Date.now() + this.opts.readLeaseMs);
+    return reply;
+  }
+
+  /**
+   * The node is the final fence of routing: a router that routed a request by an older epoch
+   * than this node knows has an old map, and is refused (nothing done) so that it re-reads.
+   */
+  checkRoutedEpoch(epoch: number): void {
+    if (epoch >= this.store.epoch) return;
+    const leader = this.current.kind === 'leader' ? 'self' : this.config?.peerUrl;
+    throw new KvError('stale_epoch', `routed with epoch ${epoch}; this node is at epoch ${this.store.epoch}: re-read the shard map`, { epoch: this.store.epoch, leader: leader ?? null });
   }
 
   get(key: string): string | undefined {

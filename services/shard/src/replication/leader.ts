@@ -13,6 +13,8 @@ export interface LeaderOptions {
   heartbeatIntervalMs: number;
   /** Pause between attempts after a failed contact or a failed recovery. */
   retryBackoffMs: number;
+  /** How long after a message its acknowledgement lets this leader serve reads in sync mode (see READ_LEASE_MS). */
+  readLeaseMs: number;
   limits: LogLimits;
 }
 
@@ -54,6 +56,8 @@ export interface LeaderStart {
   epoch: number;
   mode: CommitMode;
   reconcile: boolean;
+  /** Serve nothing before this time (ms since the epoch): an old leader's read lease may still run. */
+  serveNotBeforeMs?: number;
 }
 
 /** What the leader tells the node that runs it; the node talks to the coordinator. */
@@ -108,6 +112,9 @@ export class Leader {
   private rejoinSeq: number | undefined;
   /** This instance's term (see Follower.strayEntries), as message fields: set when it starts serving. */
   private termJson = '';
+  /** When the last message the follower acknowledged was sent: reads in sync mode are served until this plus the lease. */
+  private leaseFromMs = 0;
+  private readonly serveNotBeforeMs: number;
   readonly follower: FollowerView = {
     reachable: false,
     catchingUp: false,
@@ -130,6 +137,7 @@ export class Leader {
     this.epoch = start.epoch;
     this.mode = start.mode;
     this.reconcile = start.reconcile;
+    this.serveNotBeforeMs = start.serveNotBeforeMs ?? 0;
   }
 
   get commitMode(): CommitMode {
@@ -182,12 +190,27 @@ export class Leader {
     this.recovery = this.recover();
     await this.recovery;
     if (this.state !== 'recovering') return;
+    await this.waitOutOldLease();
+    if (this.state !== 'recovering') return;
     this.log = new LeaderLog(this.store.seq, this.opts.limits);
     this.nextSeq = this.log.startSeq;
     this.termJson = termFields({ term: randomUUID(), seq: this.store.seq, digest: this.store.digest() });
     this.state = 'serving';
     this.logger.info({ seq: this.store.seq, keys: this.store.size }, 'leader serving');
     await this.replicationLoop();
+  }
+
+  /**
+   * A node promoted from follower starts serving only once the read lease of the leader it
+   * followed has run out: that leader may not know yet that it was replaced (cut off from the
+   * coordinator, or paused), and until then it may serve a read to a router with an old map.
+   */
+  private async waitOutOldLease(): Promise<void> {
+    const waitMs = this.serveNotBeforeMs - Date.now();
+    if (waitMs <= 0) return;
+    this.logger.info({ waitMs }, 'waiting for the previous leader\'s read lease to run out before serving');
+    await this.sleep(waitMs);
+    while (this.state === 'recovering' && Date.now() < this.serveNotBeforeMs) await this.sleep(this.serveNotBeforeMs - Date.now());
   }
 
   /** Stops the loop and answers every waiting write; resolves when no store transaction is running. */
@@ -209,8 +232,20 @@ export class Leader {
   }
 
   get(key: string): string | undefined {
-    this.assertServing();
+    this.assertReadable();
     return this.store.get(key);
+  }
+
+  /**
+   * Reads are linearizable only while no other node can have been promoted. With the follower
+   * in sync that is what its recent acknowledgement proves: a promoted follower refuses our
+   * messages, and waits out this lease before it serves (waitOutOldLease). Committing alone or
+   * refusing, the follower is out of sync and cannot be promoted, so no lease is needed.
+   */
+  assertReadable(): void {
+    this.assertServing();
+    if (this.mode !== 'sync' || Date.now() < this.leaseFromMs + this.opts.readLeaseMs) return;
+    throw new KvError('not_ready', `leader has had no acknowledgement from its follower for ${Date.now() - this.leaseFromMs} ms: it cannot be sure it still leads, so it serves no reads until it hears from it`);
   }
 
   /** Sequences a write and resolves once it is committed (on the follower and applied here). */
@@ -289,8 +324,9 @@ export class Leader {
         continue;
       }
       this.lastSentAt = Date.now();
+      const sentAtMs = this.lastSentAt;
       try {
-        this.onReply(await this.peer.replicate(replicateBody(this.shardJson, this.epoch, this.termJson, this.log.startSeq, this.log.lastSeq, batch, this.resync)));
+        this.onReply(sentAtMs, await this.peer.replicate(replicateBody(this.shardJson, this.epoch, this.termJson, this.log.startSeq, this.log.lastSeq, batch, this.resync)));
         // A diverged or catching-up follower will answer the same way again: do not spin on it,
         // not even when new writes arrive (they would wake an ordinary sleep).
         if (this.follower.diverged || this.follower.catchingUp) await new Promise((r) => setTimeout(r, this.opts.retryBackoffMs));
@@ -301,8 +337,10 @@ export class Leader {
     }
   }
 
-  private onReply(reply: ReplicateReply): void {
+  private onReply(sentAtMs: number, reply: ReplicateReply): void {
     const f = this.follower;
+    // The follower answered a message of our epoch: as of then it was not promoted.
+    this.leaseFromMs = Math.max(this.leaseFromMs, sentAtMs);
     if (!f.reachable) this.logger.info({ follower: this.peer.url, seq: reply.seq }, 'follower reachable');
     f.reachable = true;
     f.lastContactAt = Date.now();

@@ -67,6 +67,7 @@ const options: LeaderOptions = {
   replicationTimeoutMs: 300,
   heartbeatIntervalMs: 20,
   retryBackoffMs: 20,
+  readLeaseMs: 1000,
   limits: { queueEntriesMax: 1000, queueBytesMax: 1 << 20, batchEntriesMax: 50, batchBytesMax: 1 << 20 },
 };
 
@@ -195,6 +196,24 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     const err = await pending;
     expect(isKvError(err, 'replication_timeout')).toBe(true);
     expect(p.leader.get('k')).toBeUndefined();
+  });
+
+  test('a leader whose follower stops acknowledging serves no reads once its read lease is over, and serves again when it answers', async () => {
+    // Property: in sync mode, reads need a recent acknowledgement (the follower could have been promoted meanwhile).
+    await newPair({ readLeaseMs: 100 });
+    await p.leader.write({ op: 'put', key: 'k', value: 'v' });
+    expect(p.leader.get('k')).toBe('v');
+    p.toFollower.mode = 'hang';
+    await sleep(150);
+    expect(() => p.leader.get('k')).toThrow(expect.objectContaining({ code: 'not_ready' }));
+    p.toFollower.mode = 'up';
+    await until(() => {
+      try {
+        return p.leader.get('k') === 'v';
+      } catch {
+        return false;
+      }
+    });
   });
 
   test('writes arriving while a request is in flight travel together (batching)', async () => {

@@ -1,7 +1,6 @@
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
-import { authHeaders } from '@shardkv/common';
-import { Pool } from 'undici';
+import { isKvError, RpcClient } from '@shardkv/common';
 import { PeerNotReadyError, replicateReplySchema, StaleEpochError, type PeerTransport, type ReplicateReply } from './messages';
 
 /**
@@ -27,42 +26,33 @@ async function* linesOf(body: Readable): AsyncGenerator<string> {
 }
 
 export class HttpPeer implements PeerTransport {
-  private readonly pool: Pool;
-  private readonly headers: Record<string, string>;
-  /** Built once: the replication loop sends on this peer many times a second. */
-  private readonly replicateHeaders: Record<string, string>;
+  private readonly rpc: RpcClient;
 
   constructor(
     readonly url: string,
     token: string | undefined,
     private readonly requestTimeoutMs: number,
+    localAddress?: string,
   ) {
     // Few connections: the replication loop keeps one request in flight, plus a state transfer.
-    this.pool = new Pool(url, { connections: 4, connectTimeout: requestTimeoutMs });
-    this.headers = authHeaders(token);
-    this.replicateHeaders = { ...this.headers, 'content-type': 'application/json' };
+    this.rpc = new RpcClient(url, { connections: 4, timeoutMs: requestTimeoutMs, token, localAddress });
   }
 
   async replicate(body: string): Promise<ReplicateReply> {
-    const res = await this.pool.request({
-      path: '/internal/replicate',
-      method: 'POST',
-      headers: this.replicateHeaders,
-      body,
-      signal: AbortSignal.timeout(this.requestTimeoutMs),
-    });
-    const text = await res.body.text();
-    if (res.statusCode === 409 && text.includes('"stale_epoch"')) throw new StaleEpochError(`replicate refused: ${text.slice(0, 200)}`);
-    if (res.statusCode !== 200) throw new Error(`replicate: HTTP ${res.statusCode} ${text.slice(0, 200)}`);
-    return replicateReplySchema.parse(JSON.parse(text));
+    try {
+      return replicateReplySchema.parse(await this.rpc.json({ method: 'POST', path: '/internal/replicate', body }));
+    } catch (err) {
+      if (isKvError(err, 'stale_epoch')) throw new StaleEpochError(`replicate refused: ${err.message}`);
+      throw err;
+    }
   }
 
   /** Streams the peer's transfer line by line; a stalled stream fails after `requestTimeoutMs`. */
   async transfer(fromSeq: number, full: boolean): Promise<AsyncIterable<string>> {
-    const res = await this.pool.request({
+    const res = await this.rpc.raw.request({
       path: `/internal/transfer?fromSeq=${fromSeq}${full ? '&full=1' : ''}`,
       method: 'GET',
-      headers: this.headers,
+      headers: this.rpc.headers,
       headersTimeout: this.requestTimeoutMs,
       bodyTimeout: this.requestTimeoutMs,
     });
@@ -75,6 +65,6 @@ export class HttpPeer implements PeerTransport {
   }
 
   async close(): Promise<void> {
-    await this.pool.close();
+    await this.rpc.close();
   }
 }

@@ -1,0 +1,124 @@
+import { Pool } from 'undici';
+import { ERRORS, KvError, type ErrorCode } from './errors';
+import { authHeaders } from './http';
+import { upstreamError } from './upstream';
+
+export interface RpcClientOptions {
+  connections: number;
+  /** Deadline of a call unless the call gives its own. */
+  timeoutMs: number;
+  /** The cluster token, sent as a bearer token on every call. */
+  token?: string;
+  /** Source address of outgoing connections (each process has its own loopback address in the fault harness). */
+  localAddress?: string;
+}
+
+export interface RpcCall {
+  method: 'GET' | 'POST' | 'DELETE';
+  path: string;
+  body?: string;
+  headers?: Record<string, string>;
+  timeoutMs?: number;
+  /** Aborting ends the call at once (its reason is thrown). */
+  signal?: AbortSignal;
+  /** Only idempotent calls are retried, and only when a kept-alive connection broke. */
+  idempotent?: boolean;
+}
+
+export interface RpcResponse {
+  status: number;
+  body: Buffer;
+}
+
+/**
+ * The one client for calls between shardkv processes (router -> node, leader -> follower,
+ * node -> coordinator): a keep-alive undici pool with a deadline on every call. A failed call
+ * is a KvError whatever went wrong: a transport failure classified by `upstreamError`
+ * (definite only when nothing can have been sent), or the peer's `{"error":{"code"}}` decoded by
+ * code from the one error table. Nothing is found by searching response text.
+ */
+export class RpcClient {
+  private readonly pool: Pool;
+  private readonly auth: Record<string, string>;
+
+  constructor(
+    readonly url: string,
+    private readonly opts: RpcClientOptions,
+  ) {
+    this.pool = new Pool(url, { connections: opts.connections, connectTimeout: Math.min(opts.timeoutMs, 2000), ...(opts.localAddress === undefined ? {} : { connect: { localAddress: opts.localAddress } }) });
+    this.auth = authHeaders(opts.token);
+  }
+
+  /** The raw answer, whatever its status; throws only on transport failures. */
+  async request(call: RpcCall): Promise<RpcResponse> {
+    const timeoutMs = call.timeoutMs ?? this.opts.timeoutMs;
+    const deadline = Date.now() + timeoutMs;
+    try {
+      return await this.once(call, timeoutMs);
+    } catch (err) {
+      if (call.signal?.aborted === true) throw call.signal.reason;
+      const kv = upstreamError(err, this.url, timeoutMs);
+      // A keep-alive socket the peer closed between calls surfaces as a lost connection; a read
+      // may safely go again, within what is left of the same deadline; a write may not (it could
+      // have been applied).
+      const leftMs = deadline - Date.now();
+      if (call.idempotent !== true || kv.code !== 'upstream_connection_lost' || leftMs <= 0) throw kv;
+      try {
+        return await this.once(call, leftMs);
+      } catch (err2) {
+        throw upstreamError(err2, this.url, timeoutMs);
+      }
+    }
+  }
+
+  /** A 2xx answer's JSON body; any other answer is thrown as the KvError it encodes. */
+  async json<T>(call: RpcCall): Promise<T> {
+    const res = await this.request(call);
+    if (res.status >= 200 && res.status < 300) return JSON.parse(res.body.toString('utf8')) as T;
+    throw decodeError(res, this.url);
+  }
+
+  private async once(call: RpcCall, timeoutMs: number): Promise<RpcResponse> {
+    const deadline = AbortSignal.timeout(timeoutMs);
+    const res = await this.pool.request({
+      method: call.method,
+      path: call.path,
+      body: call.body,
+      headers: { ...this.auth, ...(call.body === undefined ? {} : { 'content-type': 'application/json' }), ...call.headers },
+      signal: call.signal === undefined ? deadline : AbortSignal.any([deadline, call.signal]),
+    });
+    return { status: res.statusCode, body: Buffer.from(await res.body.arrayBuffer()) };
+  }
+
+  /** The pool itself, for streamed calls (state transfers). */
+  get raw(): Pool {
+    return this.pool;
+  }
+
+  get headers(): Record<string, string> {
+    return this.auth;
+  }
+
+  close(): Promise<void> {
+    return this.pool.close();
+  }
+}
+
+/**
+ * The KvError a peer's error answer stands for, with its details (e.g. `leader`). A code this
+ * build does not know, or a body that is not our error shape, is `internal`: indeterminate,
+ * because nothing says the call was not applied.
+ */
+export function decodeError(res: RpcResponse, from: string): KvError {
+  let body: { error?: { code?: unknown; message?: unknown; [k: string]: unknown } } | undefined;
+  try {
+    body = JSON.parse(res.body.toString('utf8')) as typeof body;
+  } catch {
+    body = undefined;
+  }
+  const e = body?.error;
+  const code = typeof e?.code === 'string' && e.code in ERRORS ? (e.code as ErrorCode) : undefined;
+  if (code === undefined) return new KvError('internal', `${from} answered HTTP ${res.status} without a known error code`);
+  const { code: _c, message, ...details } = e!;
+  return new KvError(code, typeof message === 'string' ? message : code, details);
+}

@@ -1,0 +1,150 @@
+import { KvError, type Logger } from '@shardkv/common';
+import type { MetaStore, Versioned } from './meta-store';
+import { checkMap, COORDINATOR_KEY, coordinatorInfoSchema, initialRecord, MAP_KEY, mapFor, movedRecord, shardKey, shardMapSchema, shardRecordSchema, type CoordinatorInfo, type ShardAddress, type ShardMap, type ShardRecord } from './records';
+
+/** A configured shard list that the stored map does not match: the router must not start. */
+export class MapMismatchError extends Error {
+  override name = 'MapMismatchError';
+}
+
+type Listener = (before: ShardRecord, after: ShardRecord) => void;
+
+/**
+ * A router's copy of the control plane: the shard map and every shard's record, each with the
+ * revision it was read at. Every router keeps one; it is refreshed on every change the store
+ * reports (a watch) and after any refusal that shows it is behind, so routers are caches and the
+ * store is the authority. Records only move forward: a read older than what is held is ignored.
+ */
+export class ShardTable {
+  private readonly records = new Map<string, Versioned & { record: ShardRecord }>();
+  private readonly listeners: Listener[] = [];
+  private coordinatorInfo: CoordinatorInfo | undefined;
+  private unwatch: (() => void) | undefined;
+  private refreshing: Promise<void> | undefined;
+  private refreshAgain = false;
+
+  private constructor(
+    private readonly store: MetaStore,
+    readonly map: ShardMap,
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * Reads the control plane, creating the map and the shard records of a fresh cluster, and
+   * checks this router's configured shards against the stored map. Creation is conditional (the
+   * key must be absent), so routers starting together agree on one map.
+   */
+  static async load(store: MetaStore, addresses: readonly ShardAddress[], log: Logger, legacy: ShardRecord[] = []): Promise<ShardTable> {
+    let kv = await store.list();
+    if (!kv.has(MAP_KEY)) {
+      await store.put(MAP_KEY, JSON.stringify(mapFor(addresses)), 0);
+      kv = await store.list();
+    }
+    let map = shardMapSchema.parse(JSON.parse(kv.get(MAP_KEY)!.value));
+    const check = checkMap(map, addresses);
+    if (check.refused !== undefined) throw new MapMismatchError(check.refused);
+    if (check.moved.length > 0) {
+      map = await adoptMoved(store, kv, map, check.moved, log);
+      kv = await store.list();
+    }
+    const known = new Map(legacy.map((r) => [r.id, r]));
+    for (const a of addresses) {
+      if (!kv.has(shardKey(a.id))) await store.put(shardKey(a.id), JSON.stringify(known.get(a.id) ?? initialRecord(a)), 0);
+    }
+    const table = new ShardTable(store, map, log);
+    table.absorb(await store.list());
+    table.unwatch = store.watch(() => void table.refresh().catch((err: unknown) => log.warn({ err: String(err) }, 'control plane re-read failed; keeping the shard map we have')));
+    return table;
+  }
+
+  onChange(listener: Listener): void {
+    this.listeners.push(listener);
+  }
+
+  state(id: string): ShardRecord {
+    const r = this.records.get(id);
+    if (r === undefined) throw new KvError('bad_request', `unknown shard ${id}`);
+    return r.record;
+  }
+
+  revisionOf(id: string): number {
+    return this.records.get(id)?.revision ?? 0;
+  }
+
+  get all(): ShardRecord[] {
+    return this.map.shards.map((s) => this.state(s.id));
+  }
+
+  get coordinator(): CoordinatorInfo | undefined {
+    return this.coordinatorInfo;
+  }
+
+  /** Re-reads the store. Calls that arrive during a read share the next one, so a burst costs two reads. */
+  refresh(): Promise<void> {
+    if (this.refreshing !== undefined) {
+      this.refreshAgain = true;
+      return this.refreshing;
+    }
+    this.refreshing = (async () => {
+      try {
+        do {
+          this.refreshAgain = false;
+          this.absorb(await this.store.list());
+        } while (this.refreshAgain);
+      } finally {
+        this.refreshing = undefined;
+      }
+    })();
+    return this.refreshing;
+  }
+
+  /** Records a write this router made itself (the watch would bring it too, a little later). */
+  apply(record: ShardRecord, revision: number): void {
+    const held = this.records.get(record.id);
+    if (held !== undefined && held.revision >= revision) return;
+    this.records.set(record.id, { value: JSON.stringify(record), revision, record });
+    if (held !== undefined) for (const l of this.listeners) l(held.record, record);
+  }
+
+  private absorb(kv: Map<string, Versioned>): void {
+    const coord = kv.get(COORDINATOR_KEY);
+    this.coordinatorInfo = coord === undefined ? undefined : { ...coordinatorInfoSchema.parse(JSON.parse(coord.value)), generation: coord.revision };
+    for (const s of this.map.shards) {
+      const v = kv.get(shardKey(s.id));
+      if (v === undefined) continue;
+      const parsed = shardRecordSchema.safeParse(JSON.parse(v.value));
+      if (!parsed.success) {
+        this.log.error({ shard: s.id, err: parsed.error.message }, 'unreadable shard record in the control plane; keeping the one we have');
+        continue;
+      }
+      this.apply(parsed.data, v.revision);
+    }
+  }
+
+  close(): void {
+    this.unwatch?.();
+  }
+}
+
+/**
+ * Shards whose nodes now have other addresses (the same ids: nodes moved host, or a test
+ * restarted on new ports). A single router (embedded) adopts them: each record's nodes are
+ * renamed by position and the map's version grows. With etcd several routers share the map and
+ * must agree, so a router configured differently from it is refused instead.
+ */
+async function adoptMoved(store: MetaStore, kv: Map<string, Versioned>, map: ShardMap, moved: ShardAddress[], log: Logger): Promise<ShardMap> {
+  const describe = moved.map((a) => `${a.id}: ${map.shards.find((s) => s.id === a.id)!.nodes.join(', ')} -> ${a.leader}, ${a.follower}`).join('; ');
+  if (store.kind !== 'embedded') throw new MapMismatchError(`the configured node addresses differ from the stored shard map (version ${map.version}): ${describe}. Every router must be given the same SHARDS as the map holds.`);
+  for (const a of moved) {
+    const v = kv.get(shardKey(a.id));
+    if (v === undefined) continue;
+    const record = movedRecord(shardRecordSchema.parse(JSON.parse(v.value)), map.shards.find((s) => s.id === a.id)!.nodes, a);
+    await store.put(shardKey(a.id), JSON.stringify(record), v.revision);
+  }
+  const byId = new Map(moved.map((a) => [a.id, a]));
+  const next: ShardMap = { version: map.version + 1, shards: map.shards.map((s) => (byId.has(s.id) ? { ...s, nodes: [byId.get(s.id)!.leader, byId.get(s.id)!.follower] } : s)) };
+  const res = await store.put(MAP_KEY, JSON.stringify(next), kv.get(MAP_KEY)!.revision);
+  if (!res.ok) throw new Error('the shard map changed while this router adopted new node addresses; start it again');
+  log.warn({ moved: describe, mapVersion: next.version }, 'shard nodes have new addresses: adopted');
+  return next;
+}
