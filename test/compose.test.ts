@@ -1,7 +1,9 @@
 // Static checks of the Docker packaging (this machine has no Docker engine, so nothing is built
 // or started here): docker-compose.yml must pass dclint and describe the cluster the services
-// expect (names, roles, ports, peer URLs, health checks, start-up order, the shared token), and
-// the two Dockerfiles must build on node:20-slim and run as a non-root user.
+// expect (names, roles, ports, peer URLs, health checks, start-up order, the shared token), both
+// by default and with the "ha" profile (3 etcd members and a second router, with the shell
+// variables the file's header documents), and the two Dockerfiles must build on node:20-slim and
+// run as a non-root user.
 //
 // The structural checks collect problems instead of stopping at the first one, and the second
 // half of the file feeds them broken variants of the real file, so every check is shown to fail.
@@ -78,6 +80,17 @@ for (let i = 0; i < SHARD_COUNT; i++) {
 const LEADERS = NODES.filter((n) => n.role === 'leader').map((n) => n.name);
 const DEFAULT_SERVICES = ['router', ...NODES.map((n) => n.name)].sort();
 
+// Profile "ha": 3 etcd members and a second router, on top of the default services.
+const ETCD_MEMBERS = ['etcd-0', 'etcd-1', 'etcd-2'];
+const ETCD_CLIENT_URLS = ETCD_MEMBERS.map((m) => `http://${m}:2379`).join(',');
+const ETCD_IMAGE = /^quay\.io\/coreos\/etcd:v3\.([4-9]|\d\d)\.\d+$/;
+const ROUTERS: Record<string, { port: number; id: string }> = { router: { port: ROUTER_PORT, id: 'router-1' }, 'router-2': { port: 5010, id: 'router-2' } };
+const HA_SERVICES = [...DEFAULT_SERVICES, ...ETCD_MEMBERS, 'router-2'].sort();
+/** The services built from this repository, held to the same checks (health, restart, HOST, token). */
+const OUR_SERVICES = [...DEFAULT_SERVICES, 'router-2'];
+/** Every profile combination a user can start; each must be a closed set with distinct host ports. */
+const PROFILE_SETS: string[][] = [[], ['ha'], ['loadtest'], ['ha', 'loadtest']];
+
 const isDict = (v: unknown): v is Dict => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** `environment` in either compose form (map or KEY=VALUE list); a bare key maps to null. */
@@ -143,97 +156,238 @@ function healthcheckPort(service: Dict): number | undefined {
 
 const REQUIRED_TOKEN = /^\$\{CLUSTER_TOKEN:\?[^}]*\}$/;
 
+/** The services a `docker compose` run with these profiles starts. */
+function activeServices(services: Record<string, unknown>, profiles: string[]): string[] {
+  return Object.keys(services)
+    .filter((name) => {
+      const svc = services[name];
+      return isDict(svc) && (isDefaultProfile(svc) || (svc.profiles as unknown[]).some((p) => profiles.includes(String(p))));
+    })
+    .sort();
+}
+
+/**
+ * A variable as the container sees it when the shell holds `shell`: `${X:-d}`, `${X:?m}` and
+ * `${X}` interpolated, a bare key passed through (undefined: not set in the container at all).
+ */
+function effectiveEnv(service: Dict, key: string, shell: Record<string, string>): string | undefined {
+  const raw = envOf(service).get(key);
+  if (raw === undefined) return undefined;
+  if (raw === null) return shell[key];
+  return raw.replace(/\$\{(\w+)(?::([-?])([^}]*))?\}/g, (_m, name: string, op?: string, arg?: string) => {
+    const v = shell[name];
+    if (v !== undefined && v !== '') return v;
+    return op === '-' ? (arg ?? '') : '';
+  });
+}
+
+/**
+ * The shell variables the file's header tells a user to set for "ha" (`VAR=value` on a comment
+ * line), so the test checks the documented command, not a copy of it.
+ */
+function documentedHaShell(text: string): Record<string, string> {
+  const shell: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('#')) continue;
+    for (const m of line.matchAll(/\b(ETCD_ENDPOINTS|COORDINATOR_URLS)=(\S+)/g)) shell[m[1]!] = m[2]!;
+  }
+  return shell;
+}
+
+/** `--flag=value` or `--flag value` from a list-form command. */
+function commandFlags(service: Dict): Map<string, string> {
+  const flags = new Map<string, string>();
+  const cmd = Array.isArray(service.command) ? service.command.map(String) : [];
+  for (let i = 0; i < cmd.length; i++) {
+    const m = /^--([\w-]+)(?:=(.*))?$/.exec(cmd[i]!);
+    if (!m) continue;
+    if (m[2] !== undefined) flags.set(m[1]!, m[2]);
+    else if (cmd[i + 1] !== undefined && !cmd[i + 1]!.startsWith('--')) flags.set(m[1]!, cmd[++i]!);
+    else flags.set(m[1]!, 'true');
+  }
+  return flags;
+}
+
 /** Every way the parsed compose document departs from the cluster above; [] when none. */
-function composeProblems(doc: unknown): string[] {
-  const problems: string[] = [];
+function composeProblems(doc: unknown, header: string = composeText): string[] {
   if (!isDict(doc) || !isDict(doc.services)) return ['no top-level `services` map'];
   const services = doc.services as Record<string, unknown>;
+  return [
+    ...profileProblems(services),
+    ...Object.entries(services).flatMap(([name, value]) => serviceProblems(name, value, services)),
+    ...Object.keys(ROUTERS).flatMap((name) => routerProblems(name, services[name])),
+    ...NODES.flatMap((node) => nodeProblems(node, services[node.name])),
+    ...etcdProblems(services),
+    ...haEnvProblems(services, documentedHaShell(header)),
+  ];
+}
 
-  const defaults = Object.keys(services)
-    .filter((name) => isDict(services[name]) && isDefaultProfile(services[name] as Dict))
-    .sort();
+/** The default set is exactly the 7 services, "ha" adds etcd and router-2, and every set is closed. */
+function profileProblems(services: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  const defaults = activeServices(services, []);
   if (JSON.stringify(defaults) !== JSON.stringify(DEFAULT_SERVICES)) {
     problems.push(`default-profile services are [${defaults.join(', ')}], expected [${DEFAULT_SERVICES.join(', ')}]`);
   }
-
-  for (const [name, value] of Object.entries(services)) {
-    if (!isDict(value)) {
-      problems.push(`${name}: not a map`);
-      continue;
-    }
-    const env = envOf(value);
-    const token = env.get('CLUSTER_TOKEN');
-    if (token === undefined || token === null || !REQUIRED_TOKEN.test(token)) {
-      problems.push(`${name}: CLUSTER_TOKEN must be passed as \${CLUSTER_TOKEN:?message}, got ${String(token)}`);
-    }
-    for (const [dep, condition] of dependsOn(value)) {
-      if (!(dep in services)) problems.push(`${name}: depends on unknown service ${dep}`);
-      if (condition !== 'service_healthy') problems.push(`${name}: depends on ${dep} with condition "${condition}", expected service_healthy`);
-    }
-    if (!isDefaultProfile(value)) continue;
-
-    if (value.restart !== 'unless-stopped') problems.push(`${name}: restart is ${String(value.restart)}, expected unless-stopped`);
-    if (!isDict(value.build) && typeof value.build !== 'string') problems.push(`${name}: no build section`);
-    const hc = value.healthcheck;
-    if (!isDict(hc)) {
-      problems.push(`${name}: no healthcheck`);
-    } else {
-      for (const key of ['interval', 'timeout', 'retries', 'start_period']) {
-        if (hc[key] === undefined) problems.push(`${name}: healthcheck has no ${key}`);
+  const ha = activeServices(services, ['ha']);
+  if (JSON.stringify(ha) !== JSON.stringify(HA_SERVICES)) problems.push(`"ha" services are [${ha.join(', ')}], expected [${HA_SERVICES.join(', ')}]`);
+  for (const profiles of PROFILE_SETS) {
+    const label = profiles.length === 0 ? 'default' : profiles.join('+');
+    const active = activeServices(services, profiles);
+    const owner = new Map<number, string>();
+    for (const name of active) {
+      const svc = services[name] as Dict;
+      // A dependency outside the active set is refused by compose (or silently not waited for).
+      for (const dep of dependsOn(svc).keys()) if (!active.includes(dep)) problems.push(`${name}: depends on ${dep}, which the ${label} profile set does not start`);
+      for (const port of publishedPorts(svc)) {
+        const other = owner.get(port);
+        if (other !== undefined) problems.push(`${name}: host port ${port} is also published by ${other} (${label} profile set)`);
+        owner.set(port, name);
       }
     }
-    const probed = healthcheckPort(value);
-    const port = Number(env.get('PORT'));
-    if (probed === undefined) problems.push(`${name}: healthcheck does not probe http://127.0.0.1:PORT/health`);
-    else if (probed !== port) problems.push(`${name}: healthcheck probes port ${probed} but PORT is ${String(env.get('PORT'))}`);
-    if (env.get('HOST') !== '0.0.0.0') problems.push(`${name}: HOST is ${String(env.get('HOST'))}, expected 0.0.0.0`);
-    const published = publishedPorts(value);
-    if (name !== 'router' && published.length > 0) problems.push(`${name}: publishes ${published.join(', ')}; only the router may`);
   }
+  return problems;
+}
 
-  // The router.
+function serviceProblems(name: string, value: unknown, services: Record<string, unknown>): string[] {
+  if (!isDict(value)) return [`${name}: not a map`];
+  const problems: string[] = [];
+  const env = envOf(value);
+  const token = env.get('CLUSTER_TOKEN');
+  // etcd speaks none of our protocol: the shared token is for the routers, the nodes and artillery.
+  if (!ETCD_MEMBERS.includes(name) && (token === undefined || token === null || !REQUIRED_TOKEN.test(token))) {
+    problems.push(`${name}: CLUSTER_TOKEN must be passed as \${CLUSTER_TOKEN:?message}, got ${String(token)}`);
+  }
+  for (const [dep, condition] of dependsOn(value)) {
+    if (!(dep in services)) problems.push(`${name}: depends on unknown service ${dep}`);
+    if (condition !== 'service_healthy') problems.push(`${name}: depends on ${dep} with condition "${condition}", expected service_healthy`);
+  }
+  if (!OUR_SERVICES.includes(name)) return problems;
+
+  if (value.restart !== 'unless-stopped') problems.push(`${name}: restart is ${String(value.restart)}, expected unless-stopped`);
+  if (!isDict(value.build) && typeof value.build !== 'string') problems.push(`${name}: no build section`);
+  problems.push(...healthcheckTimingProblems(name, value));
+  const probed = healthcheckPort(value);
+  const port = Number(env.get('PORT'));
+  if (probed === undefined) problems.push(`${name}: healthcheck does not probe http://127.0.0.1:PORT/health`);
+  else if (probed !== port) problems.push(`${name}: healthcheck probes port ${probed} but PORT is ${String(env.get('PORT'))}`);
+  if (env.get('HOST') !== '0.0.0.0') problems.push(`${name}: HOST is ${String(env.get('HOST'))}, expected 0.0.0.0`);
+  const published = publishedPorts(value);
+  if (!(name in ROUTERS) && published.length > 0) problems.push(`${name}: publishes ${published.join(', ')}; only the routers may`);
+  return problems;
+}
+
+function healthcheckTimingProblems(name: string, value: Dict): string[] {
+  const hc = value.healthcheck;
+  if (!isDict(hc)) return [`${name}: no healthcheck`];
+  return ['interval', 'timeout', 'retries', 'start_period'].filter((key) => hc[key] === undefined).map((key) => `${name}: healthcheck has no ${key}`);
+}
+
+function routerProblems(name: string, router: unknown): string[] {
+  if (!isDict(router)) return name === 'router' ? [] : [`${name}: missing`]; // a missing router is reported as a missing default service
+  const problems: string[] = [];
+  const { port, id } = ROUTERS[name]!;
+  const env = envOf(router);
+  if (env.get('PORT') !== String(port)) problems.push(`${name}: PORT is ${String(env.get('PORT'))}, expected ${port}`);
+  if (!publishedPorts(router).includes(port)) problems.push(`${name}: does not publish ${port}`);
+  if (env.get('ROUTER_ID') !== id) problems.push(`${name}: ROUTER_ID is ${String(env.get('ROUTER_ID'))}, expected ${id}`);
+  if (env.get('ROUTER_URL') !== `http://${name}:${port}`) problems.push(`${name}: ROUTER_URL is ${String(env.get('ROUTER_URL'))}, expected http://${name}:${port}`);
+  // The first router is the coordinator and waits for nobody; router-2 waits for its etcd.
+  const deps = [...dependsOn(router).keys()].sort();
+  const expectedDeps = name === 'router' ? [] : ETCD_MEMBERS;
+  if (JSON.stringify(deps) !== JSON.stringify(expectedDeps)) {
+    problems.push(name === 'router' ? `router: depends on ${deps.join(', ')}; the coordinator must start first` : `${name}: depends_on is [${deps.join(', ')}], expected [${expectedDeps.join(', ')}]`);
+  }
+  if (env.get('DATA_DIR') === undefined || !volumesOf(router).some((v) => v.endsWith(`:${env.get('DATA_DIR')}`))) problems.push(`${name}: DATA_DIR is not on a volume (the coordinator state would be lost)`);
+  const expectedShards = Array.from({ length: SHARD_COUNT }, (_, i) =>
+    `shard-${i}=http://shard${i}-leader:${leaderPort(i)},http://shard${i}-follower:${followerPort(i)}`,
+  );
+  const shards = (env.get('SHARDS') ?? '').split(';').filter(Boolean).sort();
+  if (JSON.stringify(shards) !== JSON.stringify(expectedShards)) {
+    problems.push(`${name}: SHARDS is ${String(env.get('SHARDS'))}, expected ${expectedShards.join(';')}`);
+  }
+  return problems;
+}
+
+function nodeProblems(node: NodeSpec, svc: unknown): string[] {
+  if (!isDict(svc)) return []; // already reported as a missing default service
+  const problems: string[] = [];
+  const env = envOf(svc);
+  const expect: Record<string, string> = {
+    NODE_NAME: node.name,
+    SHARD_ID: node.shardId,
+    ROLE: node.role,
+    PORT: String(node.port),
+    [node.peerVar]: node.peerUrl,
+  };
+  for (const [k, v] of Object.entries(expect)) {
+    if (env.get(k) !== v) problems.push(`${node.name}: ${k} is ${String(env.get(k))}, expected ${v}`);
+  }
+  const otherPeerVar = node.peerVar === 'FOLLOWER_URL' ? 'LEADER_URL' : 'FOLLOWER_URL';
+  if (env.has(otherPeerVar)) problems.push(`${node.name}: a ${node.role} must not set ${otherPeerVar}`);
+  if (env.has('COORDINATOR_URL')) problems.push(`${node.name}: sets COORDINATOR_URL, replaced by COORDINATOR_URLS`);
+  // Without the HA variables a node knows the one router, which is the coordinator.
+  const coordinators = effectiveEnv(svc, 'COORDINATOR_URLS', {});
+  if (coordinators !== `http://router:${ROUTER_PORT}`) problems.push(`${node.name}: COORDINATOR_URLS is ${String(coordinators)} by default, expected http://router:${ROUTER_PORT}`);
+  const deps = [...dependsOn(svc).keys()];
+  // Every node waits for the coordinator; a leader also for its follower (it reconciles with it).
+  const expectedDeps = node.role === 'leader' ? ['router', node.peerService] : ['router'];
+  if (JSON.stringify(deps) !== JSON.stringify(expectedDeps)) {
+    problems.push(`${node.name}: depends_on is [${deps.join(', ')}], expected [${expectedDeps.join(', ')}]`);
+  }
+  return problems;
+}
+
+/** The members bootstrap one cluster: the names in --initial-cluster are the members' own. */
+function etcdProblems(services: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  const expectedCluster = ETCD_MEMBERS.map((m) => `${m}=http://${m}:2380`).join(',');
+  const tokens = new Set<string | undefined>();
+  for (const name of ETCD_MEMBERS) {
+    const svc = services[name];
+    if (!isDict(svc)) continue; // reported as a wrong "ha" set
+    const flags = commandFlags(svc);
+    const expect: Record<string, string> = {
+      name,
+      'advertise-client-urls': `http://${name}:2379`,
+      'initial-advertise-peer-urls': `http://${name}:2380`,
+      'listen-client-urls': 'http://0.0.0.0:2379',
+      'listen-peer-urls': 'http://0.0.0.0:2380',
+      'initial-cluster-state': 'new',
+    };
+    for (const [k, v] of Object.entries(expect)) if (flags.get(k) !== v) problems.push(`${name}: --${k} is ${String(flags.get(k))}, expected ${v}`);
+    const initial = flags.get('initial-cluster') ?? '';
+    const names = initial.split(',').map((e) => e.split('=')[0]).sort();
+    if (JSON.stringify(names) !== JSON.stringify(ETCD_MEMBERS)) problems.push(`${name}: --initial-cluster names [${names.join(', ')}], expected the members [${ETCD_MEMBERS.join(', ')}]`);
+    else if (initial.split(',').sort().join(',') !== expectedCluster) problems.push(`${name}: --initial-cluster is ${initial}, expected ${expectedCluster}`);
+    tokens.add(flags.get('initial-cluster-token'));
+    const dataDir = flags.get('data-dir');
+    if (dataDir === undefined || !volumesOf(svc).some((v) => v.endsWith(`:${dataDir}`))) problems.push(`${name}: --data-dir is not on a volume`);
+    if (!ETCD_IMAGE.test(String(svc.image))) problems.push(`${name}: image is ${String(svc.image)}, expected a pinned quay.io/coreos/etcd:v3.4+ tag`);
+    if (JSON.stringify(svc.profiles) !== '["ha"]') problems.push(`${name}: profiles is ${JSON.stringify(svc.profiles)}, expected ["ha"]`);
+    if (svc.restart !== 'unless-stopped') problems.push(`${name}: restart is ${String(svc.restart)}, expected unless-stopped`);
+    problems.push(...healthcheckTimingProblems(name, svc));
+    if (publishedPorts(svc).length > 0) problems.push(`${name}: publishes a port; etcd has no auth and must stay on the project network`);
+  }
+  if (tokens.size > 1 || tokens.has(undefined)) problems.push(`etcd members do not share one --initial-cluster-token: [${[...tokens].join(', ')}]`);
+  return problems;
+}
+
+/** With the documented HA variables, both routers use the etcd cluster and every node knows both. */
+function haEnvProblems(services: Record<string, unknown>, shell: Record<string, string>): string[] {
+  const problems: string[] = [];
   const router = services.router;
-  if (isDict(router)) {
-    const env = envOf(router);
-    if (env.get('PORT') !== String(ROUTER_PORT)) problems.push(`router: PORT is ${String(env.get('PORT'))}, expected ${ROUTER_PORT}`);
-    if (!publishedPorts(router).includes(ROUTER_PORT)) problems.push(`router: does not publish ${ROUTER_PORT}`);
-    // The router is the coordinator: it starts first and waits for nobody.
-    const deps = [...dependsOn(router).keys()];
-    if (deps.length > 0) problems.push(`router: depends on ${deps.join(', ')}; the coordinator must start first`);
-    if (env.get('DATA_DIR') === undefined || !volumesOf(router).some((v) => v.endsWith(`:${env.get('DATA_DIR')}`))) problems.push('router: DATA_DIR is not on a volume (the coordinator state would be lost)');
-    const expectedShards = Array.from({ length: SHARD_COUNT }, (_, i) =>
-      `shard-${i}=http://shard${i}-leader:${leaderPort(i)},http://shard${i}-follower:${followerPort(i)}`,
-    );
-    const shards = (env.get('SHARDS') ?? '').split(';').filter(Boolean).sort();
-    if (JSON.stringify(shards) !== JSON.stringify(expectedShards)) {
-      problems.push(`router: SHARDS is ${String(env.get('SHARDS'))}, expected ${expectedShards.join(';')}`);
-    }
-  }
-
-  // The shard nodes.
+  const router2 = services['router-2'];
+  if (!isDict(router) || !isDict(router2)) return problems; // reported as a wrong set
+  if (effectiveEnv(router, 'ETCD_ENDPOINTS', {}) !== undefined) problems.push(`router: ETCD_ENDPOINTS is ${String(effectiveEnv(router, 'ETCD_ENDPOINTS', {}))} by default, expected unset (embedded control plane)`);
+  if (effectiveEnv(router2, 'ETCD_ENDPOINTS', {}) !== ETCD_CLIENT_URLS) problems.push(`router-2: ETCD_ENDPOINTS is ${String(effectiveEnv(router2, 'ETCD_ENDPOINTS', {}))}, expected ${ETCD_CLIENT_URLS}`);
+  if (effectiveEnv(router, 'ETCD_ENDPOINTS', shell) !== ETCD_CLIENT_URLS) problems.push(`router: ETCD_ENDPOINTS is ${String(effectiveEnv(router, 'ETCD_ENDPOINTS', shell))} with the documented HA command, expected ${ETCD_CLIENT_URLS}`);
+  const routerUrls = [router, router2].map((r) => String(envOf(r).get('ROUTER_URL'))).sort();
   for (const node of NODES) {
     const svc = services[node.name];
-    if (!isDict(svc)) continue; // already reported as a missing default service
-    const env = envOf(svc);
-    const expect: Record<string, string> = {
-      NODE_NAME: node.name,
-      SHARD_ID: node.shardId,
-      ROLE: node.role,
-      PORT: String(node.port),
-      [node.peerVar]: node.peerUrl,
-    };
-    for (const [k, v] of Object.entries(expect)) {
-      if (env.get(k) !== v) problems.push(`${node.name}: ${k} is ${String(env.get(k))}, expected ${v}`);
-    }
-    const otherPeerVar = node.peerVar === 'FOLLOWER_URL' ? 'LEADER_URL' : 'FOLLOWER_URL';
-    if (env.has(otherPeerVar)) problems.push(`${node.name}: a ${node.role} must not set ${otherPeerVar}`);
-    const deps = [...dependsOn(svc).keys()];
-    // Every node waits for the coordinator; a leader also for its follower (it reconciles with it).
-    const expectedDeps = node.role === 'leader' ? ['router', node.peerService] : ['router'];
-    if (env.get('COORDINATOR_URL') !== `http://router:${ROUTER_PORT}`) problems.push(`${node.name}: COORDINATOR_URL is ${String(env.get('COORDINATOR_URL'))}, expected http://router:${ROUTER_PORT}`);
-    if (JSON.stringify(deps) !== JSON.stringify(expectedDeps)) {
-      problems.push(`${node.name}: depends_on is [${deps.join(', ')}], expected [${expectedDeps.join(', ')}]`);
-    }
+    if (!isDict(svc)) continue;
+    const urls = (effectiveEnv(svc, 'COORDINATOR_URLS', shell) ?? '').split(',').sort();
+    if (JSON.stringify(urls) !== JSON.stringify(routerUrls)) problems.push(`${node.name}: COORDINATOR_URLS is [${urls.join(', ')}] with the documented HA command, expected every router [${routerUrls.join(', ')}]`);
   }
   return problems;
 }
@@ -314,8 +468,22 @@ describe('docker-compose.yml', () => {
     expect({ status: r.status, output: r.output.trim() }).toEqual({ status: 0, output: '' });
   });
 
-  it('describes the router and the 3 leader/follower shards', () => {
+  it('describes the router and the 3 leader/follower shards, and the "ha" profile', () => {
     expect(composeProblems(parseCompose(composeText))).toEqual([]);
+  });
+
+  it('starts exactly the 7 services by default, and 3 etcd members and router-2 more with "ha"', () => {
+    const services = (parseCompose(composeText) as { services: Record<string, unknown> }).services;
+    expect(activeServices(services, [])).toEqual(DEFAULT_SERVICES);
+    expect(activeServices(services, ['ha'])).toEqual(HA_SERVICES);
+    expect(HA_SERVICES).toHaveLength(11);
+  });
+
+  it('documents the HA command with both shell variables', () => {
+    expect(documentedHaShell(composeText)).toEqual({
+      ETCD_ENDPOINTS: ETCD_CLIENT_URLS,
+      COORDINATOR_URLS: `http://router:${ROUTER_PORT},http://router-2:5010`,
+    });
   });
 
   it('keeps the artillery load generator out of the default profile, aimed at the router', () => {
@@ -357,7 +525,7 @@ describe('the checks catch mistakes', () => {
     ['a healthcheck without start_period', (s) => delete (s.router!.healthcheck as Dict).start_period, /router: healthcheck has no start_period/],
     ['a healthcheck on the wrong port', (s) => ((s['shard0-leader']!.healthcheck as Dict).test = ['CMD', 'node', '-e', "fetch('http://127.0.0.1:6001/health')"]), /shard0-leader: healthcheck probes port 6001/],
     ['the router not published', (s) => delete s.router!.ports, /router: does not publish 5000/],
-    ['a shard port published', (s) => (s['shard1-follower']!.ports = ['6002:6002']), /shard1-follower: publishes 6002/],
+    ['a shard port published', (s) => (s['shard1-follower']!.ports = ['6002:6002']), /shard1-follower: publishes 6002; only the routers may/],
     ['a wrong ROLE', (s) => (env(s['shard2-leader']!).ROLE = 'follower'), /shard2-leader: ROLE is follower/],
     ['a wrong SHARD_ID', (s) => (env(s['shard1-follower']!).SHARD_ID = 'shard-2'), /shard1-follower: SHARD_ID/],
     ['a wrong PORT', (s) => (env(s['shard0-follower']!).PORT = '6002'), /shard0-follower: PORT is 6002/],
@@ -375,7 +543,28 @@ describe('the checks catch mistakes', () => {
     ['a leader not waiting for its follower', (s) => delete (s['shard2-leader']!.depends_on as Dict)['shard2-follower'], /shard2-leader: depends_on is \[router\]/],
     ['a node not waiting for the coordinator', (s) => delete (s['shard1-leader']!.depends_on as Dict).router, /shard1-leader: depends_on is \[shard1-follower\]/],
     ['the router waiting for a node', (s) => (s.router!.depends_on = { 'shard0-leader': { condition: 'service_healthy' } }), /router: depends on shard0-leader; the coordinator must start first/],
-    ['a node without COORDINATOR_URL', (s) => delete env(s['shard0-leader']!).COORDINATOR_URL, /shard0-leader: COORDINATOR_URL/],
+    ['a node without COORDINATOR_URLS', (s) => delete env(s['shard0-leader']!).COORDINATOR_URLS, /shard0-leader: COORDINATOR_URLS is undefined by default/],
+    ['a node still on the singular COORDINATOR_URL', (s) => (env(s['shard1-follower']!).COORDINATOR_URL = 'http://router:5000'), /shard1-follower: sets COORDINATOR_URL/],
+    ['a node that would not learn of router-2', (s) => (env(s['shard2-leader']!).COORDINATOR_URLS = 'http://router:5000'), /shard2-leader: COORDINATOR_URLS is \[http:\/\/router:5000\] with the documented HA command/],
+    ['router-2 in the default profile', (s) => delete s['router-2']!.profiles, /default-profile services/],
+    ['an etcd member missing from "ha"', (s) => delete s['etcd-2'], /"ha" services are/],
+    ['an etcd member in the default profile', (s) => delete s['etcd-1']!.profiles, /default-profile services/],
+    ['a wrong name in --initial-cluster', (s) => ((s['etcd-0']!.command as string[])[7] = '--initial-cluster=etcd-0=http://etcd-0:2380,etcd1=http://etcd-1:2380,etcd-2=http://etcd-2:2380'), /etcd-0: --initial-cluster names \[etcd-0, etcd-2, etcd1\]/],
+    ['a member named unlike its service', (s) => ((s['etcd-1']!.command as string[])[1] = '--name=etcd1'), /etcd-1: --name is etcd1/],
+    ['a member advertising another host', (s) => ((s['etcd-2']!.command as string[])[4] = '--advertise-client-urls=http://etcd-0:2379'), /etcd-2: --advertise-client-urls/],
+    ['an etcd member without its data volume', (s) => delete s['etcd-0']!.volumes, /etcd-0: --data-dir is not on a volume/],
+    ['an unpinned etcd image', (s) => (s['etcd-1']!.image = 'quay.io/coreos/etcd:latest'), /etcd-1: image/],
+    ['etcd published on the host', (s) => (s['etcd-0']!.ports = ['2379:2379']), /etcd-0: publishes a port/],
+    ['two etcd cluster tokens', (s) => ((s['etcd-2']!.command as string[])[9] = '--initial-cluster-token=other'), /do not share one --initial-cluster-token/],
+    ['router-2 on the first router\'s host port', (s) => (s['router-2']!.ports = ['5000:5010']), /host port 5000 is also published by router/],
+    ['router-2 waiting for a loadtest service', (s) => ((s['router-2']!.depends_on as Dict).artillery = { condition: 'service_healthy' }), /router-2: depends on artillery, which the ha profile set does not start/],
+    ['router-2 not waiting for etcd', (s) => delete (s['router-2']!.depends_on as Dict)['etcd-1'], /router-2: depends_on is \[etcd-0, etcd-2\]/],
+    ['router-2 without etcd', (s) => delete env(s['router-2']!).ETCD_ENDPOINTS, /router-2: ETCD_ENDPOINTS is undefined/],
+    ['router-2 with the first router\'s id', (s) => (env(s['router-2']!).ROUTER_ID = 'router-1'), /router-2: ROUTER_ID is router-1/],
+    ['router-2 with other shards', (s) => (env(s['router-2']!).SHARDS = 'shard-0=http://shard0-leader:5001,http://shard0-follower:6001'), /router-2: SHARDS/],
+    ['router-2 without a restart policy', (s) => delete s['router-2']!.restart, /router-2: restart/],
+    ['a first router pinned to etcd by default', (s) => (env(s.router!).ETCD_ENDPOINTS = ETCD_CLIENT_URLS), /router: ETCD_ENDPOINTS is .* by default, expected unset/],
+    ['a first router that ignores the documented ETCD_ENDPOINTS', (s) => (env(s.router!).ETCD_ENDPOINTS = '${ETCD_ENDPOINTS_TYPO:-}'), /router: ETCD_ENDPOINTS is  with the documented HA command/],
     ['a router without a data volume', (s) => delete s.router!.volumes, /router: DATA_DIR is not on a volume/],
     ['a wrong SHARDS map', (s) => (env(s.router!).SHARDS = 'shard-0=http://shard0-leader:5001,http://shard0-follower:6001'), /router: SHARDS/],
     ['a missing restart policy', (s) => delete s['shard1-leader']!.restart, /shard1-leader: restart/],
