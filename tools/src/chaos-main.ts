@@ -3,6 +3,7 @@ import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CHAOS_ENV, DEFAULT_CHAOS, DEFAULT_NEMESIS, formatReport, runChaos, startChaosCluster, type ChaosReport } from './chaos';
 import { formatLine } from './format';
+import { HA_FAULTS, haNemesis, startHaEnv, type HaFaultKind } from './ha-faults';
 
 /**
  * `npm run chaos -- --duration 300`: starts a cluster on free ports with its data in a temp
@@ -12,7 +13,12 @@ import { formatLine } from './format';
  * nemesis error. Ctrl-C ends the run early (the history so far is still checked); a second
  * Ctrl-C exits at once. The temp directory is removed either way.
  */
-const USAGE = `usage: npm run chaos -- [--duration <s>] [--clients <n>] [--keys <n>] [--seed <n>] [--settle <s>] [--keep-history] [--quiet]
+const USAGE = `usage: npm run chaos -- [--ha [--ha-faults <kind,...>] [--max-faults <n>]] [--duration <s>] [--clients <n>] [--keys <n>] [--seed <n>] [--settle <s>] [--keep-history] [--quiet]
+  --ha            two routers on a 3-member etcd, every process on its own loopback address; the
+                  nemesis kills and pauses routers (the coordinator too), etcd members and leaders,
+                  takes etcd's quorum away and cuts links with iptables (needs root)
+  --ha-faults     only these HA faults (default all): ${Object.keys(HA_FAULTS).join(', ')}
+  --max-faults    stop faulting after this many (HA)
   --duration      seconds of client traffic (default ${DEFAULT_CHAOS.durationMs / 1000})
   --clients       concurrent clients (default ${DEFAULT_CHAOS.clients})
   --keys          contended keys in use at any time (default ${DEFAULT_CHAOS.keys})
@@ -33,6 +39,9 @@ const OPTIONS = {
   seed: { type: 'string' },
   settle: { type: 'string' },
   'no-faults': { type: 'boolean', default: false },
+  ha: { type: 'boolean', default: false },
+  'ha-faults': { type: 'string' },
+  'max-faults': { type: 'string' },
   'keep-history': { type: 'boolean', default: false },
   quiet: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
@@ -62,12 +71,42 @@ function parse() {
     seed: values.seed === undefined ? undefined : num('seed', values.seed, 0),
     settleMs: Math.round(num('settle', values.settle, DEFAULT_NEMESIS.settleMs / 1000, false) * 1000),
     faults: !values['no-faults'],
+    ha: values.ha,
+    haFaults: haKinds(values['ha-faults']),
+    maxFaults: values['max-faults'] === undefined ? undefined : num('max-faults', values['max-faults'], 0),
     keepHistory: values['keep-history'],
     quiet: values.quiet,
   };
 }
 
 class UsageError extends Error {}
+
+function haKinds(list: string | undefined): HaFaultKind[] {
+  if (list === undefined) return Object.keys(HA_FAULTS) as HaFaultKind[];
+  const kinds = list.split(',').map((k) => k.trim()).filter((k) => k !== '');
+  const bad = kinds.filter((k) => !(k in HA_FAULTS));
+  if (kinds.length === 0 || bad.length > 0) throw new UsageError(`--ha-faults: unknown ${bad.join(', ') || '(empty)'}; known: ${Object.keys(HA_FAULTS).join(', ')}`);
+  return kinds as HaFaultKind[];
+}
+
+/** Median and max of each numeric figure, per fault kind: e.g. the coordinator takeover time over 10 kills. */
+function figureSummary(report: ChaosReport): string[] {
+  const byKind = new Map<string, Map<string, number[]>>();
+  for (const f of report.scenarioFaults) {
+    const figures = byKind.get(f.kind ?? f.name) ?? new Map<string, number[]>();
+    byKind.set(f.kind ?? f.name, figures);
+    const all = { ...f.figures, ...(f.outageMs === undefined ? {} : { writeOutageMs: f.outageMs }) };
+    for (const [k, v] of Object.entries(all)) if (typeof v === 'number' && /Ms$/.test(k)) figures.set(k, [...(figures.get(k) ?? []), v]);
+  }
+  const lines: string[] = [];
+  for (const [kind, figures] of byKind) {
+    for (const [k, values] of figures) {
+      const sorted = [...values].sort((a, b) => a - b);
+      lines.push(`  ${kind} ${k}: median ${Math.round(sorted[Math.floor(sorted.length / 2)]!)} ms, max ${Math.round(sorted[sorted.length - 1]!)} ms over ${sorted.length}`);
+    }
+  }
+  return lines;
+}
 
 async function main(): Promise<number> {
   const args = parse();
@@ -100,12 +139,11 @@ async function main(): Promise<number> {
   process.on('SIGINT', () => onSignal('SIGINT'));
   process.on('SIGTERM', () => onSignal('SIGTERM'));
 
-  console.log(`starting a 3-shard cluster on free ports (temp data dir)...`);
-  const own = await startChaosCluster({ ...DEFAULT_CHAOS.clusterOptions, env: CHAOS_ENV, sink });
+  const own = args.ha ? await startHa(sink) : await startPlain(sink);
   dataRoot = own.dataRoot;
   let report: ChaosReport;
   try {
-    console.log(`cluster up (router ${own.cluster.router.url}); running for ${args.durationMs / 1000} s with ${args.clients} clients over ${args.keys} keys\n`);
+    console.log(`cluster up (routers ${own.cluster.routers.map((r) => r.url).join(', ')}); running for ${args.durationMs / 1000} s with ${args.clients} clients over ${args.keys} keys\n`);
     report = await runChaos({
       cluster: own.cluster,
       durationMs: args.durationMs,
@@ -113,6 +151,7 @@ async function main(): Promise<number> {
       keys: args.keys,
       ...(args.seed === undefined ? {} : { seed: args.seed }),
       nemesis: { enabled: args.faults, settleMs: args.settleMs },
+      ...(args.ha && args.faults ? { scenario: haNemesis(own.env!, { kinds: args.haFaults, seed: args.seed ?? Date.now(), settleMs: args.settleMs, holdMs: 2000, pauseMs: 4000, shard: 0, lastStartMs: args.durationMs - 15_000, maxFaults: args.maxFaults }) } : {}),
       keepHistory: args.keepHistory,
       signal: abort.signal,
       log: args.quiet ? () => {} : (line) => console.log(`  [nemesis] ${line}`),
@@ -122,6 +161,7 @@ async function main(): Promise<number> {
     dataRoot = undefined;
   }
 
+  if (args.ha) console.log(`\nfigures:\n${figureSummary(report).join('\n')}`);
   console.log(`\n${formatReport(report)}\n`);
   const failed = report.check.anomalies.length > 0 || report.unexpected.length > 0 || report.nemesisErrors.length > 0;
   mkdirSync(RESULTS_DIR, { recursive: true });
@@ -141,6 +181,20 @@ async function main(): Promise<number> {
   }
   console.log('PASSED: no anomalies, no unexpected errors');
   return 0;
+}
+
+/** A 3-shard cluster with one router (embedded control plane) on free ports, data in a temp dir. */
+async function startPlain(sink: (name: string, line: string) => void) {
+  console.log('starting a 3-shard cluster on free ports (temp data dir)...');
+  const own = await startChaosCluster({ ...DEFAULT_CHAOS.clusterOptions, env: CHAOS_ENV, sink });
+  return { ...own, env: undefined };
+}
+
+/** Two routers on a 3-member etcd, every process on its own loopback address, data in a temp dir. */
+async function startHa(sink: (name: string, line: string) => void) {
+  console.log('starting 3 etcd members, 2 routers and a 3-shard cluster on free ports and their own loopback addresses (temp data dir)...');
+  const env = await startHaEnv({ env: { ...CHAOS_ENV, COORDINATOR_LEASE_TTL_S: '2' }, sink, restart: DEFAULT_CHAOS.clusterOptions.restart });
+  return { cluster: env.cluster, dataRoot: env.dataRoot, env, stop: env.stop };
 }
 
 main().then(

@@ -25,6 +25,33 @@ import type { RestartPolicy } from './supervisor';
 export type FaultKind = 'kill' | 'pause';
 export type FaultRole = 'leader' | 'follower';
 
+/** What a scripted nemesis (the HA faults, see ha-faults.ts) is given instead of the random one. */
+export interface ScenarioContext {
+  cluster: Cluster;
+  /** ms since the run started (the history's clock). */
+  now(): number;
+  log(line: string): void;
+  /** Aborts when the run ends. */
+  signal: AbortSignal;
+  /** Records a fault; its write outage is measured from the history at the end when it names a shard. */
+  record(fault: ScenarioFault): void;
+}
+
+export interface ScenarioFault {
+  /** The fault's kind (e.g. `killCoordinator`), for figures over several of them. */
+  kind?: string;
+  name: string;
+  /** The shard whose write outage it causes, if any. */
+  shard?: string;
+  startMs: number;
+  endMs: number;
+  /** Filled in at the end from the history. */
+  outageMs?: number;
+  recovered?: boolean;
+  /** Whatever the fault measured (e.g. the coordinator takeover time). */
+  figures?: Record<string, number | string | boolean>;
+}
+
 export interface OperationMix {
   get: number;
   put: number;
@@ -105,6 +132,8 @@ export interface ChaosOptions {
   signal?: AbortSignal;
   /** Progress lines (faults as they happen). */
   log: (line: string) => void;
+  /** A scripted nemesis, run instead of the random one (which is then not used). */
+  scenario?: (ctx: ScenarioContext) => Promise<void>;
 }
 
 export type ChaosInput = Partial<Omit<ChaosOptions, 'nemesis' | 'clusterOptions' | 'mix'>> & {
@@ -224,6 +253,8 @@ export interface ChaosReport {
   /** Why operations failed or were indeterminate, e.g. `put 503 no_replica`, `get timeout`. */
   reasons: Record<string, number>;
   faults: FaultRecord[];
+  /** The scripted nemesis's faults, when one ran. */
+  scenarioFaults: ScenarioFault[];
   /** The nemesis could not do its job (a node that did not come back); the run proves less. */
   nemesisErrors: string[];
   check: CheckResult & { ms: number };
@@ -374,7 +405,9 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
   // whatever the interleaving (the timing itself still varies run to run).
   const clientRandom = Array.from({ length: opts.clients }, (_, c) => rng(opts.seed + 1 + c));
   const random = rng(opts.seed);
-  const pool = new Pool(cluster.router.url, { connections: opts.clients });
+  // Clients spread over every router; one whose router stops answering moves to the next.
+  const pools = cluster.routers.map((r) => new Pool(r.url, { connections: Math.ceil(opts.clients / cluster.routers.length) + 1 }));
+  const scenarioFaults: ScenarioFault[] = [];
 
   const history: Operation[] = [];
   const unexpected: UnexpectedError[] = [];
@@ -410,6 +443,7 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
   const client = async (c: number) => {
     const random = clientRandom[c]!;
     let n = 0;
+    let routerIndex = c % pools.length;
     while (!stopRun.signal.aborted) {
       const kind = pickKind(opts.mix, random());
       const key = keyFor(Math.floor(random() * opts.keys));
@@ -423,7 +457,7 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
       let status = 0;
       let body: unknown;
       try {
-        const res = await pool.request({ ...req, signal: AbortSignal.timeout(opts.requestTimeoutMs) });
+        const res = await pools[routerIndex]!.request({ ...req, signal: AbortSignal.timeout(opts.requestTimeoutMs) });
         status = res.statusCode;
         const text = await res.body.text();
         try {
@@ -434,6 +468,7 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
         classified = classifyResponse(kind, status, body);
       } catch (err) {
         classified = classifyTransportError(err);
+        routerIndex = (routerIndex + 1) % pools.length;
       }
       op.completeMs = now();
       if ('unexpected' in classified) {
@@ -452,8 +487,20 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
     }
   };
 
+  // A scripted run ends once its scenario has, after the quiet time (or at durationMs at the latest).
+  const scenario = async () => {
+    try {
+      await opts.scenario!({ cluster, now, log: opts.log, signal: stopRun.signal, record: (f) => scenarioFaults.push(f) });
+    } catch (err) {
+      nemesisErrors.push(`scenario failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    }
+    await sleep(opts.nemesis.finalQuietMs, stopRun.signal);
+    stopRun.abort();
+  };
+
   const nemesis = async () => {
     const n = opts.nemesis;
+    if (opts.scenario !== undefined) return scenario();
     if (!n.enabled) return;
     const combos = n.kinds.flatMap((kind) => n.roles.map((role) => ({ kind, role })));
     const cover = n.coverFirst ? shuffle(combos, random) : [];
@@ -519,11 +566,12 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
     clearTimeout(timer);
     stopRun.abort(); // whatever happened, no client or fault outlives the run
     opts.signal?.removeEventListener('abort', onAbort);
-    await pool.close().catch(() => {});
+    await Promise.all(pools.map((p) => p.close().catch(() => {})));
   }
 
   const endMs = elapsedMs;
   for (const f of faults) Object.assign(f, writeOutage(f, history, shardOf, endMs));
+  for (const f of scenarioFaults) if (f.shard !== undefined) Object.assign(f, writeOutage({ shard: f.shard, startMs: f.startMs }, history, shardOf, endMs));
 
   const checkStarted = performance.now();
   const result = checkHistory(history, opts.checker);
@@ -550,6 +598,7 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
     operations: { total: history.length, ...total, byKind, keysUsed: keysUsed.size, readsFound },
     reasons,
     faults,
+    scenarioFaults,
     nemesisErrors,
     check,
     unexpected,
@@ -583,7 +632,7 @@ async function reportedRole(url: string, timeoutMs: number): Promise<string | un
   }
 }
 
-function shuffle<T>(items: readonly T[], random: () => number): T[] {
+export function shuffle<T>(items: readonly T[], random: () => number): T[] {
   const a = [...items];
   for (let i = a.length - 1; i > 0; i -= 1) {
     const j = Math.floor(random() * (i + 1));
@@ -614,12 +663,17 @@ export function formatReport(r: ChaosReport): string {
   const reasons = Object.entries(r.reasons).sort((a, b) => b[1] - a[1]);
   if (reasons.length > 0) lines.push(`  not ok: ${reasons.map(([k, v]) => `${k} x${v}`).join(', ')}`);
   lines.push('');
-  lines.push(`faults: ${r.faults.length}`);
+  lines.push(`faults: ${r.faults.length + r.scenarioFaults.length}`);
   for (const f of r.faults) {
     const who = `${f.node} (${f.role}${f.roleSource === 'configured' ? ' by name' : ''})`.padEnd(30);
     const what = f.kind === 'kill' ? `kill -9 ${who} back after ${fmtMs(f.endMs - f.startMs)}` : `pause   ${who} for ${fmtMs(f.endMs - f.startMs)}`;
     const outage = f.recovered ? `write outage ${fmtMs(f.outageMs)}` : `write outage >= ${fmtMs(f.outageMs)} (NO successful write on ${f.shard} afterwards)`;
     lines.push(`  at ${fmtMs(f.startMs).padStart(8)}  ${what.padEnd(62)} ${outage}`);
+  }
+  for (const f of r.scenarioFaults) {
+    const outage = f.shard === undefined ? '' : f.recovered ? `write outage on ${f.shard} ${fmtMs(f.outageMs ?? 0)}` : `write outage on ${f.shard} >= ${fmtMs(f.outageMs ?? 0)} (NO successful write afterwards)`;
+    const figures = f.figures === undefined ? '' : `  ${Object.entries(f.figures).map(([k, v]) => `${k}=${typeof v === 'number' ? Math.round(v) : v}`).join(' ')}`;
+    lines.push(`  at ${fmtMs(f.startMs).padStart(8)}  ${f.name.padEnd(50)} for ${fmtMs(f.endMs - f.startMs).padEnd(8)} ${outage}${figures}`);
   }
   for (const e of r.nemesisErrors) lines.push(`  NEMESIS ERROR: ${e}`);
   lines.push('');

@@ -2,36 +2,48 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Cluster, DEFAULT_DATA_ROOT } from './cluster';
+import { EtcdCluster } from './etcd';
+import { DEFAULT_RESTART } from './supervisor';
 import { formatLine } from './format';
 import { portIsFree } from './ports';
 
 /**
  * `npm start`: the 7-process local cluster (router + 3 leaders + 3 followers), supervised,
- * the same topology as docker-compose.yml. Ctrl-C or SIGTERM stops every process. Data lives in
+ * the same topology as docker-compose.yml. `npm run start:ha` (`--ha`): 3 etcd members
+ * (client ports 12379/12381/12383), routers on 5000 and 5010, the same 6 nodes. Ctrl-C or SIGTERM stops every process. Data lives in
  * `data/<node>` and survives a stop; `npm run reset` wipes it.
  */
 async function main(): Promise<void> {
+  const ha = process.argv.includes('--ha');
   const shardCount = Number(process.env.SHARD_COUNT ?? 3);
   if (!Number.isInteger(shardCount) || shardCount < 1) throw new Error('SHARD_COUNT must be a positive integer');
-  const dataRoot = DEFAULT_DATA_ROOT;
+  // The HA cluster keeps its own data: its control plane lives in etcd, not in the router's directory.
+  const dataRoot = ha ? join(DEFAULT_DATA_ROOT, 'ha') : DEFAULT_DATA_ROOT;
   const token = process.env.CLUSTER_TOKEN || undefined;
-  const cluster = await Cluster.create({ shardCount, dataRoot, clusterId: clusterId(dataRoot), token, sink: (name, line) => console.log(formatLine(name, line)) });
+  const sink = (name: string, line: string) => console.log(formatLine(name, line));
+  const etcd = ha ? await EtcdCluster.create({ members: 3, clientPorts: ETCD_CLIENT_PORTS, peerPorts: ETCD_PEER_PORTS, dataRoot: join(dataRoot, 'etcd'), restart: DEFAULT_RESTART, sink }) : undefined;
+  const cluster = await Cluster.create({ shardCount, dataRoot, clusterId: clusterId(dataRoot), token, sink, ...(etcd === undefined ? {} : { routers: 2, etcdEndpoints: etcd.endpoints }) });
 
   const busy = [];
   for (const n of cluster.nodes) if (!(await portIsFree(n.port))) busy.push(`${n.name} :${n.port}`);
+  if (ha) for (const p of [...ETCD_CLIENT_PORTS, ...ETCD_PEER_PORTS]) if (!(await portIsFree(p))) busy.push(`etcd :${p}`);
   if (busy.length > 0) throw new Error(`ports already in use (another cluster running?): ${busy.join(', ')}`);
   // `npm run reset` refuses to delete the data of a running cluster: it checks this pid.
-  const pidFile = join(dataRoot, 'cluster.pid');
+  const pidFile = join(DEFAULT_DATA_ROOT, 'cluster.pid');
   writeFileSync(pidFile, `${process.pid}\n`);
   process.on('exit', () => rmSync(pidFile, { force: true }));
 
+  const stopAll = async () => {
+    await cluster.stop();
+    await etcd?.stop();
+  };
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    console.log(`\n${signal}: stopping all nodes...`);
-    await cluster.stop();
-    console.log('all nodes stopped');
+    console.log(`\n${signal}: stopping all ${ha ? 'processes' : 'nodes'}...`);
+    await stopAll();
+    console.log('all stopped');
     process.exit(0);
   };
   process.on('SIGINT', () => void stop('SIGINT'));
@@ -41,13 +53,18 @@ async function main(): Promise<void> {
   setInterval(() => process.ppid !== parentPid && void stop('parent exited'), 1000).unref();
 
   try {
+    await etcd?.start(60_000);
     await cluster.start(60_000);
   } catch (err) {
-    await cluster.stop();
+    await stopAll();
     throw err;
   }
-  console.log(banner(cluster, dataRoot));
+  console.log(banner(cluster, dataRoot, etcd));
 }
+
+/** `npm run start:ha`: the etcd members' client and peer ports. */
+const ETCD_CLIENT_PORTS = [12379, 12381, 12383];
+const ETCD_PEER_PORTS = [12380, 12382, 12384];
 
 /** The cluster's identity, created with its data and kept with it: every node's directory records it. */
 function clusterId(dataRoot: string): string {
@@ -57,25 +74,29 @@ function clusterId(dataRoot: string): string {
   return readFileSync(file, 'utf8').trim();
 }
 
-function banner(cluster: Cluster, dataRoot: string): string {
+function banner(cluster: Cluster, dataRoot: string, etcd: EtcdCluster | undefined): string {
   const r = cluster.router.url;
+  const last = cluster.routers[cluster.routers.length - 1]!.url;
   const rows = cluster.shards.map((s) => `  ${s.id}: leader ${s.leader.url} (${s.leader.name}), follower ${s.follower.url} (${s.follower.name})`);
+  const routers = cluster.routers.map((x) => `${x.url} (${x.name}, pid ${cluster.process(x.name).pid})`).join(', ');
   return [
     '',
-    `shardkv is up: router ${r}`,
+    `shardkv is up: router${cluster.routers.length > 1 ? 's' : ''} ${routers}`,
+    ...(etcd === undefined ? ['  control plane: embedded in the router (data/router)'] : [`  control plane: etcd ${etcd.endpoints.join(', ')} (any router may coordinate; see /status)`]),
     ...rows,
     '',
     'Try:',
-    `  curl -s -X POST ${r}/put -H 'content-type: application/json' -d '{"key":"hello","value":"world"}'`,
+    `  curl -s -X POST ${last}/put -H 'content-type: application/json' -d '{"key":"hello","value":"world"}'`,
     `  curl -s '${r}/get?key=hello'`,
     `  curl -s -X DELETE '${r}/delete?key=hello'`,
     `  curl -s ${r}/status`,
     `  curl -s '${r}/get?key=hello&consistency=stale'`,
     `  curl -s -X POST '${r}/admin/failover?shard=0' -H 'authorization: Bearer ${cluster.token}'`,
+    ...(etcd === undefined ? [] : ['', 'HA: kill -9 the coordinator router (its pid above; /status names it): another router takes over within about the lease (2 s).']),
     '',
     `Cluster/admin token: ${cluster.token} (set CLUSTER_TOKEN to choose it).`,
     `Data: ${dataRoot}/<node> (LMDB; kept across restarts; \`npm run reset\` wipes it).`,
-    'Crashed nodes are restarted automatically. Ctrl-C stops the cluster.',
+    'Crashed processes are restarted automatically. Ctrl-C stops the cluster.',
     '',
   ].join('\n');
 }

@@ -29,6 +29,8 @@ export interface ClusterOptions {
   routers?: number;
   /** The control plane on etcd; unset: embedded in the (single) router. */
   etcdEndpoints?: string[];
+  /** Per router (by index), other etcd endpoints than `etcdEndpoints` (the fault harness gives each router its own). */
+  etcdEndpointsFor?: (routerIndex: number) => string[];
   /**
    * `distinct`: every process listens on, and connects from, its own loopback address
    * (127.0.0.10 and up), so the fault harness can cut one link with iptables. Default: 127.0.0.1.
@@ -71,7 +73,7 @@ export class Cluster {
   static async create(opts: ClusterOptions = {}): Promise<Cluster> {
     const count = opts.shardCount ?? 3;
     const routerCount = opts.routers ?? 1;
-    if (routerCount > 1 && opts.etcdEndpoints === undefined) throw new Error('more than one router needs the etcd control plane (etcdEndpoints)');
+    if (routerCount > 1 && opts.etcdEndpoints === undefined && opts.etcdEndpointsFor === undefined) throw new Error('more than one router needs the etcd control plane (etcdEndpoints)');
     const port = async (fallback: number) => (opts.ports === 'free' ? freePort() : fallback);
     let index = 0;
     const node = async (name: string, fallback: number): Promise<ClusterNode> => {
@@ -114,8 +116,11 @@ export class Cluster {
       add(s.follower, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'follower', LEADER_URL: s.leader.url, ...storage(s.follower.name) });
       add(s.leader, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'leader', FOLLOWER_URL: s.follower.url, ...storage(s.leader.name) });
     }
-    const etcd: Record<string, string> = opts.etcdEndpoints === undefined ? {} : { ETCD_ENDPOINTS: opts.etcdEndpoints.join(',') };
-    for (const r of this.routers) add(r, ROUTER_SCRIPT, { SHARDS: this.shardsSpec, DATA_DIR: join(dataRoot, r.name), ROUTER_ID: r.name, ROUTER_URL: r.url, ...etcd });
+    const etcd = (i: number): Record<string, string> => {
+      const endpoints = opts.etcdEndpointsFor?.(i) ?? opts.etcdEndpoints;
+      return endpoints === undefined ? {} : { ETCD_ENDPOINTS: endpoints.join(',') };
+    };
+    this.routers.forEach((r, i) => add(r, ROUTER_SCRIPT, { SHARDS: this.shardsSpec, DATA_DIR: join(dataRoot, r.name), ROUTER_ID: r.name, ROUTER_URL: r.url, ...etcd(i) }));
   }
 
   /** Starts every process and waits until each answers /health. */

@@ -96,6 +96,12 @@ export interface EtcdClusterOptions {
   members: number;
   /** The address each member listens on and advertises (so not 0.0.0.0); default 127.0.0.1. */
   hosts?: string[];
+  /**
+   * More addresses each member also listens on, at the same client port: `aliases[k]` is one
+   * address per member. The fault harness gives each router its own alias, so that iptables can
+   * cut one router from etcd (the etcd client cannot choose its source address).
+   */
+  aliases?: string[][];
   /** Default: free ports from freePort(). */
   clientPorts?: number[];
   peerPorts?: number[];
@@ -171,12 +177,17 @@ export class EtcdCluster {
     };
     const initialCluster = layout.members.map((m) => `${m.name}=${peerUrl(m)}`).join(',');
     const policy = opts.restart ?? NO_RESTART;
-    const members = layout.members.map((m): Member => {
-      const args = memberArgs(m, join(dataRoot, m.name), initialCluster, layout.token, opts);
+    const members = layout.members.map((m, i): Member => {
+      const args = memberArgs(m, i, join(dataRoot, m.name), initialCluster, layout.token, opts);
       return { ...m, tail: tails.get(m.name)!, proc: new Supervised({ name: m.name, command: binary, args, env: {} }, record, policy) };
     });
-    return new EtcdCluster(members, dataRoot, ownsDataRoot, policy !== NO_RESTART);
+    const cluster = new EtcdCluster(members, dataRoot, ownsDataRoot, policy !== NO_RESTART);
+    cluster.aliasEndpoints = (opts.aliases ?? []).map((hosts) => members.map((m, i) => `http://${hosts[i]}:${m.clientPort}`));
+    return cluster;
   }
+
+  /** Per alias (see EtcdClusterOptions.aliases): the client URLs through it, in member order. */
+  aliasEndpoints: string[][] = [];
 
   /** Client URLs, `http://host:port`, in member order. */
   get endpoints(): string[] {
@@ -344,11 +355,11 @@ function savedLayout(opts: EtcdClusterOptions, saved: ClusterLayout, file: strin
   return saved;
 }
 
-function memberArgs(m: MemberLayout, dataDir: string, initialCluster: string, token: string, opts: EtcdClusterOptions): string[] {
+function memberArgs(m: MemberLayout, index: number, dataDir: string, initialCluster: string, token: string, opts: EtcdClusterOptions): string[] {
   const args = [
     ['--name', m.name],
     ['--data-dir', dataDir],
-    ['--listen-client-urls', clientUrl(m)],
+    ['--listen-client-urls', [clientUrl(m), ...(opts.aliases ?? []).map((hosts) => `http://${hosts[index]}:${m.clientPort}`)].join(',')],
     ['--advertise-client-urls', clientUrl(m)],
     ['--listen-peer-urls', peerUrl(m)],
     ['--initial-advertise-peer-urls', peerUrl(m)],

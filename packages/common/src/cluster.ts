@@ -3,6 +3,8 @@ import { z } from 'zod';
 /**
  * The coordinator's messages to and from shard nodes (one router at a time is the coordinator).
  *
+ * Every coordinator probe of a node's `/status` carries `x-shardkv-coordinator: <generation>`.
+ *
  * `POST /internal/config` (coordinator -> node): the node's role in its shard as of `epoch`. A
  * node refuses a configuration older than the newest it has accepted (409 stale_epoch), so a
  * delayed push can never undo a later decision.
@@ -35,5 +37,10 @@ export const shardEventSchema = z.object({
   shard: z.string(),
   epoch: z.number().int().nonnegative(),
   event: z.enum(['follower_lost', 'follower_caught_up', 'fenced']),
+  /** The reporter's peer as configured: tells the coordinator which of the shard's two nodes is asking. */
+  peer: z.string().optional(),
 });
 export type ShardEvent = z.infer<typeof shardEventSchema>;
+
+/** The header that carries the coordinator's generation on its health probes. */
+export const COORDINATOR_HEADER = 'x-shardkv-coordinator';

@@ -56,6 +56,8 @@ export const ERRORS = {
   upstream_connection_lost: { status: 504, outcome: 'indeterminate' },
   /** The request waited on a leader that the coordinator replaced meanwhile: it may have been applied. */
   leader_changed: { status: 504, outcome: 'indeterminate' },
+  /** The control plane did not answer whether a decision was recorded (it may have been): re-read before assuming either. */
+  decision_unknown: { status: 504, outcome: 'indeterminate' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -53,6 +53,8 @@ const schema = z.object({
   HEALTH_INTERVAL_MS: envInt(200, 10),
   HEALTH_TIMEOUT_MS: envInt(300, 10),
   HEALTH_FAILURES: envInt(3, 1),
+  /** Deadline of one configuration push; pushes hold the shard's decision lock, so it is short. */
+  CONFIG_PUSH_TIMEOUT_MS: envInt(1000, 10),
   MIN_INSYNC_REPLICAS: envInt(1, 1, 2),
   /** Coalesced batches per shard in flight at once (see batcher.ts). One measured best here: the
    * bigger batches cost the leader and follower fewer HTTP rounds and commits than overlap saves. */
@@ -74,6 +76,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     shards: shardList(c),
     upstreamTimeoutMs: c.UPSTREAM_TIMEOUT_MS,
     statusTimeoutMs: c.STATUS_TIMEOUT_MS,
+    configPushTimeoutMs: c.CONFIG_PUSH_TIMEOUT_MS,
     upstreamConnections: c.UPSTREAM_CONNECTIONS,
     clusterToken: c.CLUSTER_TOKEN,
     adminToken: c.ADMIN_TOKEN ?? c.CLUSTER_TOKEN,

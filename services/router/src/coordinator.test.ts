@@ -69,6 +69,8 @@ describe('decide (pure)', () => {
     expect(decide.needsPush(base, B, { role: 'leader', epoch: 5, seq: 0 })).toBe(true);
     expect(decide.needsPush(base, A, { role: 'leader', epoch: 5, seq: 0, state: 'fenced' })).toBe(true);
     expect(decide.needsPush(base, A, { role: 'leader', epoch: 5, seq: 0, commitMode: 'alone' })).toBe(true);
+    // A rejoining leader waits for its follower before the record says in sync: it is not told to go alone.
+    expect(decide.needsPush({ ...base, inSync: false }, A, { role: 'leader', epoch: 5, seq: 0, commitMode: 'sync' })).toBe(false);
     expect(decide.needsPush(base, A, { role: 'follower', epoch: 9, seq: 0 })).toBe(false);
   });
 });

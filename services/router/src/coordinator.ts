@@ -1,6 +1,6 @@
 import { KvError, type Logger, type NodeConfig, type ShardEvent } from '@shardkv/common';
-import type { Candidate, Leadership, MetaStore } from './control/meta-store';
-import { shardKey, type ShardRecord } from './control/records';
+import type { Candidate, Leadership, MetaStore, PutResult } from './control/meta-store';
+import { sameRecord, shardKey, type ShardRecord } from './control/records';
 import type { ShardTable } from './control/shard-table';
 
 /**
@@ -40,7 +40,8 @@ export interface CoordinatorOptions {
 
 /** What the coordinator needs from a node: its status, and to take a configuration. */
 export interface NodeApi {
-  status(url: string, timeoutMs: number): Promise<NodeReport>;
+  /** The node's /status; the probe names this coordinator's generation (nodes then refuse older ones). */
+  status(url: string, timeoutMs: number, generation: number): Promise<NodeReport>;
   configure(url: string, cfg: NodeConfig): Promise<void>;
 }
 
@@ -58,6 +59,8 @@ interface Health {
   failures: number;
   /** Answered at least once during this leadership. */
   seen: boolean;
+  /** Has taken a configuration from this leadership (so it refuses the previous coordinator's). */
+  announced: boolean;
   report: NodeReport | undefined;
 }
 
@@ -85,7 +88,11 @@ export const decide = {
     if (r.epoch > s.epoch) return false; // it knows a newer epoch than we do: never push an older one
     if (r.epoch < s.epoch || r.role !== role) return true;
     if (role === 'leader' && r.state === 'fenced') return true;
-    return role === 'leader' && r.commitMode !== undefined && (r.commitMode === 'sync') !== s.inSync;
+    // Only a leader that must start waiting for its follower is told so. One that waits although
+    // the record says out of sync is rejoining on purpose (it has asked to count the follower in
+    // sync); telling it to go alone again could let it acknowledge writes alone just as that
+    // request commits, and the follower be counted in sync without them.
+    return role === 'leader' && r.commitMode !== undefined && r.commitMode !== 'sync' && s.inSync;
   },
 };
 
@@ -105,7 +112,7 @@ export class Coordinator {
     private readonly self: Candidate,
     private readonly log: Logger,
   ) {
-    for (const s of table.all) for (const url of [s.leader, s.follower]) this.health.set(url, { failures: 0, seen: false, report: undefined });
+    for (const s of table.all) for (const url of [s.leader, s.follower]) this.health.set(url, { failures: 0, seen: false, announced: false, report: undefined });
   }
 
   /** Campaigns for the election, coordinates while it holds it, and campaigns again when it ends. */
@@ -138,7 +145,7 @@ export class Coordinator {
   private lead(leadership: Leadership): void {
     this.leadership = leadership;
     this.leadingSinceMs = Date.now();
-    for (const h of this.health.values()) Object.assign(h, { failures: 0, seen: false, report: undefined });
+    for (const h of this.health.values()) Object.assign(h, { failures: 0, seen: false, announced: false, report: undefined });
   }
 
   private async healthLoop(leadership: Leadership): Promise<void> {
@@ -167,8 +174,9 @@ export class Coordinator {
     const leadership = this.requireLeadership();
     return this.locked(ev.shard, async () => {
       const s = this.table.state(ev.shard);
-      // A replaced leader asks what it is now: the follower of the current configuration.
-      if (ev.event === 'fenced') return this.configFor(s, s.follower, leadership);
+      // A fenced node asks what it is now. It is named by its peer: a node fenced by a report
+      // answered late may still be the leader.
+      if (ev.event === 'fenced') return this.configFor(s, ev.peer === s.leader ? s.follower : ev.peer === s.follower ? s.leader : s.follower, leadership);
       if (ev.epoch !== s.epoch) throw new KvError('stale_epoch', `shard ${s.id} is at epoch ${s.epoch}, the report is from epoch ${ev.epoch}`);
       const next = ev.event === 'follower_lost' ? decide.followerLost(s) : decide.followerCaughtUp(s);
       await this.commit(leadership, s, next, ev.event);
@@ -203,19 +211,21 @@ export class Coordinator {
   }
 
   private async checkAll(leadership: Leadership): Promise<void> {
-    await Promise.all([...this.health.keys()].map((url) => this.check(url)));
+    await Promise.all([...this.health.keys()].map((url) => this.check(url, leadership.generation)));
     await Promise.all(this.table.all.map((s) => this.locked(s.id, () => this.reconcile(leadership, s.id))));
   }
 
-  private async check(url: string): Promise<void> {
+  private async check(url: string, generation: number): Promise<void> {
     const h = this.health.get(url)!;
     try {
-      h.report = await this.api.status(url, this.opts.healthTimeoutMs);
+      h.report = await this.api.status(url, this.opts.healthTimeoutMs, generation);
       h.failures = 0;
       h.seen = true;
-    } catch {
+    } catch (err) {
       h.failures += 1;
       h.report = undefined;
+      // Logged once per outage, when it starts to count: a node down for minutes is one line.
+      if (h.failures === this.opts.healthFailures) this.log.warn({ node: url, failures: h.failures, err: err instanceof Error ? err.message : String(err) }, 'node not answering health checks');
     }
   }
 
@@ -231,9 +241,11 @@ export class Coordinator {
       const next = decide.leaderLost(s);
       if (next !== s && (await this.commit(leadership, s, next, 'leader down: promoting its in-sync follower').then(() => true, () => false))) s = next;
     }
+    // A new coordinator also sends every node its current configuration once: from then on the
+    // node refuses the previous coordinator's commands, should that one still be talking.
     for (const url of [s.leader, s.follower]) {
-      const r = this.health.get(url)!.report;
-      if (r !== undefined && decide.needsPush(s, url, r)) await this.push(leadership, s, url);
+      const h = this.health.get(url)!;
+      if (h.report !== undefined && (!h.announced || decide.needsPush(s, url, h.report))) await this.push(leadership, s, url);
     }
   }
 
@@ -243,6 +255,7 @@ export class Coordinator {
     if (!leadership.valid()) return;
     try {
       await this.api.configure(url, this.configFor(s, url, leadership));
+      this.health.get(url)!.announced = true;
     } catch (err) {
       this.log.warn({ shard: s.id, node: url, err: err instanceof Error ? err.message : String(err) }, 'configuration push failed; retrying next round');
     }
@@ -256,20 +269,35 @@ export class Coordinator {
    */
   private async commit(leadership: Leadership, before: ShardState, next: ShardState, why: string): Promise<void> {
     if (next === before) return;
-    let res;
+    let res: PutResult | undefined;
+    let failure = '';
     try {
       res = await this.store.put(shardKey(next.id), JSON.stringify(next), this.table.revisionOf(next.id), leadership);
     } catch (err) {
-      void this.table.refresh().catch(() => {});
-      throw new KvError('coordinator_unavailable', `could not record the decision for ${next.id} (${why}): ${err instanceof Error ? err.message : String(err)}`);
+      failure = err instanceof Error ? err.message : String(err);
     }
-    if (!res.ok) {
-      void this.table.refresh().catch(() => {});
-      if (res.reason === 'deposed') void leadership.resign();
+    if (res?.ok === true) this.table.apply(next, res.revision);
+    else if (await this.landedAnyway(next)) res = { ok: true, revision: this.table.revisionOf(next.id) };
+    if (res?.ok !== true) {
+      if (res?.reason === 'deposed') void leadership.resign();
+      // A write that threw may still commit later (etcd may apply it after we gave up).
+      if (res === undefined) throw new KvError('decision_unknown', `the control plane did not confirm the decision for ${next.id} (${why}): ${failure}; it may or may not take effect`);
       throw new KvError('coordinator_unavailable', `the decision for ${next.id} (${why}) was not recorded: ${res.reason === 'deposed' ? 'this router is no longer the coordinator' : 'the shard record changed meanwhile'}`);
     }
-    this.table.apply(next, res.revision);
     this.log.warn({ shard: next.id, epoch: next.epoch, leader: next.leader, follower: next.follower, inSync: next.inSync, why }, 'shard configuration changed');
+  }
+
+  /**
+   * After a write that failed or threw: whether the store holds our decision anyway (a timed-out
+   * attempt that committed, then a retry that lost its comparison to it).
+   */
+  private async landedAnyway(next: ShardState): Promise<boolean> {
+    try {
+      await this.table.refresh();
+    } catch {
+      return false;
+    }
+    return sameRecord(this.table.state(next.id), next);
   }
 
   private locked<T>(id: string, fn: () => Promise<T>): Promise<T> {

@@ -48,11 +48,21 @@ export class Leaders {
       if (!isKvError(err) || !REFUSED.has(err.code)) throw err;
       await this.table.refresh().catch(() => {});
       const now = this.table.state(shardId);
-      if (now.leader === first.leader && now.epoch === first.epoch) {
-        throw new KvError('shard_unavailable', `${first.leader} refused (${err.code}: ${err.message}) and the shard map has no newer leader yet; nothing was applied, retry`);
-      }
-      return this.send(now, call, count);
+      if (now.leader !== first.leader || now.epoch !== first.epoch) return this.send(now, call, count);
+      // The map could not be re-read (cut off from the control plane) or has not caught up yet:
+      // a node at a newer epoch names the leader it knows, which the new epoch then checks.
+      const hinted = this.hint(err, first);
+      if (hinted !== undefined) return this.send(hinted, call, count);
+      throw new KvError('shard_unavailable', `${first.leader} refused (${err.code}: ${err.message}) and the shard map has no newer leader yet; nothing was applied, retry`);
     }
+  }
+
+  /** The leader and epoch a `stale_epoch` refusal names, when they are newer than what we routed by. */
+  private hint(err: KvError, routed: ShardRecord): ShardRecord | undefined {
+    const { epoch, leader } = err.details;
+    if (err.code !== 'stale_epoch' || typeof epoch !== 'number' || epoch <= routed.epoch || typeof leader !== 'string') return undefined;
+    const url = leader === 'self' ? routed.leader : leader;
+    return this.nodes.has(url) ? { ...routed, leader: url, epoch } : undefined;
   }
 
   private async send(s: ShardRecord, call: RpcCall, count: number): Promise<EntryResult[]> {

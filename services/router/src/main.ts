@@ -22,7 +22,7 @@ async function main(): Promise<void> {
   const table = await ShardTable.load(store, config.shards, log.child({ component: 'control' }), legacy);
   const nodes = new Nodes(config.shards, { connections: config.upstreamConnections, timeoutMs: config.upstreamTimeoutMs, token: config.clusterToken, localAddress: config.sourceAddress });
   const ring = new ShardRing(config.shards.map((s) => s.id));
-  const coordinator = new Coordinator(table, store, nodeApi(nodes), config.coordinator, config.self, log.child({ component: 'coordinator' }));
+  const coordinator = new Coordinator(table, store, nodeApi(nodes, config.configPushTimeoutMs), config.coordinator, config.self, log.child({ component: 'coordinator' }));
   const self = { ...config.self, controlPlane: store.kind };
   const app = createRouterApp({ ring, nodes, table, leaders: new Leaders(table, nodes), coordinator, self, statusTimeoutMs: config.statusTimeoutMs, clusterToken: config.clusterToken, adminToken: config.adminToken, batching: config.batching, log });
   const server = await listen(app, config.port, config.host);

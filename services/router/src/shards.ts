@@ -1,4 +1,4 @@
-import { RpcClient, type KvError, type RpcClientOptions } from '@shardkv/common';
+import { COORDINATOR_HEADER, RpcClient, type KvError, type RpcClientOptions } from '@shardkv/common';
 import type { ShardAddress } from './control/records';
 import type { NodeApi, NodeReport } from './coordinator';
 
@@ -10,6 +10,10 @@ export class Nodes {
     for (const a of addresses) {
       for (const url of [a.leader, a.follower]) this.byUrl.set(url, new RpcClient(url, opts));
     }
+  }
+
+  has(url: string): boolean {
+    return this.byUrl.has(url);
   }
 
   get(url: string): RpcClient {
@@ -32,12 +36,12 @@ export async function nodeStatus(node: RpcClient, timeoutMs: number): Promise<Re
   }
 }
 
-/** The coordinator's view of a node: its /status, and `POST /internal/config`. */
-export function nodeApi(nodes: Nodes): NodeApi {
+/** The coordinator's view of a node: its /status, and `POST /internal/config` within `pushTimeoutMs`. */
+export function nodeApi(nodes: Nodes, pushTimeoutMs: number): NodeApi {
   return {
-    status: (url, timeoutMs) => nodes.get(url).json<NodeReport>({ method: 'GET', path: '/status', idempotent: true, timeoutMs }),
+    status: (url, timeoutMs, generation) => nodes.get(url).json<NodeReport>({ method: 'GET', path: '/status', idempotent: true, timeoutMs, headers: { [COORDINATOR_HEADER]: String(generation) } }),
     async configure(url, cfg) {
-      await nodes.get(url).json({ method: 'POST', path: '/internal/config', body: JSON.stringify(cfg) });
+      await nodes.get(url).json({ method: 'POST', path: '/internal/config', body: JSON.stringify(cfg), timeoutMs: pushTimeoutMs });
     },
   };
 }

@@ -1,5 +1,5 @@
 import Router from '@koa/router';
-import { errorMiddleware, failedEntry, internalAuth, jsonBody, KvError, nodeConfigSchema, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, parseWriteOpsBody, requireJson, type EntryResult, type Logger, type WriteOp } from '@shardkv/common';
+import { COORDINATOR_HEADER, errorMiddleware, failedEntry, internalAuth, jsonBody, KvError, nodeConfigSchema, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, parseWriteOpsBody, requireJson, type EntryResult, type Logger, type WriteOp } from '@shardkv/common';
 import Koa from 'koa';
 import { Readable } from 'node:stream';
 import type { ShardConfig } from './config';
@@ -56,8 +56,12 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
     if (!leader.serving) throw new KvError('not_ready', `leader is ${leader.status.state}`);
     return next();
   };
-  const readableLeader: Koa.Middleware = (_ctx, next) => {
-    node.assertLeader().assertReadable();
+  // The batch is then read through this Leader, not the node: had the role changed while the
+  // body arrived, a read through the node would answer from whatever role came next.
+  const readableLeader: Koa.Middleware = (ctx, next) => {
+    const leader = node.assertLeader();
+    leader.assertReadable();
+    ctx.state['leader'] = leader;
     return next();
   };
   router.post('/put', leaderOnly, requireJson, jsonBody(), async (ctx) => {
@@ -82,7 +86,9 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
     ctx.body = { results: await writeAll(node, parseWriteOpsBody(ctx.request.body)) };
   });
   const readAll: Koa.Middleware = (ctx) => {
-    ctx.body = { results: parseMgetBody(ctx.request.body).map((key) => readOne(node, key)) };
+    const leader = ctx.state['leader'] as Leader | undefined;
+    const get = leader === undefined ? (k: string) => node.get(k) : (k: string) => leader.get(k);
+    ctx.body = { results: parseMgetBody(ctx.request.body).map((key) => readOne(get, key)) };
   };
   router.post('/mget', requireJson, jsonBody(), readAll);
   // The router's reads (its coalesced GETs and its /mget): only a serving leader answers, so a
@@ -94,7 +100,9 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
     ctx.body = { status: 'ok', node: config.nodeName, role: node.role.kind };
   });
 
-  router.get('/status', (ctx) => {
+  router.get('/status', async (ctx) => {
+    const generation = Number(ctx.get(COORDINATOR_HEADER));
+    if (Number.isSafeInteger(generation) && generation > 0) await node.observeCoordinator(generation);
     const role = node.role;
     ctx.body = {
       node: config.nodeName,
@@ -121,9 +129,9 @@ async function writeAll(node: ShardNode, ops: WriteOp[]): Promise<EntryResult[]>
   });
 }
 
-function readOne(node: ShardNode, key: string): EntryResult {
+function readOne(get: (key: string) => string | undefined, key: string): EntryResult {
   try {
-    const value = node.get(key);
+    const value = get(key);
     return value === undefined ? failedEntry(key, new KvError('key_not_found', 'key not found')) : { key, ok: true, value };
   } catch (err) {
     return failedEntry(key, err);

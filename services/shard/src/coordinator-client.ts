@@ -8,12 +8,17 @@ import type { CoordinatorClient } from './node';
  * Correctness never depends on this: a node that reaches no coordinator just keeps refusing
  * what it may not do alone.
  */
+/** Routers a node keeps a connection pool for, configured and learned. */
+const COORDINATORS_MAX = 32;
+
 export class HttpCoordinator implements CoordinatorClient {
   private readonly clients: RpcClient[];
   private preferred: string | undefined;
+  private readonly make: (url: string) => RpcClient;
 
   constructor(urls: readonly string[], token: string | undefined, timeoutMs: number, localAddress?: string) {
-    this.clients = urls.map((url) => new RpcClient(url, { connections: 2, timeoutMs, token, localAddress }));
+    this.make = (url) => new RpcClient(url, { connections: 2, timeoutMs, token, localAddress });
+    this.clients = urls.map(this.make);
   }
 
   /** The coordinator that sent the node's latest configuration. */
@@ -22,8 +27,12 @@ export class HttpCoordinator implements CoordinatorClient {
   }
 
   async report(event: ShardEvent): Promise<NodeConfig> {
-    let lastError: unknown;
-    for (const client of this.order()) {
+    const tried = new Set<string>();
+    let lastError: unknown = new Error('no coordinator answered');
+    for (;;) {
+      const client = this.order().find((c) => !tried.has(c.url));
+      if (client === undefined) throw lastError;
+      tried.add(client.url);
       try {
         const cfg = nodeConfigSchema.parse(await client.json({ method: 'POST', path: '/internal/shard-event', body: JSON.stringify(event) }));
         this.preferred = client.url;
@@ -33,15 +42,19 @@ export class HttpCoordinator implements CoordinatorClient {
         if (isKvError(err, 'stale_epoch')) throw err;
         lastError = err;
         const hint = isKvError(err, 'not_coordinator') ? err.details['coordinator'] : undefined;
-        if (typeof hint === 'string') this.preferred = hint;
+        if (typeof hint === 'string' && /^https?:\/\/[^/]+$/.test(hint)) this.preferred = hint;
       }
     }
-    throw lastError instanceof Error ? lastError : new Error('no coordinator answered');
   }
 
-  /** The preferred router first, then the others, each once. */
+  /**
+   * The preferred router first, then the others, each once. A coordinator named by a hint or a
+   * configuration but missing from COORDINATOR_URLS is reached too (the list is bounded: hints
+   * only ever name routers that coordinated).
+   */
   private order(): RpcClient[] {
-    const first = this.clients.find((c) => c.url === this.preferred);
+    let first = this.clients.find((c) => c.url === this.preferred);
+    if (first === undefined && this.preferred !== undefined && this.clients.length < COORDINATORS_MAX) this.clients.push((first = this.make(this.preferred)));
     return first === undefined ? this.clients : [first, ...this.clients.filter((c) => c !== first)];
   }
 

@@ -46,6 +46,7 @@ export class LmdbStore implements KvStore {
   private state: PersistedState;
   private sum: DigestSum;
   private lastEpoch: number;
+  private generation: number;
   private checkedTerm: string | undefined;
 
   private constructor(
@@ -58,6 +59,7 @@ export class LmdbStore implements KvStore {
     this.state = (meta.get('state') as PersistedState | undefined) ?? { ...EMPTY_STATE };
     this.sum = DigestSum.fromHex(this.state.digest);
     this.lastEpoch = (meta.get('epoch') as number | undefined) ?? 0;
+    this.generation = (meta.get('coordinator') as number | undefined) ?? 0;
     this.checkedTerm = meta.get('term') as string | undefined;
   }
 
@@ -99,8 +101,19 @@ export class LmdbStore implements KvStore {
   }
 
   async setEpoch(epoch: number): Promise<void> {
-    await this.env.childTransaction(() => this.meta.put('epoch', epoch));
+    if (epoch <= this.lastEpoch) return;
     this.lastEpoch = epoch;
+    await this.env.childTransaction(() => this.meta.put('epoch', Math.max(epoch, (this.meta.get('epoch') as number | undefined) ?? 0)));
+  }
+
+  get coordinatorGeneration(): number {
+    return this.generation;
+  }
+
+  async setCoordinatorGeneration(generation: number): Promise<void> {
+    if (generation <= this.generation) return;
+    this.generation = generation;
+    await this.env.childTransaction(() => this.meta.put('coordinator', Math.max(generation, (this.meta.get('coordinator') as number | undefined) ?? 0)));
   }
 
   get term(): string | undefined {

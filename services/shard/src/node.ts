@@ -40,8 +40,6 @@ export class ShardNode {
   private configuring: Promise<void> = Promise.resolve();
   /** The last report of each event, so that a failure seen on every heartbeat is reported once per retry period. */
   private readonly reported = new Map<ShardEvent['event'], { epoch: number; at: number }>();
-  /** The newest coordinator generation whose configuration this node took (0: none yet). */
-  private coordinatorGeneration = 0;
   /**
    * No leader role starts serving before this: a lease after the last acknowledgement this node
    * sent to a leader, and after its own start (it may have acknowledged one just before a restart).
@@ -94,9 +92,10 @@ export class ShardNode {
     if (cfg.shard !== this.opts.shardId) throw new KvError('wrong_shard', `configuration for shard ${cfg.shard} sent to a node of ${this.opts.shardId}`);
     // A deposed coordinator may still be sending (resumed after a pause): once a newer one has
     // configured this node, the old one is not obeyed, whatever epoch it names.
-    if (cfg.coordinator < this.coordinatorGeneration) throw new KvError('stale_coordinator', `configuration from coordinator generation ${cfg.coordinator}; this node obeys generation ${this.coordinatorGeneration} or newer`);
+    const generation = this.store.coordinatorGeneration;
+    if (cfg.coordinator < generation) throw new KvError('stale_coordinator', `configuration from coordinator generation ${cfg.coordinator}; this node obeys generation ${generation} or newer`);
     if (cfg.epoch < this.store.epoch) throw new KvError('stale_epoch', `configuration epoch ${cfg.epoch} is older than this node's ${this.store.epoch}`);
-    this.coordinatorGeneration = cfg.coordinator;
+    await this.store.setCoordinatorGeneration(cfg.coordinator);
     this.coordinator?.prefer?.(cfg.coordinatorUrl);
     if (cfg.epoch > this.store.epoch) await this.store.setEpoch(cfg.epoch);
     const now = this.current;
@@ -150,12 +149,20 @@ export class ShardNode {
     if (last !== undefined && last.epoch === epoch && Date.now() - last.at < this.opts.reportRetryMs) return;
     this.reported.set(event, { epoch, at: Date.now() });
     this.coordinator
-      .report({ shard: this.opts.shardId, epoch, event })
+      .report({ shard: this.opts.shardId, epoch, event, peer: this.config?.peerUrl })
       .then((cfg) => this.configure(cfg))
       .catch((err: unknown) => {
         this.logger.warn({ event, epoch, err: err instanceof Error ? err.message : String(err) }, 'coordinator did not act on the report');
         if (err instanceof KvError && err.code === 'stale_epoch' && this.current.kind === 'leader') this.current.leader.fence(err.message);
       });
+  }
+
+  /**
+   * A coordinator's health probe names its generation: from then on an older coordinator is not
+   * obeyed, even before the new one has had anything to configure here.
+   */
+  async observeCoordinator(generation: number): Promise<void> {
+    await this.store.setCoordinatorGeneration(generation);
   }
 
   /** The single entry point of replication messages: the epoch check, then the follower. */

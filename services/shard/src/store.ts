@@ -14,7 +14,12 @@ export interface KvStore {
   readonly seq: number;
   /** The highest configuration epoch this node has accepted (0: never configured); kept across restarts. */
   readonly epoch: number;
+  /** Raises the epoch; a lower one than held is ignored (two callers may race). */
   setEpoch(epoch: number): Promise<void>;
+  /** The newest coordinator generation this node has heard of (0: none); kept across restarts. */
+  readonly coordinatorGeneration: number;
+  /** Raises it; a lower one than held is ignored. */
+  setCoordinatorGeneration(generation: number): Promise<void>;
   /**
    * The leader term (one Leader instance) whose history this node's entries follow, once checked
    * against it (see Follower); kept across restarts, so a restarted follower need not check again.
@@ -112,6 +117,7 @@ export class MemoryStore implements KvStore {
   private sum = new DigestSum();
   private lastSeq = 0;
   private lastEpoch = 0;
+  private generation = 0;
   private checkedTerm: string | undefined;
   /** The log window, oldest first. Records are immutable, so a view can share them. */
   private log: LogRecord[] = [];
@@ -132,7 +138,15 @@ export class MemoryStore implements KvStore {
   }
 
   async setEpoch(epoch: number): Promise<void> {
-    this.lastEpoch = epoch;
+    this.lastEpoch = Math.max(this.lastEpoch, epoch);
+  }
+
+  get coordinatorGeneration(): number {
+    return this.generation;
+  }
+
+  async setCoordinatorGeneration(generation: number): Promise<void> {
+    this.generation = Math.max(this.generation, generation);
   }
 
   get term(): string | undefined {

@@ -1,5 +1,5 @@
 import { circuitBreaker, ConsecutiveBreaker, ConstantBackoff, ExponentialBackoff, handleWhen, retry, type IBackoff } from 'cockatiel';
-import { Etcd3, GRPCUnavailableError, isRecoverableError, type Lease, type Namespace, type Watcher } from 'etcd3';
+import { Etcd3, EtcdLeaseInvalidError, GRPCUnavailableError, isRecoverableError, type Lease, type Namespace, type Watcher } from 'etcd3';
 import type { Logger } from '@shardkv/common';
 import type { Candidate, Leadership, MetaStore, PutResult, Versioned } from './meta-store';
 import { COORDINATOR_KEY, coordinatorInfoSchema, type CoordinatorInfo } from './records';
@@ -182,7 +182,7 @@ class EtcdLeadership implements Leadership {
     private readonly log: Logger,
   ) {
     this.validUntilMs = grantSentAtMs + this.ttlMs - this.marginMs;
-    this.schedule();
+    this.schedule(this.ttlMs / 3);
   }
 
   private get ttlMs(): number {
@@ -195,42 +195,54 @@ class EtcdLeadership implements Leadership {
   }
 
   valid(): boolean {
-    if (this.active && Date.now() >= this.validUntilMs) this.stop('lease not renewed in time');
+    if (this.active && Date.now() >= this.validUntilMs) void this.stop('lease not renewed in time');
     return this.active;
   }
 
-  private schedule(): void {
-    this.timer = setTimeout(() => void this.keepalive(), this.ttlMs / 3);
+  private schedule(delayMs: number): void {
+    this.timer = setTimeout(() => void this.keepalive(), delayMs);
   }
 
+  /**
+   * One keepalive, then the next a third of the TTL after this one was sent; a failed one is
+   * tried again soon, with a deadline at the moment we would stop counting ourselves elected.
+   */
   private async keepalive(): Promise<void> {
     if (!this.valid()) return;
     const sentAtMs = Date.now();
+    let nextMs = RETRY_KEEPALIVE_MS;
     try {
-      const res = await this.lease.keepaliveOnce({ deadline: Date.now() + this.opts.callTimeoutMs });
+      const res = await this.lease.keepaliveOnce({ deadline: this.validUntilMs });
       const ttlS = Math.min(this.opts.leaseTtlS, Number(res.TTL));
       if (this.active) this.validUntilMs = Math.max(this.validUntilMs, sentAtMs + ttlS * 1000 - this.marginMs);
+      nextMs = Math.max(0, sentAtMs + this.ttlMs / 3 - Date.now());
     } catch (err) {
-      this.log.warn({ err: String(err) }, 'coordinator lease keepalive failed');
+      // The server says the lease is gone: another router may hold the election already.
+      if (err instanceof EtcdLeaseInvalidError) return void this.stop('the lease expired on the server');
+      this.log.warn({ err: String(err) }, 'coordinator lease keepalive failed; retrying');
     }
-    if (this.valid()) this.schedule();
+    if (this.valid()) this.schedule(nextMs);
   }
 
-  private stop(why: string): void {
-    if (!this.active) return;
+  private stop(why: string): Promise<void> {
+    if (!this.active) return Promise.resolve();
     this.active = false;
     clearTimeout(this.timer);
     this.log.warn({ generation: this.generation, why }, 'coordinator leadership ended');
-    this.lease.release();
+    // Revoked rather than left to expire, so that a rival need not wait out the TTL if the
+    // server still holds it; if etcd cannot be reached the lease expires there by itself.
+    const revoked = this.lease.revoke({ deadline: Date.now() + this.opts.callTimeoutMs }).catch(() => {});
     this.end();
+    return revoked;
   }
 
   async resign(): Promise<void> {
-    const was = this.active;
-    this.stop('resigned');
-    if (was) await this.lease.revoke({ deadline: Date.now() + this.opts.callTimeoutMs }).catch(() => {});
+    await this.stop('resigned');
   }
 }
+
+/** How soon a failed keepalive is tried again. */
+const RETRY_KEEPALIVE_MS = 100;
 
 function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {

@@ -53,12 +53,12 @@ export class FileMetaStore implements MetaStore {
     return () => this.listeners.delete(onChange);
   }
 
+  /** Elected at once. The generation is the revision of the coordinator record it writes, as with etcd. */
   async campaign(candidate: Candidate): Promise<Leadership> {
-    const generation = this.state.generation + 1;
     const revision = this.state.revision + 1;
     const info = JSON.stringify({ id: candidate.id, url: candidate.url, since: Date.now() });
-    this.save({ revision, generation, records: { ...this.state.records, [COORDINATOR_KEY]: { value: info, revision } } });
-    this.leadership = new FileLeadership(generation);
+    this.save({ revision, generation: revision, records: { ...this.state.records, [COORDINATOR_KEY]: { value: info, revision } } });
+    this.leadership = new FileLeadership(revision);
     this.notify();
     return this.leadership;
   }
@@ -66,7 +66,7 @@ export class FileMetaStore implements MetaStore {
   async coordinator(): Promise<CoordinatorInfo | undefined> {
     const rec = this.state.records[COORDINATOR_KEY];
     if (rec === undefined || this.leadership === undefined || !this.leadership.valid()) return undefined;
-    return { ...coordinatorInfoSchema.parse(JSON.parse(rec.value)), generation: this.state.generation };
+    return { ...coordinatorInfoSchema.parse(JSON.parse(rec.value)), generation: rec.revision };
   }
 
   async close(): Promise<void> {

@@ -32,6 +32,10 @@ export const shardRecordSchema = z.object({
 });
 export type ShardRecord = z.infer<typeof shardRecordSchema>;
 
+export function sameRecord(a: ShardRecord, b: ShardRecord): boolean {
+  return a.id === b.id && a.epoch === b.epoch && a.leader === b.leader && a.follower === b.follower && a.inSync === b.inSync;
+}
+
 /** Who coordinates now: written by the elected router under its lease. */
 export const coordinatorInfoSchema = z.object({ id: z.string(), url: z.string(), since: z.number() });
 export type CoordinatorInfo = z.infer<typeof coordinatorInfoSchema> & { generation: number };

@@ -108,11 +108,12 @@ export class ShardTable {
 
   private absorb(kv: Map<string, Versioned>): void {
     const coord = kv.get(COORDINATOR_KEY);
-    this.coordinatorInfo = coord === undefined ? undefined : { ...coordinatorInfoSchema.parse(JSON.parse(coord.value)), generation: coord.revision };
+    const info = coord === undefined ? undefined : coordinatorInfoSchema.safeParse(parseJson(coord.value));
+    this.coordinatorInfo = info?.success === true ? { ...info.data, generation: coord!.revision } : undefined;
     for (const s of this.map.shards) {
       const v = kv.get(shardKey(s.id));
       if (v === undefined) continue;
-      const parsed = shardRecordSchema.safeParse(JSON.parse(v.value));
+      const parsed = shardRecordSchema.safeParse(parseJson(v.value));
       if (!parsed.success) {
         this.log.error({ shard: s.id, err: parsed.error.message }, 'unreadable shard record in the control plane; keeping the one we have');
         continue;
@@ -147,4 +148,13 @@ async function adoptMoved(store: MetaStore, kv: Map<string, Versioned>, map: Sha
   if (!res.ok) throw new Error('the shard map changed while this router adopted new node addresses; start it again');
   log.warn({ moved: describe, mapVersion: next.version }, 'shard nodes have new addresses: adopted');
   return next;
+}
+
+/** A record that is not JSON reads as undefined (the schema then refuses it), never as a throw. */
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }

@@ -149,6 +149,9 @@ export class Leader {
    * waits for the lost follower; going `sync` first applies what was committed alone.
    */
   setMode(mode: CommitMode, epoch: number): void {
+    // The same epoch's "alone" again, while rejoining: we already know we may commit alone and
+    // chose to wait for the follower; going back would undo the rejoin we asked to record.
+    if (epoch === this.epoch && mode !== 'sync' && this.rejoinSeq !== undefined) return;
     this.epoch = epoch;
     // The coordinator's word: in sync (stop asking) or not (stop waiting for a rejoin).
     this.rejoinSeq = undefined;
