@@ -380,7 +380,10 @@ function haEnvProblems(services: Record<string, unknown>, shell: Record<string, 
   const router2 = services['router-2'];
   if (!isDict(router) || !isDict(router2)) return problems; // reported as a wrong set
   if (effectiveEnv(router, 'ETCD_ENDPOINTS', {}) !== undefined) problems.push(`router: ETCD_ENDPOINTS is ${String(effectiveEnv(router, 'ETCD_ENDPOINTS', {}))} by default, expected unset (embedded control plane)`);
-  if (effectiveEnv(router2, 'ETCD_ENDPOINTS', {}) !== ETCD_CLIENT_URLS) problems.push(`router-2: ETCD_ENDPOINTS is ${String(effectiveEnv(router2, 'ETCD_ENDPOINTS', {}))}, expected ${ETCD_CLIENT_URLS}`);
+  if (effectiveEnv(router2, 'ETCD_ENDPOINTS', shell) !== ETCD_CLIENT_URLS) problems.push(`router-2: ETCD_ENDPOINTS is ${String(effectiveEnv(router2, 'ETCD_ENDPOINTS', shell))} with the documented HA command, expected ${ETCD_CLIENT_URLS}`);
+  // Without the variable router-2 must refuse to start (not a URL list), never run on a control plane of its own.
+  const r2Default = effectiveEnv(router2, 'ETCD_ENDPOINTS', {});
+  if (r2Default === undefined || r2Default === '' || /^https?:\/\//.test(r2Default)) problems.push(`router-2: ETCD_ENDPOINTS is ${String(r2Default)} without the HA variables; it must be no endpoint list, so that router-2 refuses to start instead of using another control plane than the first router`);
   if (effectiveEnv(router, 'ETCD_ENDPOINTS', shell) !== ETCD_CLIENT_URLS) problems.push(`router: ETCD_ENDPOINTS is ${String(effectiveEnv(router, 'ETCD_ENDPOINTS', shell))} with the documented HA command, expected ${ETCD_CLIENT_URLS}`);
   const routerUrls = [router, router2].map((r) => String(envOf(r).get('ROUTER_URL'))).sort();
   for (const node of NODES) {
@@ -560,6 +563,7 @@ describe('the checks catch mistakes', () => {
     ['router-2 waiting for a loadtest service', (s) => ((s['router-2']!.depends_on as Dict).artillery = { condition: 'service_healthy' }), /router-2: depends on artillery, which the ha profile set does not start/],
     ['router-2 not waiting for etcd', (s) => delete (s['router-2']!.depends_on as Dict)['etcd-1'], /router-2: depends_on is \[etcd-0, etcd-2\]/],
     ['router-2 without etcd', (s) => delete env(s['router-2']!).ETCD_ENDPOINTS, /router-2: ETCD_ENDPOINTS is undefined/],
+    ['router-2 pinned to etcd whatever the first router uses', (s) => (env(s['router-2']!).ETCD_ENDPOINTS = ETCD_CLIENT_URLS), /router-2: ETCD_ENDPOINTS is http.* without the HA variables/],
     ['router-2 with the first router\'s id', (s) => (env(s['router-2']!).ROUTER_ID = 'router-1'), /router-2: ROUTER_ID is router-1/],
     ['router-2 with other shards', (s) => (env(s['router-2']!).SHARDS = 'shard-0=http://shard0-leader:5001,http://shard0-follower:6001'), /router-2: SHARDS/],
     ['router-2 without a restart policy', (s) => delete s['router-2']!.restart, /router-2: restart/],

@@ -2,6 +2,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { delimiter, join } from 'node:path';
+import { pidAlive } from '@shardkv/common';
 
 /*
  * Network partitions between local processes, for the fault harness (Linux, root, iptables).
@@ -162,16 +163,6 @@ function claimChainName(): string {
   }
   liveChains.add(chain);
   return chain;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: the process exists but belongs to someone else, so it is alive.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**

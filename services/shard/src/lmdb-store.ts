@@ -103,7 +103,7 @@ export class LmdbStore implements KvStore {
   async setEpoch(epoch: number): Promise<void> {
     if (epoch <= this.lastEpoch) return;
     this.lastEpoch = epoch;
-    await this.env.childTransaction(() => this.meta.put('epoch', Math.max(epoch, (this.meta.get('epoch') as number | undefined) ?? 0)));
+    await this.raise('epoch', epoch);
   }
 
   get coordinatorGeneration(): number {
@@ -113,7 +113,12 @@ export class LmdbStore implements KvStore {
   async setCoordinatorGeneration(generation: number): Promise<void> {
     if (generation <= this.generation) return;
     this.generation = generation;
-    await this.env.childTransaction(() => this.meta.put('coordinator', Math.max(generation, (this.meta.get('coordinator') as number | undefined) ?? 0)));
+    await this.raise('coordinator', generation);
+  }
+
+  /** Stores a counter that only grows: two raises racing leave the higher one. */
+  private async raise(key: 'epoch' | 'coordinator', value: number): Promise<void> {
+    await this.env.childTransaction(() => this.meta.put(key, Math.max(value, (this.meta.get(key) as number | undefined) ?? 0)));
   }
 
   get term(): string | undefined {

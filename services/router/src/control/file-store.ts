@@ -1,5 +1,6 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pidAlive } from '@shardkv/common';
 import { z } from 'zod';
 import type { Candidate, Leadership, MetaStore, PutResult, Versioned } from './meta-store';
 import { COORDINATOR_KEY, coordinatorInfoSchema, type CoordinatorInfo, type ShardAddress, type ShardRecord } from './records';
@@ -125,22 +126,12 @@ function fsyncPath(path: string): void {
 function takeLock(lockFile: string): void {
   if (existsSync(lockFile)) {
     const pid = Number(readFileSync(lockFile, 'utf8').trim());
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) {
       throw new Error(`${lockFile}: another router (pid ${pid}) uses this data directory; the embedded control plane serves one router only (run several routers with ETCD_ENDPOINTS)`);
     }
   }
   writeFileSync(lockFile, `${process.pid}\n`);
 }
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 const legacySchema = z.array(z.object({ id: z.string(), epoch: z.number().int().positive(), leaderIndex: z.union([z.literal(0), z.literal(1)]), inSync: z.boolean() }));
 
 /**
