@@ -25,7 +25,7 @@ let prefixNo = 0;
 beforeAll(async () => {
   etcd = await EtcdCluster.create({ members: 1 });
   await etcd.start();
-}, 60_000);
+}, 180_000);
 
 afterAll(async () => {
   await Promise.all(stores.map((s) => s.close().catch(() => {})));

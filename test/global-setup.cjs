@@ -1,0 +1,16 @@
+// Installs the system packages the integration tests need (etcd-server, iptables) once, before
+// any test runs, when they are missing and we run as root: an install can take longer than one
+// test's set-up timeout on a fresh machine. Failures are not fatal here: each test that needs a
+// package asks again (ensureEtcd / ensureIptables) and fails with a message saying how to get it.
+'use strict';
+const { ensureEtcd, ensureIptables } = require('../tools/dist/index.js');
+
+module.exports = async function globalSetup() {
+  for (const [name, ensure] of [['etcd', ensureEtcd], ['iptables', ensureIptables]]) {
+    try {
+      await ensure();
+    } catch (err) {
+      process.stderr.write(`[global-setup] ${name}: ${err instanceof Error ? err.message : String(err)}\n`);
+    }
+  }
+};
