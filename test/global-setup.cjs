@@ -3,12 +3,10 @@
 // test's set-up timeout on a fresh machine. Failures are not fatal here: each test that needs a
 // package asks again (ensureEtcd / ensureIptables) and fails with a message saying how to get it.
 'use strict';
-const { ensureEtcd, ensureIptables } = require('../tools/dist/index.js');
-
 module.exports = async function globalSetup() {
-  for (const [name, ensure] of [['etcd', ensureEtcd], ['iptables', ensureIptables]]) {
+  for (const [name, fn] of [['etcd', 'ensureEtcd'], ['iptables', 'ensureIptables']]) {
     try {
-      await ensure();
+      await require('../tools/dist/index.js')[fn]();
     } catch (err) {
       process.stderr.write(`[global-setup] ${name}: ${err instanceof Error ? err.message : String(err)}\n`);
     }

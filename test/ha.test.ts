@@ -17,8 +17,10 @@ let env: HaEnv | undefined;
 let runNo = 0;
 const logs: string[] = [];
 
+let starting: Promise<HaEnv> | undefined;
+
 beforeAll(async () => {
-  env = await startHaEnv({
+  starting = startHaEnv({
     env: ENV,
     restart: { backoffMinMs: 100, backoffMaxMs: 1000, stableAfterMs: 5000 },
     sink: (name, line) => {
@@ -28,11 +30,14 @@ beforeAll(async () => {
       if (logs.length > 3000) logs.shift();
     },
   });
+  env = await starting;
 }, 120_000);
 
 afterAll(async () => {
-  await env?.stop();
-}, 60_000);
+  // Also when set-up timed out: what it started is stopped once it has finished starting.
+  const started = env ?? (await starting?.catch(() => undefined));
+  await started?.stop();
+}, 90_000);
 
 /** Runs clients through both routers while `fault` happens once, and checks the history. */
 async function underFault(fault: HaFault, o: { holdMs?: number; shard?: number; keepHistory?: boolean } = {}): Promise<{ report: ChaosReport; fault: ScenarioFault }> {
@@ -72,9 +77,10 @@ async function underFault(fault: HaFault, o: { holdMs?: number; shard?: number; 
 describe('no single point of failure (etcd control plane, two routers)', () => {
   test('kill -9 of the coordinator router: the other router takes over and coordinates', async () => {
     const { fault } = await underFault(HA_FAULTS.killCoordinator);
-    expect(fault.figures!['newCoordinator']).not.toBe(undefined);
-    expect(Number(fault.figures!['generationAfter'])).toBeGreaterThan(Number(fault.figures!['generationBefore']));
-    expect(Number(fault.figures!['takeoverMs'])).toBeLessThan(10_000);
+    const f = fault.figures!;
+    expect(f['newCoordinator']).not.toBe(f['killed']);
+    expect(Number(f['generationAfter'])).toBeGreaterThan(Number(f['generationBefore']));
+    expect(Number(f['takeoverMs'])).toBeLessThan(10_000);
   }, 120_000);
 
   test('SIGSTOP of the coordinator past its lease: another router is elected, the resumed one steps down, and nodes refuse its generation', async () => {
@@ -91,22 +97,35 @@ describe('no single point of failure (etcd control plane, two routers)', () => {
 
   test('the leader <-> follower link cut: the leader commits alone, and the follower rejoins when healed', async () => {
     const { fault } = await underFault(HA_FAULTS.partitionLeaderFollower, { shard: 2 });
+    const f = fault.figures!;
+    // The cut was real: the control plane took the follower out of the in-sync set (a new epoch), same leader.
+    expect({ inSync: f['inSyncDuring'], sameLeader: f['sameLeader'] }).toEqual({ inSync: false, sameLeader: true });
+    expect(Number(f['epochDuring'])).toBeGreaterThan(Number(f['epochBefore']));
     expect(fault.recovered).toBe(true);
   }, 120_000);
 
   test('a router with a stale map (cut from etcd) after a failover made through the other router still serves correctly', async () => {
     const { fault } = await underFault(HA_FAULTS.staleRouterAfterFailover, { shard: 0 });
-    expect(fault.figures!['failover']).toBe('200');
+    const f = fault.figures!;
+    expect(f['failover']).toBe('200');
+    expect(Number(f['staleEpoch'])).toBeLessThan(Number(f['currentEpoch']));
+    expect(f['throughStaleRouter']).toBe('put 200 get 200');
+    expect(fault.recovered).toBe(true);
+  }, 120_000);
+
+  test('a leader isolated from its coordinator and follower but still reached by a stale router: the follower is promoted and no read is stale', async () => {
+    const { fault } = await underFault(HA_FAULTS.isolatedLeaderStaleRouter, { shard: 1 });
+    expect(Number(fault.figures!['promotedMs'])).toBeLessThan(10_000);
     expect(fault.recovered).toBe(true);
   }, 120_000);
 
   test('etcd quorum lost: routers keep serving on their map, and nothing is promoted meanwhile or when it returns', async () => {
     const holdMs = 3000;
     const { report, fault } = await underFault(HA_FAULTS.etcdQuorumLoss, { holdMs, keepHistory: true });
-    expect(fault.figures!['epochsDuring']).toBe(fault.figures!['epochsBefore']);
-    expect(fault.figures!['epochsAfter']).toBe(fault.figures!['epochsBefore']);
+    const f = fault.figures!;
+    expect({ during: f['leadersDuring'], after: f['leadersAfter'] }).toEqual({ during: f['leadersBefore'], after: f['leadersBefore'] });
     // Writes went on while etcd had no quorum (invoked and answered inside the outage).
     const during = report.history.filter((op) => op.kind !== 'get' && op.outcome === 'ok' && op.invokeMs > fault.startMs + 500 && op.completeMs < fault.startMs + holdMs);
-    expect(during.length).toBeGreaterThan(50);
+    expect(during.length).toBeGreaterThan(20);
   }, 120_000);
 });

@@ -18,7 +18,7 @@ const USAGE = `usage: npm run chaos -- [--ha [--ha-faults <kind,...>] [--max-fau
                   nemesis kills and pauses routers (the coordinator too), etcd members and leaders,
                   takes etcd's quorum away and cuts links with iptables (needs root)
   --ha-faults     only these HA faults (default all): ${Object.keys(HA_FAULTS).join(', ')}
-  --max-faults    stop faulting after this many (HA)
+  --max-faults    HA: after this many faults the run ends (after the quiet time), whatever --duration says
   --duration      seconds of client traffic (default ${DEFAULT_CHAOS.durationMs / 1000})
   --clients       concurrent clients (default ${DEFAULT_CHAOS.clients})
   --keys          contended keys in use at any time (default ${DEFAULT_CHAOS.keys})

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ShardRing } from '@shardkv/router/dist/ring';
 import { request } from 'undici';
 import { rng, shuffle, type ScenarioContext, type ScenarioFault } from './chaos';
 import { Cluster, type ClusterNode, type ClusterOptions } from './cluster';
@@ -150,24 +151,32 @@ export interface HaFaultOptions {
 
 export type HaFault = (env: HaEnv, ctx: ScenarioContext, o: HaFaultOptions) => Promise<ScenarioFault>;
 
-/** kill -9 the coordinator router: another router takes the election over; the supervisor restarts the killed one. */
+/**
+ * kill -9 the coordinator router: another router takes the election over. The killed one is kept
+ * down until then (the supervisor would restart it at once, and it could win again), and started
+ * again afterwards.
+ */
 export const killCoordinator: HaFault = async (env, ctx) => {
   const { node, generation } = await coordinatorNode(env.cluster);
+  const proc = env.cluster.process(node.name);
   const startMs = ctx.now();
-  env.cluster.process(node.name).signal('SIGKILL');
+  proc.signal('SIGKILL');
+  const held = proc.stop();
   ctx.log(`kill -9 coordinator ${node.name}`);
-  // The supervisor restarts the killed router at once, and it may win the next election itself:
-  // takeover is when any router coordinates under a newer generation.
-  const takeoverMs = await until('a router coordinates under a newer generation', async () => {
-    for (const r of env.cluster.routers) {
-      const s = await routerStatus(r, 300);
-      if (s?.router.coordinator === true && (s.coordinator?.generation ?? 0) > generation) return true;
-    }
-    return false;
-  }, 20_000);
+  let takeoverMs: number;
+  try {
+    takeoverMs = await until('another router coordinates', async () => {
+      for (const r of env.cluster.routers) if (r !== node && (await routerStatus(r, 300))?.router.coordinator === true) return true;
+      return false;
+    }, 20_000);
+  } finally {
+    await held;
+    proc.start();
+  }
   const next = await coordinatorNode(env.cluster);
+  await env.cluster.waitHealthy(20_000, [node]);
   await settled(env.cluster);
-  return { name: `kill -9 coordinator ${node.name}`, startMs, endMs: ctx.now(), figures: { takeoverMs, newCoordinator: next.node.name, generationBefore: generation, generationAfter: next.generation } };
+  return { name: `kill -9 coordinator ${node.name}`, startMs, endMs: ctx.now(), figures: { takeoverMs, killed: node.name, newCoordinator: next.node.name, generationBefore: generation, generationAfter: next.generation } };
 };
 
 /**
@@ -229,6 +238,56 @@ export const killRouter: HaFault = async (env, ctx) => {
   return { name: `kill -9 router ${victim.name}`, startMs, endMs: ctx.now(), figures: { backMs } };
 };
 
+/** SIGSTOP a router that does not coordinate: its clients' requests hang until their deadline, then they move on. */
+export const pauseRouter: HaFault = async (env, ctx, o) => {
+  const { node: coordinator } = await coordinatorNode(env.cluster);
+  const victim = env.cluster.routers.find((r) => r !== coordinator)!;
+  const proc = env.cluster.process(victim.name);
+  const startMs = ctx.now();
+  proc.signal('SIGSTOP');
+  ctx.log(`SIGSTOP router ${victim.name} for ${o.holdMs} ms`);
+  try {
+    await sleep(o.holdMs);
+  } finally {
+    proc.signal('SIGCONT');
+  }
+  return { name: `SIGSTOP router ${victim.name} ${o.holdMs} ms`, startMs, endMs: ctx.now() };
+};
+
+/** A router that does not coordinate cut off from one shard's leader: only that router's requests to that shard fail. */
+export const partitionRouterFromLeader: HaFault = async (env, ctx, o) => {
+  const shardId = env.cluster.shards[o.shard]!.id;
+  const { node: coordinator } = await coordinatorNode(env.cluster);
+  const router = env.cluster.routers.find((r) => r !== coordinator)!;
+  const { leader } = await shardRoles(env.cluster, shardId);
+  const startMs = ctx.now();
+  const cut = await env.net.cut(router.host, leader.host);
+  ctx.log(`partition ${router.name} <-/-> ${leader.name} (leader of ${shardId})`);
+  try {
+    await sleep(o.holdMs);
+  } finally {
+    await env.net.healLink(cut);
+  }
+  await settled(env.cluster);
+  return { name: `partition ${router.name} | leader of ${shardId}`, shard: shardId, startMs, endMs: ctx.now() };
+};
+
+/** Only the follower -> leader direction dropped: the leader's messages arrive, its acknowledgements do not. */
+export const oneWayFollowerToLeader: HaFault = async (env, ctx, o) => {
+  const shardId = env.cluster.shards[o.shard]!.id;
+  const { leader, follower } = await shardRoles(env.cluster, shardId);
+  const startMs = ctx.now();
+  const cut = await env.net.cut(follower.host, leader.host, { oneWay: true });
+  ctx.log(`one-way partition ${follower.name} -/-> ${leader.name}`);
+  try {
+    await sleep(o.holdMs);
+  } finally {
+    await env.net.healLink(cut);
+  }
+  await settled(env.cluster);
+  return { name: `one-way cut follower -> leader of ${shardId}`, shard: shardId, startMs, endMs: ctx.now() };
+};
+
 /** The leader cut off from the coordinator, but not from its follower: the coordinator promotes the follower; the old leader is fenced by it. */
 export const partitionLeaderFromCoordinator: HaFault = async (env, ctx, o) => {
   const shardId = env.cluster.shards[o.shard]!.id;
@@ -256,12 +315,17 @@ export const partitionLeaderFromCoordinator: HaFault = async (env, ctx, o) => {
 /** The leader <-> follower link cut: the leader asks to commit alone; healed, the follower catches up and is in sync again. */
 export const partitionLeaderFollower: HaFault = async (env, ctx, o) => {
   const shardId = env.cluster.shards[o.shard]!.id;
-  const { leader, follower } = await shardRoles(env.cluster, shardId);
+  const { leader, follower, epoch } = await shardRoles(env.cluster, shardId);
   const startMs = ctx.now();
   const cut = await env.net.cut(leader.host, follower.host);
   ctx.log(`partition ${leader.name} <-/-> ${follower.name}`);
+  let during: { inSync: boolean; epoch: number; leader: string } | undefined;
   try {
     await sleep(o.holdMs);
+    // What the control plane says at the end of the cut: the follower out of sync, the same leader.
+    const { node } = await coordinatorNode(env.cluster);
+    const s = (await routerStatus(node))?.shards.find((x) => x.id === shardId);
+    if (s !== undefined) during = { inSync: s.inSync, epoch: s.epoch, leader: s.leader.url };
   } finally {
     await env.net.healLink(cut);
   }
@@ -270,7 +334,7 @@ export const partitionLeaderFollower: HaFault = async (env, ctx, o) => {
     await settled(env.cluster, 500);
     return true;
   }, 30_000);
-  return { name: `partition leader | follower of ${shardId}`, shard: shardId, startMs, endMs: ctx.now(), figures: { rejoinMs } };
+  return { name: `partition leader | follower of ${shardId}`, shard: shardId, startMs, endMs: ctx.now(), figures: { rejoinMs, epochBefore: epoch, epochDuring: during?.epoch ?? -1, inSyncDuring: during?.inSync ?? 'unknown', sameLeader: during?.leader === leader.url } };
 };
 
 /**
@@ -283,40 +347,93 @@ export const staleRouterAfterFailover: HaFault = async (env, ctx, o) => {
   const stale = env.cluster.routers.find((r) => r !== coordinator)!;
   const aliases = env.etcdAliases[env.cluster.routers.indexOf(stale)]!;
   const startMs = ctx.now();
-  // The etcd client connects from 127.0.0.1 (it cannot bind a source address), so the cut is
-  // by the addresses only this router reaches etcd at.
-  const cuts = await Promise.all(aliases.map((a) => env.net.cut('127.0.0.1', a)));
-  ctx.log(`partition ${stale.name} <-/-> etcd`);
-  let failover: string;
+  const cuts: string[] = [];
+  const figures: Record<string, string | number> = {};
   try {
+    // The etcd client connects from 127.0.0.1 (it cannot bind a source address), so the cut is
+    // by the addresses only this router reaches etcd at.
+    for (const a of aliases) cuts.push(await env.net.cut('127.0.0.1', a));
+    ctx.log(`partition ${stale.name} <-/-> etcd`);
     const res = await request(`${coordinator.url}/admin/failover?shard=${shardId}`, { method: 'POST', headers: { authorization: `Bearer ${env.cluster.token}` }, signal: AbortSignal.timeout(5000) });
-    failover = `${res.statusCode}`;
+    figures['failover'] = `${res.statusCode}`;
     await res.body.dump();
-    ctx.log(`failover of ${shardId} through ${coordinator.name}: HTTP ${failover}`);
+    ctx.log(`failover of ${shardId} through ${coordinator.name}: HTTP ${figures['failover']}`);
     await sleep(o.holdMs);
+    // Proof that the router is stale and still serves the shard: its map's epoch is behind, and a
+    // write and a read of a key of that shard through it succeed.
+    figures['staleEpoch'] = (await routerStatus(stale))?.shards.find((x) => x.id === shardId)?.epoch ?? -1;
+    figures['currentEpoch'] = (await routerStatus(coordinator))?.shards.find((x) => x.id === shardId)?.epoch ?? -1;
+    figures['throughStaleRouter'] = await putAndGet(stale, keyOn(env.cluster, shardId));
   } finally {
     for (const c of cuts) await env.net.healLink(c);
   }
   ctx.log(`healed ${stale.name} <-> etcd`);
   await settled(env.cluster);
-  return { name: `stale map on ${stale.name}, failover of ${shardId} through ${coordinator.name}`, shard: shardId, startMs, endMs: ctx.now(), figures: { failover } };
+  return { name: `stale map on ${stale.name}, failover of ${shardId} through ${coordinator.name}`, shard: shardId, startMs, endMs: ctx.now(), figures };
 };
+
+/**
+ * The old leader cut off from the coordinator *and* its follower, while a router cut off from
+ * etcd can still reach it and keeps reading from it: the follower is promoted; the read lease
+ * keeps the two from serving at once (the checker would see a stale read).
+ */
+export const isolatedLeaderStaleRouter: HaFault = async (env, ctx, o) => {
+  const shardId = env.cluster.shards[o.shard]!.id;
+  const { node: coordinator } = await coordinatorNode(env.cluster);
+  const stale = env.cluster.routers.find((r) => r !== coordinator)!;
+  const aliases = env.etcdAliases[env.cluster.routers.indexOf(stale)]!;
+  const { leader, follower, epoch } = await shardRoles(env.cluster, shardId);
+  const startMs = ctx.now();
+  const cuts: string[] = [];
+  let promotedMs = -1;
+  try {
+    for (const a of aliases) cuts.push(await env.net.cut('127.0.0.1', a));
+    cuts.push(await env.net.cut(leader.host, coordinator.host));
+    cuts.push(await env.net.cut(leader.host, follower.host));
+    ctx.log(`partition ${leader.name} from ${coordinator.name} and ${follower.name}; ${stale.name} from etcd`);
+    promotedMs = await until(`${shardId} gets a new leader`, async () => {
+      const s = (await routerStatus(coordinator, 3000))?.shards.find((x) => x.id === shardId);
+      return s !== undefined && s.leader.url !== leader.url && s.epoch > epoch;
+    }, 20_000);
+    await sleep(o.holdMs);
+  } finally {
+    for (const c of cuts) await env.net.healLink(c);
+  }
+  ctx.log('healed');
+  await settled(env.cluster);
+  return { name: `isolated leader of ${shardId}, ${stale.name} stale`, shard: shardId, startMs, endMs: ctx.now(), figures: { promotedMs } };
+};
+
+/** A key the ring places on the shard (the same ketama ring as the routers). */
+function keyOn(cluster: Cluster, shardId: string): string {
+  const ring = new ShardRing(cluster.shards.map((s) => s.id));
+  for (let i = 0; ; i += 1) if (ring.shardFor(`probe-${i}`) === shardId) return `probe-${i}`;
+}
+
+/** A put and a get of `key` through the router, as `put <status> get <status>`. */
+async function putAndGet(router: ClusterNode, key: string): Promise<string> {
+  const put = await request(`${router.url}/put`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ key, value: 'probe' }), signal: AbortSignal.timeout(6000) }).catch(() => undefined);
+  await put?.body.dump();
+  const get = await request(`${router.url}/get?key=${encodeURIComponent(key)}`, { signal: AbortSignal.timeout(6000) }).catch(() => undefined);
+  await get?.body.dump();
+  return `put ${put?.statusCode ?? 'no answer'} get ${get?.statusCode ?? 'no answer'}`;
+}
 
 /** Two of three etcd members killed: no quorum. Routers serve on the map they have; nothing is promoted meanwhile or after. */
 export const etcdQuorumLoss: HaFault = async (env, ctx, o) => {
-  const before = await epochs(env.cluster);
+  const before = await leaders(env.cluster);
   const startMs = ctx.now();
   env.etcd.kill(1);
   env.etcd.kill(2);
   ctx.log('etcd: kill -9 two of three members (quorum lost)');
   await sleep(o.holdMs);
-  const during = await epochs(env.cluster);
+  const during = await leaders(env.cluster);
   await Promise.all([env.etcd.restart(1), env.etcd.restart(2)]);
   ctx.log('etcd: members restarted (quorum back)');
   await settled(env.cluster);
   await sleep(1000);
-  const after = await epochs(env.cluster);
-  return { name: 'etcd quorum lost', startMs, endMs: ctx.now(), figures: { epochsBefore: before, epochsDuring: during, epochsAfter: after } };
+  const after = await leaders(env.cluster);
+  return { name: 'etcd quorum lost', startMs, endMs: ctx.now(), figures: { leadersBefore: before, leadersDuring: during, leadersAfter: after } };
 };
 
 /** One etcd member killed (a quorum remains): nothing should notice. */
@@ -357,16 +474,28 @@ export const pauseLeader: HaFault = async (env, ctx, o) => {
   return { name: `SIGSTOP leader ${leader.name} ${o.holdMs} ms`, shard: shardId, startMs, endMs: ctx.now() };
 };
 
-/** Every shard's epoch as the first router that answers says, e.g. `shard-0:3 shard-1:2`. */
-async function epochs(cluster: Cluster): Promise<string> {
-  for (const r of cluster.routers) {
-    const s = await routerStatus(r);
-    if (s !== undefined) return s.shards.map((x) => `${x.id}:${x.epoch}`).join(' ');
-  }
-  return 'unknown';
+/**
+ * Every shard's leader as the nodes themselves report it (not a router's map, which cannot change
+ * while etcd is down), e.g. `shard-0:shard0-leader shard-1:shard1-follower`.
+ */
+async function leaders(cluster: Cluster): Promise<string> {
+  const roles = await Promise.all(cluster.shards.map(async (s) => {
+    const leading = await Promise.all([s.leader, s.follower].map(async (n) => ((await nodeRole(n)) === 'leader' ? n.name : undefined)));
+    return `${s.id}:${leading.filter((x) => x !== undefined).join('+') || 'none'}`;
+  }));
+  return roles.join(' ');
 }
 
-export const HA_FAULTS = { killCoordinator, pauseCoordinator, killRouter, partitionLeaderFromCoordinator, partitionLeaderFollower, staleRouterAfterFailover, etcdQuorumLoss, killEtcdMember, killLeader, pauseLeader } satisfies Record<string, HaFault>;
+async function nodeRole(n: ClusterNode): Promise<string | undefined> {
+  try {
+    const res = await request(`${n.url}/status`, { signal: AbortSignal.timeout(2000) });
+    return ((await res.body.json()) as { role?: string }).role;
+  } catch {
+    return undefined;
+  }
+}
+
+export const HA_FAULTS = { killCoordinator, pauseCoordinator, killRouter, pauseRouter, partitionRouterFromLeader, oneWayFollowerToLeader, partitionLeaderFromCoordinator, partitionLeaderFollower, staleRouterAfterFailover, isolatedLeaderStaleRouter, etcdQuorumLoss, killEtcdMember, killLeader, pauseLeader } satisfies Record<string, HaFault>;
 export type HaFaultKind = keyof typeof HA_FAULTS;
 
 export interface HaNemesisOptions extends HaFaultOptions {

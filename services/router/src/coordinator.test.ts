@@ -56,11 +56,17 @@ describe('decide (pure)', () => {
     expect(decide.leaderLost(lagging)).toBe(lagging);
   });
 
-  test('leaving and rejoining the in-sync set bump the epoch; repeating them changes nothing', () => {
+  test('leaving and rejoining the in-sync set bump the epoch; a repeated catch-up changes nothing', () => {
     const out = decide.followerLost(base);
     expect(out).toEqual({ ...base, epoch: 6, inSync: false });
-    expect(decide.followerLost(out)).toBe(out);
     expect(decide.followerCaughtUp(out)).toEqual({ ...out, epoch: 7, inSync: true });
+    const back = decide.followerCaughtUp(out);
+    expect(decide.followerCaughtUp(back)).toBe(back);
+  });
+
+  test('a follower lost again while its leader rejoins moves the epoch, so the leader is told at a new epoch to go alone', () => {
+    const out = { ...base, inSync: false };
+    expect(decide.followerLost(out)).toEqual({ ...out, epoch: 6 });
   });
 
   test('a configuration is pushed to a node that is behind or in the wrong role, never an older one', () => {

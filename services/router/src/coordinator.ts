@@ -71,8 +71,13 @@ export const decide = {
     if (!s.inSync) return s;
     return { ...s, epoch: s.epoch + 1, leader: s.follower, follower: s.leader, inSync: false };
   },
+  /**
+   * Always a new epoch, even when the record already says out of sync: the reporting leader is
+   * waiting for its follower (it was rejoining) and must be told at a new epoch that it may go
+   * alone again; the same epoch's "alone" it would ignore (Leader.setMode).
+   */
   followerLost(s: ShardState): ShardState {
-    return s.inSync ? { ...s, epoch: s.epoch + 1, inSync: false } : s;
+    return { ...s, epoch: s.epoch + 1, inSync: false };
   },
   followerCaughtUp(s: ShardState): ShardState {
     return s.inSync ? s : { ...s, epoch: s.epoch + 1, inSync: true };

@@ -7,6 +7,9 @@ import type { Nodes } from './shards';
 /** The header that carries the epoch a request was routed with; the node refuses an older one. */
 export const EPOCH_HEADER = 'x-shardkv-epoch';
 
+/** How long a refused request waits for the shard map to be re-read before it goes by the node's hint. */
+const REFRESH_WAIT_MS = 250;
+
 /** Refusals that prove nothing was done: the request may go once more, after re-reading the map. */
 const REFUSED: ReadonlySet<ErrorCode> = new Set(['not_leader', 'not_ready', 'stale_epoch']);
 
@@ -46,15 +49,29 @@ export class Leaders {
       return await this.send(first, call, count);
     } catch (err) {
       if (!isKvError(err) || !REFUSED.has(err.code)) throw err;
-      await this.table.refresh().catch(() => {});
+      await this.refreshBriefly();
       const now = this.table.state(shardId);
-      if (now.leader !== first.leader || now.epoch !== first.epoch) return this.send(now, call, count);
       // The map could not be re-read (cut off from the control plane) or has not caught up yet:
       // a node at a newer epoch names the leader it knows, which the new epoch then checks.
-      const hinted = this.hint(err, first);
-      if (hinted !== undefined) return this.send(hinted, call, count);
-      throw new KvError('shard_unavailable', `${first.leader} refused (${err.code}: ${err.message}) and the shard map has no newer leader yet; nothing was applied, retry`);
+      const next = now.leader !== first.leader || now.epoch !== first.epoch ? now : this.hint(err, first);
+      if (next === undefined) throw unavailable(first, err);
+      return this.send(next, call, count).catch((again: unknown) => {
+        // Refused again (the new leader not configured yet, mid-failover): still nothing applied.
+        throw isKvError(again) && REFUSED.has(again.code) ? unavailable(next, again) : again;
+      });
     }
+  }
+
+  /**
+   * Re-reads the shard map, waiting at most REFRESH_WAIT_MS: with the control plane unreachable a
+   * read takes its whole deadline, and the request can go by the node's hint meanwhile. The read
+   * goes on, and updates the table for later requests when it ends.
+   */
+  private async refreshBriefly(): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<void>((resolve) => (timer = setTimeout(resolve, REFRESH_WAIT_MS)));
+    await Promise.race([this.table.refresh().catch(() => {}), waited]);
+    clearTimeout(timer);
   }
 
   /** The leader and epoch a `stale_epoch` refusal names, when they are newer than what we routed by. */
@@ -70,6 +87,10 @@ export class Leaders {
     if (!Array.isArray(body.results) || body.results.length !== count) throw new KvError('internal', `${s.leader} answered a batch of ${count} with ${body.results?.length ?? 'no'} results`);
     return body.results;
   }
+}
+
+function unavailable(s: ShardRecord, err: KvError): KvError {
+  return new KvError('shard_unavailable', `${s.leader} refused (${err.code}: ${err.message}) and the shard map has no newer leader yet; nothing was applied, retry`);
 }
 
 /**

@@ -1,5 +1,5 @@
 import Router from '@koa/router';
-import { COORDINATOR_HEADER, errorMiddleware, failedEntry, internalAuth, jsonBody, KvError, nodeConfigSchema, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, parseWriteOpsBody, requireJson, type EntryResult, type Logger, type WriteOp } from '@shardkv/common';
+import { bearer, COORDINATOR_HEADER, errorMiddleware, failedEntry, internalAuth, jsonBody, KvError, nodeConfigSchema, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, parseWriteOpsBody, requireJson, type EntryResult, type Logger, type WriteOp } from '@shardkv/common';
 import Koa from 'koa';
 import { Readable } from 'node:stream';
 import type { ShardConfig } from './config';
@@ -100,9 +100,12 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
     ctx.body = { status: 'ok', node: config.nodeName, role: node.role.kind };
   });
 
+  // /status is public, so a coordinator generation on it counts only with the cluster token:
+  // otherwise anyone could make the node refuse every real coordinator.
+  const fromCluster = config.clusterToken === undefined ? () => true : bearer(config.clusterToken);
   router.get('/status', async (ctx) => {
     const generation = Number(ctx.get(COORDINATOR_HEADER));
-    if (Number.isSafeInteger(generation) && generation > 0) await node.observeCoordinator(generation);
+    if (Number.isSafeInteger(generation) && generation > 0 && fromCluster(ctx.get('authorization'))) await node.observeCoordinator(generation);
     const role = node.role;
     ctx.body = {
       node: config.nodeName,

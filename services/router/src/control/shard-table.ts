@@ -20,8 +20,8 @@ export class ShardTable {
   private readonly listeners: Listener[] = [];
   private coordinatorInfo: CoordinatorInfo | undefined;
   private unwatch: (() => void) | undefined;
-  private refreshing: Promise<void> | undefined;
-  private refreshAgain = false;
+  private reading: Promise<void> | undefined;
+  private queued: Promise<void> | undefined;
 
   private constructor(
     private readonly store: MetaStore,
@@ -79,23 +79,27 @@ export class ShardTable {
     return this.coordinatorInfo;
   }
 
-  /** Re-reads the store. Calls that arrive during a read share the next one, so a burst costs two reads. */
+  /**
+   * Re-reads the store. A call that arrives during a read waits for the next one (the read under
+   * way may predate the change it wants to see), and every call arriving meanwhile shares that
+   * next read: a burst costs two reads, and no caller waits for more than two.
+   */
   refresh(): Promise<void> {
-    if (this.refreshing !== undefined) {
-      this.refreshAgain = true;
-      return this.refreshing;
+    if (this.reading === undefined) {
+      this.reading = this.readOnce().finally(() => (this.reading = undefined));
+      return this.reading;
     }
-    this.refreshing = (async () => {
-      try {
-        do {
-          this.refreshAgain = false;
-          this.absorb(await this.store.list());
-        } while (this.refreshAgain);
-      } finally {
-        this.refreshing = undefined;
-      }
-    })();
-    return this.refreshing;
+    this.queued ??= this.reading
+      .catch(() => {})
+      .then(() => {
+        this.queued = undefined;
+        return this.refresh();
+      });
+    return this.queued;
+  }
+
+  private async readOnce(): Promise<void> {
+    this.absorb(await this.store.list());
   }
 
   /** Records a write this router made itself (the watch would bring it too, a little later). */
