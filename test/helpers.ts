@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
+import type { ChaosReport } from '@shardkv/tools/dist/chaos';
 
 /**
  * Integration tests run the real processes: the same Cluster as `npm start`, on free ports, with
@@ -162,4 +163,13 @@ export async function shardsInSync(cluster: Cluster, indexes: number[] = cluster
     if (!agree) return false;
   }
   return true;
+}
+
+/** A fault-harness run found nothing wrong: no anomaly, no undocumented answer, no nemesis failure, nothing the checker could not decide. */
+export function expectClean(report: ChaosReport): void {
+  expect(report.nemesisErrors).toEqual([]);
+  expect(report.check.anomalies).toEqual([]);
+  expect(report.unexpected).toEqual([]);
+  expect(report.check.undecided).toEqual([]);
+  expect(report.check.linearizable).toBe(true);
 }

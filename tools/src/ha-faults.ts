@@ -165,10 +165,7 @@ export const killCoordinator: HaFault = async (env, ctx) => {
   ctx.log(`kill -9 coordinator ${node.name}`);
   let takeoverMs: number;
   try {
-    takeoverMs = await until('another router coordinates', async () => {
-      for (const r of env.cluster.routers) if (r !== node && (await routerStatus(r, 300))?.router.coordinator === true) return true;
-      return false;
-    }, 20_000);
+    takeoverMs = await untilAnotherCoordinates(env.cluster, node);
   } finally {
     await held;
     proc.start();
@@ -191,10 +188,7 @@ export const pauseCoordinator: HaFault = async (env, ctx, o) => {
   ctx.log(`SIGSTOP coordinator ${node.name} for ${o.pauseMs} ms`);
   let takeoverMs: number;
   try {
-    takeoverMs = await until('another router coordinates', async () => {
-      for (const r of env.cluster.routers) if (r !== node && (await routerStatus(r, 300))?.router.coordinator === true) return true;
-      return false;
-    }, 20_000);
+    takeoverMs = await untilAnotherCoordinates(env.cluster, node);
     await sleep(Math.max(0, o.pauseMs - takeoverMs));
   } finally {
     proc.signal('SIGCONT');
@@ -298,11 +292,7 @@ export const partitionLeaderFromCoordinator: HaFault = async (env, ctx, o) => {
   ctx.log(`partition ${coordinator.name} <-/-> ${leader.name} (leader of ${shardId})`);
   let promotedMs: number;
   try {
-    promotedMs = await until(`${shardId} gets a new leader`, async () => {
-      // The coordinator's /status waits up to its STATUS_TIMEOUT_MS on the unreachable leader.
-      const s = (await routerStatus(coordinator, 3000))?.shards.find((x) => x.id === shardId);
-      return s !== undefined && s.leader.url !== leader.url && s.epoch > epoch;
-    }, 20_000);
+    promotedMs = await untilPromoted(coordinator, shardId, leader, epoch);
     await sleep(o.holdMs);
   } finally {
     await env.net.healLink(cut);
@@ -391,10 +381,7 @@ export const isolatedLeaderStaleRouter: HaFault = async (env, ctx, o) => {
     cuts.push(await env.net.cut(leader.host, coordinator.host));
     cuts.push(await env.net.cut(leader.host, follower.host));
     ctx.log(`partition ${leader.name} from ${coordinator.name} and ${follower.name}; ${stale.name} from etcd`);
-    promotedMs = await until(`${shardId} gets a new leader`, async () => {
-      const s = (await routerStatus(coordinator, 3000))?.shards.find((x) => x.id === shardId);
-      return s !== undefined && s.leader.url !== leader.url && s.epoch > epoch;
-    }, 20_000);
+    promotedMs = await untilPromoted(coordinator, shardId, leader, epoch);
     await sleep(o.holdMs);
   } finally {
     for (const c of cuts) await env.net.healLink(c);
@@ -403,6 +390,23 @@ export const isolatedLeaderStaleRouter: HaFault = async (env, ctx, o) => {
   await settled(env.cluster);
   return { name: `isolated leader of ${shardId}, ${stale.name} stale`, shard: shardId, startMs, endMs: ctx.now(), figures: { promotedMs } };
 };
+
+/** Waits until a router other than `old` says it coordinates; returns how long it took. */
+function untilAnotherCoordinates(cluster: Cluster, old: ClusterNode): Promise<number> {
+  return until('another router coordinates', async () => {
+    for (const r of cluster.routers) if (r !== old && (await routerStatus(r, 300))?.router.coordinator === true) return true;
+    return false;
+  }, 20_000);
+}
+
+/** Waits until the coordinator names another leader than `leader` for the shard, at a newer epoch; returns how long it took. */
+function untilPromoted(coordinator: ClusterNode, shardId: string, leader: ClusterNode, epoch: number): Promise<number> {
+  return until(`${shardId} gets a new leader`, async () => {
+    // The coordinator's /status waits up to its STATUS_TIMEOUT_MS on the unreachable old leader.
+    const s = (await routerStatus(coordinator, 3000))?.shards.find((x) => x.id === shardId);
+    return s !== undefined && s.leader.url !== leader.url && s.epoch > epoch;
+  }, 20_000);
+}
 
 /** A key the ring places on the shard (the same ketama ring as the routers). */
 function keyOn(cluster: Cluster, shardId: string): string {
