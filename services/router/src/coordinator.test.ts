@@ -123,6 +123,23 @@ describe('Coordinator', () => {
     await x.store.close();
   });
 
+  test('never promotes a follower that reports fewer entries than its leader was seen to apply (a wiped disk)', async () => {
+    const nodes = new FakeNodes();
+    const x = await coordinator(newDir(), nodes);
+    nodes.reports.set(A, { role: 'leader', epoch: 1, seq: 500, state: 'serving', commitMode: 'sync' });
+    nodes.reports.set(B, { role: 'follower', epoch: 1, seq: 500 });
+    await rounds(x, 1);
+    nodes.down.add(A);
+    nodes.reports.set(B, { role: 'follower', epoch: 1, seq: 0 });
+    await rounds(x, 5);
+    expect(x.table.state('s0')).toMatchObject({ epoch: 1, leader: A });
+    // With its entries back (it caught up from somewhere, or it was a stale report), it is promoted.
+    nodes.reports.set(B, { role: 'follower', epoch: 1, seq: 500 });
+    await rounds(x, 1);
+    expect(x.table.state('s0')).toMatchObject({ epoch: 2, leader: B });
+    await x.store.close();
+  });
+
   test('never promotes a follower that left the in-sync set', async () => {
     const nodes = new FakeNodes();
     const x = await coordinator(newDir(), nodes);

@@ -61,6 +61,8 @@ interface Health {
   seen: boolean;
   /** Has taken a configuration from this leadership (so it refuses the previous coordinator's). */
   announced: boolean;
+  /** The highest `seq` (applied, so committed, on a leader) it reported during this leadership; kept while it is down. */
+  seenSeq: number;
   report: NodeReport | undefined;
 }
 
@@ -117,7 +119,7 @@ export class Coordinator {
     private readonly self: Candidate,
     private readonly log: Logger,
   ) {
-    for (const s of table.all) for (const url of [s.leader, s.follower]) this.health.set(url, { failures: 0, seen: false, announced: false, report: undefined });
+    for (const s of table.all) for (const url of [s.leader, s.follower]) this.health.set(url, { failures: 0, seen: false, announced: false, seenSeq: 0, report: undefined });
   }
 
   /** Campaigns for the election, coordinates while it holds it, and campaigns again when it ends. */
@@ -150,7 +152,7 @@ export class Coordinator {
   private lead(leadership: Leadership): void {
     this.leadership = leadership;
     this.leadingSinceMs = Date.now();
-    for (const h of this.health.values()) Object.assign(h, { failures: 0, seen: false, announced: false, report: undefined });
+    for (const h of this.health.values()) Object.assign(h, { failures: 0, seen: false, announced: false, seenSeq: 0, report: undefined });
   }
 
   private async healthLoop(leadership: Leadership): Promise<void> {
@@ -226,6 +228,7 @@ export class Coordinator {
       h.report = await this.api.status(url, this.opts.healthTimeoutMs, generation);
       h.failures = 0;
       h.seen = true;
+      h.seenSeq = Math.max(h.seenSeq, h.report.seq);
     } catch (err) {
       h.failures += 1;
       h.report = undefined;
@@ -239,10 +242,20 @@ export class Coordinator {
     return h.failures >= this.opts.healthFailures && (h.seen || Date.now() - this.leadingSinceMs >= this.opts.startupGraceMs);
   }
 
+  /**
+   * A follower that may be promoted: it answers, and holds at least every entry its leader was
+   * seen to have applied (a leader applies only what its in-sync follower has; a follower that
+   * reports less lost its disk, and promoting it would lose acknowledged writes).
+   */
+  private promotable(s: ShardState): boolean {
+    const f = this.health.get(s.follower)!;
+    return f.failures === 0 && f.report !== undefined && f.report.seq >= this.health.get(s.leader)!.seenSeq;
+  }
+
   /** Promotes when the leader is down, then pushes configurations that nodes are missing. */
   private async reconcile(leadership: Leadership, id: string): Promise<void> {
     let s = this.table.state(id);
-    if (this.leaderDown(s.leader) && this.health.get(s.follower)!.failures === 0) {
+    if (this.leaderDown(s.leader) && this.promotable(s)) {
       const next = decide.leaderLost(s);
       if (next !== s && (await this.commit(leadership, s, next, 'leader down: promoting its in-sync follower').then(() => true, () => false))) s = next;
     }

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { KvError, type Logger, type NodeConfig, type ShardEvent } from '@shardkv/common';
 import { Follower, type FollowerOptions } from './replication/follower';
 import { Leader, type CommitMode, type LeaderEvents, type LeaderOptions, type WriteResult } from './replication/leader';
@@ -41,8 +42,9 @@ export class ShardNode {
   /** The last report of each event, so that a failure seen on every heartbeat is reported once per retry period. */
   private readonly reported = new Map<ShardEvent['event'], { epoch: number; at: number }>();
   /**
-   * No leader role starts serving before this: a lease after the last acknowledgement this node
-   * sent to a leader, and after its own start (it may have acknowledged one just before a restart).
+   * No leader role starts serving before this (performance.now()): a lease after the last
+   * acknowledgement this node sent to a leader, and after its own start (it may have acknowledged
+   * one just before a restart).
    */
   private serveNotBeforeMs: number;
 
@@ -53,7 +55,7 @@ export class ShardNode {
     private readonly coordinator: CoordinatorClient | undefined,
     private readonly logger: Logger,
   ) {
-    this.serveNotBeforeMs = Date.now() + opts.readLeaseMs;
+    this.serveNotBeforeMs = performance.now() + opts.readLeaseMs;
   }
 
   get role(): NodeRole {
@@ -173,7 +175,7 @@ export class ShardNode {
     // A leader of a newer epoch than we were told of: the coordinator made it; its push to us is late.
     if (req.epoch > this.store.epoch) await this.store.setEpoch(req.epoch);
     const reply = await now.follower.onReplicate(req);
-    this.serveNotBeforeMs = Math.max(this.serveNotBeforeMs, Date.now() + this.opts.readLeaseMs);
+    this.serveNotBeforeMs = Math.max(this.serveNotBeforeMs, performance.now() + this.opts.readLeaseMs);
     return reply;
   }
 

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { circuitBreaker, ConsecutiveBreaker, ConstantBackoff, ExponentialBackoff, handleWhen, retry, type IBackoff } from 'cockatiel';
 import { Etcd3, EtcdLeaseInvalidError, GRPCUnavailableError, isRecoverableError, type Lease, type Namespace, type Watcher } from 'etcd3';
 import type { Logger } from '@shardkv/common';
@@ -133,7 +134,7 @@ export class EtcdMetaStore implements MetaStore {
   /** One attempt: only when nobody holds the key, grant a lease and create the key under it. */
   private async tryAcquire(candidate: Candidate): Promise<EtcdLeadership | undefined> {
     if ((await this.coordinator()) !== undefined) return undefined;
-    const sentAtMs = Date.now();
+    const sentAtMs = performance.now();
     const lease = this.ns.lease(this.opts.leaseTtlS, { autoKeepAlive: false });
     const leaseId = await lease.grant();
     const info = JSON.stringify({ id: candidate.id, url: candidate.url, since: Date.now() });
@@ -165,7 +166,8 @@ export class EtcdMetaStore implements MetaStore {
 /**
  * A held election: keeps its lease alive with one keepalive per third of the TTL, and counts as
  * valid until the TTL, minus a margin for clock drift, after the last keepalive that succeeded was
- * *sent* (the server restarted its countdown no earlier than that).
+ * *sent* (the server restarted its countdown no earlier than that). Times are performance.now():
+ * a wall-clock step (NTP) must not stretch a lease.
  */
 class EtcdLeadership implements Leadership {
   private validUntilMs: number;
@@ -195,7 +197,7 @@ class EtcdLeadership implements Leadership {
   }
 
   valid(): boolean {
-    if (this.active && Date.now() >= this.validUntilMs) void this.stop('lease not renewed in time');
+    if (this.active && performance.now() >= this.validUntilMs) void this.stop('lease not renewed in time');
     return this.active;
   }
 
@@ -209,13 +211,14 @@ class EtcdLeadership implements Leadership {
    */
   private async keepalive(): Promise<void> {
     if (!this.valid()) return;
-    const sentAtMs = Date.now();
+    const sentAtMs = performance.now();
     let nextMs = RETRY_KEEPALIVE_MS;
     try {
-      const res = await this.lease.keepaliveOnce({ deadline: this.validUntilMs });
+      // gRPC takes a wall-clock deadline: the moment we would stop counting ourselves elected.
+      const res = await this.lease.keepaliveOnce({ deadline: Date.now() + (this.validUntilMs - sentAtMs) });
       const ttlS = Math.min(this.opts.leaseTtlS, Number(res.TTL));
       if (this.active) this.validUntilMs = Math.max(this.validUntilMs, sentAtMs + ttlS * 1000 - this.marginMs);
-      nextMs = Math.max(0, sentAtMs + this.ttlMs / 3 - Date.now());
+      nextMs = Math.max(0, sentAtMs + this.ttlMs / 3 - performance.now());
     } catch (err) {
       // The server says the lease is gone: another router may hold the election already.
       if (err instanceof EtcdLeaseInvalidError) return void this.stop('the lease expired on the server');

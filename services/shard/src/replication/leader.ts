@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { KvError, type Logger } from '@shardkv/common';
 import type { KvStore } from '../store';
 import { LeaderLog, type LogLimits, type LogRecord, type Op } from './log';
@@ -56,7 +57,7 @@ export interface LeaderStart {
   epoch: number;
   mode: CommitMode;
   reconcile: boolean;
-  /** Serve nothing before this time (ms since the epoch): an old leader's read lease may still run. */
+  /** Serve nothing before this time (performance.now()): an old leader's read lease may still run. */
   serveNotBeforeMs?: number;
 }
 
@@ -112,8 +113,12 @@ export class Leader {
   private rejoinSeq: number | undefined;
   /** This instance's term (see Follower.strayEntries), as message fields: set when it starts serving. */
   private termJson = '';
-  /** When the last message the follower acknowledged was sent: reads in sync mode are served until this plus the lease. */
-  private leaseFromMs = 0;
+  /**
+   * When the last message the follower acknowledged was sent (performance.now(): leases are
+   * durations on one process's monotonic clock, never wall-clock times): reads in sync mode are
+   * served until this plus the lease.
+   */
+  private leaseFromMs = Number.NEGATIVE_INFINITY;
   private readonly serveNotBeforeMs: number;
   readonly follower: FollowerView = {
     reachable: false,
@@ -209,11 +214,11 @@ export class Leader {
    * coordinator, or paused), and until then it may serve a read to a router with an old map.
    */
   private async waitOutOldLease(): Promise<void> {
-    const waitMs = this.serveNotBeforeMs - Date.now();
+    const waitMs = this.serveNotBeforeMs - performance.now();
     if (waitMs <= 0) return;
     this.logger.info({ waitMs }, 'waiting for the previous leader\'s read lease to run out before serving');
     await this.sleep(waitMs);
-    while (this.state === 'recovering' && Date.now() < this.serveNotBeforeMs) await this.sleep(this.serveNotBeforeMs - Date.now());
+    while (this.state === 'recovering' && performance.now() < this.serveNotBeforeMs) await this.sleep(this.serveNotBeforeMs - performance.now());
   }
 
   /** Stops the loop and answers every waiting write; resolves when no store transaction is running. */
@@ -247,8 +252,10 @@ export class Leader {
    */
   assertReadable(): void {
     this.assertServing();
-    if (this.mode !== 'sync' || Date.now() < this.leaseFromMs + this.opts.readLeaseMs) return;
-    throw new KvError('not_ready', `leader has had no acknowledgement from its follower for ${Date.now() - this.leaseFromMs} ms: it cannot be sure it still leads, so it serves no reads until it hears from it`);
+    const sinceMs = performance.now() - this.leaseFromMs;
+    if (this.mode !== 'sync' || sinceMs < this.opts.readLeaseMs) return;
+    const since = Number.isFinite(sinceMs) ? `for ${Math.round(sinceMs)} ms` : 'yet';
+    throw new KvError('not_ready', `leader has had no acknowledgement from its follower ${since}: it cannot be sure it still leads, so it serves no reads until it hears from it`);
   }
 
   /** Sequences a write and resolves once it is committed (on the follower and applied here). */
@@ -327,7 +334,7 @@ export class Leader {
         continue;
       }
       this.lastSentAt = Date.now();
-      const sentAtMs = this.lastSentAt;
+      const sentAtMs = performance.now();
       try {
         this.onReply(sentAtMs, await this.peer.replicate(replicateBody(this.shardJson, this.epoch, this.termJson, this.log.startSeq, this.log.lastSeq, batch, this.resync)));
         // A diverged or catching-up follower will answer the same way again: do not spin on it,
