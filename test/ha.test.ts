@@ -6,6 +6,7 @@
 import { appendFileSync } from 'node:fs';
 import { formatReport, runChaos, type ChaosReport, type ScenarioFault } from '@shardkv/tools/dist/chaos';
 import { HA_FAULTS, startHaEnv, type HaEnv, type HaFault } from '@shardkv/tools/dist/ha-faults';
+import { KvClient } from '@shardkv/client';
 import { expectClean } from './helpers';
 
 const ENV = { LOG_LEVEL: 'info', HEARTBEAT_INTERVAL_MS: '100', RETRY_BACKOFF_MS: '100', REPLICATION_TIMEOUT_MS: '1000', COORDINATOR_LEASE_TTL_S: '2' };
@@ -115,6 +116,23 @@ describe('no single point of failure (etcd control plane, two routers)', () => {
     expect(Number(fault.figures!['promotedMs'])).toBeLessThan(10_000);
     expect(fault.recovered).toBe(true);
   }, 120_000);
+
+  test('the typed client given both routers keeps working while one of them is down, writes included', async () => {
+    const e = env!;
+    const [first, second] = e.cluster.routers;
+    const client = new KvClient([first!.url, second!.url], { timeoutMs: 5000 });
+    const proc = e.cluster.process(first!.name);
+    try {
+      await client.put('two-routers', 'before');
+      await proc.stop(); // down for good until started again: its port refuses connections
+      const seq = (await client.put('two-routers', 'while-one-is-down')).seq;
+      expect({ seq: typeof seq, value: await client.get('two-routers'), via: client.url }).toEqual({ seq: 'number', value: 'while-one-is-down', via: second!.url });
+    } finally {
+      proc.start();
+      await client.close();
+    }
+    await e.cluster.waitHealthy(20_000, [first!]);
+  }, 60_000);
 
   test('etcd quorum lost: routers keep serving on their map, and nothing is promoted meanwhile or when it returns', async () => {
     const holdMs = 3000;

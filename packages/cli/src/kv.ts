@@ -13,7 +13,7 @@ const program = new Command();
 program
   .name('kv')
   .description('command line client for a shardkv cluster')
-  .option('--url <url>', 'the router', process.env.KV_URL ?? 'http://127.0.0.1:5000')
+  .option('--url <urls>', 'the router, or several comma-separated (a router that refuses connections is skipped)', process.env.KV_URL ?? 'http://127.0.0.1:5000')
   .option('--timeout-ms <ms>', 'deadline of each request', int, 10_000);
 
 const client = () => new KvClient(program.opts<{ url: string }>().url, { timeoutMs: program.opts<{ timeoutMs: number }>().timeoutMs, adminToken: process.env.KV_ADMIN_TOKEN });

@@ -1,11 +1,15 @@
-import type { EntryResult, PutEntry } from '@shardkv/common';
+import { errorCode, type EntryResult, type PutEntry } from '@shardkv/common';
 import { Pool } from 'undici';
 
 /**
- * A typed client for the shardkv API (through the router). Every call has a deadline; every
+ * A typed client for the shardkv API (through the routers). Every call has a deadline; every
  * failure is a KvClientError that says whether the request definitely had no effect
  * (`outcome: 'definite'`: 4xx, 503) or may have (`'indeterminate'`: 504, a lost connection, a
  * timeout), so callers know when a retry could apply a write twice.
+ *
+ * Given several routers (any of them serves every key), a call that cannot connect to one goes to
+ * the next: a refused connection proves nothing was sent, so this is safe for writes too. Any other
+ * failure after the request may have left is reported, never retried.
  */
 export interface KvClientOptions {
   /** Keep-alive connections to the router. */
@@ -34,16 +38,30 @@ export class KvClientError extends Error {
   }
 }
 
-export class KvClient {
-  private readonly pool: Pool;
-  private readonly timeoutMs: number;
+/** Connection failures that prove the request never left: it may go to another router. */
+const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
 
+export class KvClient {
+  readonly urls: string[];
+  private readonly pools: Pool[];
+  private readonly timeoutMs: number;
+  /** The router that answered last: calls start there. */
+  private current = 0;
+
+  /** `url`: one router, several as an array, or a comma-separated list. */
   constructor(
-    readonly url = 'http://127.0.0.1:5000',
+    url: string | readonly string[] = 'http://127.0.0.1:5000',
     private readonly opts: KvClientOptions = {},
   ) {
-    this.pool = new Pool(url, { connections: opts.connections ?? 16 });
+    this.urls = (typeof url === 'string' ? url.split(',') : [...url]).map((u) => u.trim()).filter((u) => u !== '');
+    if (this.urls.length === 0) throw new Error('KvClient needs at least one router URL');
+    this.pools = this.urls.map((u) => new Pool(u, { connections: opts.connections ?? 16 }));
     this.timeoutMs = opts.timeoutMs ?? 10_000;
+  }
+
+  /** The router calls go to first. */
+  get url(): string {
+    return this.urls[this.current]!;
   }
 
   async put(key: string, value: string): Promise<{ seq: number }> {
@@ -78,19 +96,29 @@ export class KvClient {
     return this.call('POST', `/admin/failover?shard=${encodeURIComponent(shard)}${unsafe ? '&unsafe=true' : ''}`);
   }
 
-  close(): Promise<void> {
-    return this.pool.close();
+  async close(): Promise<void> {
+    await Promise.all(this.pools.map((p) => p.close()));
   }
 
   /** One request; `absent` lists statuses that mean "not found" (answered as undefined). */
   private async call(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, absent: number[] = []): Promise<unknown> {
     const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
     if (this.opts.adminToken !== undefined && path.startsWith('/admin/')) headers.authorization = `Bearer ${this.opts.adminToken}`;
+    const signal = AbortSignal.timeout(this.timeoutMs);
     let res;
-    try {
-      res = await this.pool.request({ method, path, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(this.timeoutMs) });
-    } catch (err) {
-      throw new KvClientError(`${method} ${path}: no answer (${err instanceof Error ? err.message : String(err)})`, 0, 'no_answer', 'indeterminate');
+    for (let tried = 1; ; tried += 1) {
+      try {
+        res = await this.pools[this.current]!.request({ method, path, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+        break;
+      } catch (err) {
+        const notSent = NOT_SENT.has(errorCode(err) ?? '');
+        if (notSent && tried < this.pools.length && !signal.aborted) {
+          this.current = (this.current + 1) % this.pools.length;
+          continue;
+        }
+        const reason = `${method} ${path}: no answer from ${this.url} (${err instanceof Error ? err.message : String(err)})`;
+        throw new KvClientError(reason, 0, notSent ? 'unreachable' : 'no_answer', notSent ? 'definite' : 'indeterminate');
+      }
     }
     const text = await res.body.text();
     if (absent.includes(res.statusCode)) return undefined;
@@ -101,3 +129,4 @@ export class KvClient {
     throw new KvClientError(error?.message ?? `HTTP ${res.statusCode}`, res.statusCode, error?.code ?? 'http_error', outcome);
   }
 }
+

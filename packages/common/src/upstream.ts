@@ -20,7 +20,8 @@ export function upstreamError(err: unknown, target: string, timeoutMs: number): 
 // the request was written, so they do not prove that nothing was applied.
 const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
 
-function errorCode(err: unknown): string | undefined {
+/** The first `code` on an error or its causes (undici wraps the socket's error), e.g. `ECONNREFUSED`. */
+export function errorCode(err: unknown): string | undefined {
   let e = err as { code?: unknown; cause?: unknown } | undefined;
   for (let depth = 0; e && depth < 4; depth += 1) {
     if (typeof e.code === 'string') return e.code;
