@@ -71,10 +71,17 @@ const options: LeaderOptions = {
   limits: { queueEntriesMax: 1000, queueBytesMax: 1 << 20, batchEntriesMax: 50, batchBytesMax: 1 << 20 },
 };
 
+/** Polls `check`; a check that throws (a read refused while the leader has no lease yet) counts as not yet. */
 async function until(check: () => boolean, ms = 5000): Promise<void> {
   const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('condition not reached');
+  let last: unknown;
+  for (;;) {
+    try {
+      if (check()) return;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`condition not reached${last === undefined ? '' : ` (last error: ${String(last)})`}`);
     await sleep(5);
   }
 }
@@ -326,7 +333,8 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     // replays the follower's log tail, and only then serves.
     await p.restartLeader(failing.inner);
     expect(() => p.leader.get('k1')).toThrow(/recovering/);
-    await until(() => p.leader.serving);
+    // Serving, and acknowledged by its follower once: only then may it serve reads (the read lease).
+    await until(() => p.leader.serving && p.leader.follower.reachable);
     expect(p.leader.get('late23')).toBe('v');
     await p.leader.write({ op: 'put', key: 'next', value: 'v' });
     expect(converged(p)).toBe(true);
@@ -534,7 +542,7 @@ describe('restarts with the same disk (lmdb)', () => {
     const reopened = await reopen(dir, WINDOW, 'l');
     expect(reopened.seq).toBe(50);
     await p.restartLeader(reopened);
-    await until(() => p.leader.serving);
+    await until(() => p.leader.serving && p.leader.follower.reachable);
     expect(p.leader.get('k49')).toBe('v49');
     await p.leader.write({ op: 'put', key: 'more', value: 'v' });
     expect(converged(p)).toBe(true);
