@@ -346,7 +346,8 @@ export function pickKind(mix: OperationMix, r: number): OpKind {
 // ---------------------------------------------------------------------------------------------
 // the run
 
-const sleep = (ms: number, signal?: AbortSignal) =>
+/** Sleeps `ms`, or less when `signal` aborts. */
+export const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
     if (signal?.aborted) return resolve();
     const t = setTimeout(done, ms);

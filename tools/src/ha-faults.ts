@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ShardRing } from '@shardkv/router/dist/ring';
 import { request } from 'undici';
-import { rng, shuffle, type ScenarioContext, type ScenarioFault } from './chaos';
+import { rng, shuffle, sleep, type ScenarioContext, type ScenarioFault } from './chaos';
 import { Cluster, type ClusterNode, type ClusterOptions } from './cluster';
 import { EtcdCluster } from './etcd';
 import { ensureIptables, loopbackAddress, Partitioner } from './partition';
@@ -126,7 +126,6 @@ async function shardRoles(cluster: Cluster, shardId: string): Promise<{ leader: 
   return { leader: nodeByUrl(cluster, s.leader.url), follower: nodeByUrl(cluster, s.follower.url), epoch: s.epoch };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function until(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<number> {
   const started = Date.now();

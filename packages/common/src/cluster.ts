@@ -44,3 +44,6 @@ export type ShardEvent = z.infer<typeof shardEventSchema>;
 
 /** The header that carries the coordinator's generation on its health probes. */
 export const COORDINATOR_HEADER = 'x-shardkv-coordinator';
+
+/** The header that carries the shard epoch a router routed a request by; a node at a newer epoch refuses it. */
+export const EPOCH_HEADER = 'x-shardkv-epoch';

@@ -40,6 +40,8 @@ export interface RpcResponse {
 export class RpcClient {
   private readonly pool: Pool;
   private readonly auth: Record<string, string>;
+  /** Built once: every call with a body sends these. */
+  private readonly jsonHeaders: Record<string, string>;
 
   constructor(
     readonly url: string,
@@ -47,6 +49,7 @@ export class RpcClient {
   ) {
     this.pool = new Pool(url, { connections: opts.connections, connectTimeout: Math.min(opts.timeoutMs, 2000), ...(opts.localAddress === undefined ? {} : { localAddress: opts.localAddress }) });
     this.auth = authHeaders(opts.token);
+    this.jsonHeaders = { ...this.auth, 'content-type': 'application/json' };
   }
 
   /** The raw answer, whatever its status; throws only on transport failures. */
@@ -86,11 +89,16 @@ export class RpcClient {
         method: call.method,
         path: call.path,
         body: call.body,
-        headers: { ...this.auth, ...(call.body === undefined ? {} : { 'content-type': 'application/json' }), ...call.headers },
+        headers: this.headersFor(call),
         signal,
       })
       .then(async (res) => ({ status: res.statusCode, body: Buffer.from(await res.body.arrayBuffer()) }));
     return withinSignal(pending, signal);
+  }
+
+  private headersFor(call: RpcCall): Record<string, string> {
+    const base = call.body === undefined ? this.auth : this.jsonHeaders;
+    return call.headers === undefined ? base : { ...base, ...call.headers };
   }
 
   /** The pool itself, for streamed calls (state transfers). */

@@ -66,6 +66,11 @@ interface Health {
   report: NodeReport | undefined;
 }
 
+/** A node as a new leadership first knows it: nothing seen yet. */
+function freshHealth(): Health {
+  return { failures: 0, seen: false, announced: false, seenSeq: 0, report: undefined };
+}
+
 /** Pure decisions: the next state of a shard, or the same state when nothing changes. */
 export const decide = {
   /** The leader is down: promote an in-sync follower; an out-of-sync one never. */
@@ -119,7 +124,7 @@ export class Coordinator {
     private readonly self: Candidate,
     private readonly log: Logger,
   ) {
-    for (const s of table.all) for (const url of [s.leader, s.follower]) this.health.set(url, { failures: 0, seen: false, announced: false, seenSeq: 0, report: undefined });
+    for (const s of table.all) for (const url of [s.leader, s.follower]) this.health.set(url, freshHealth());
   }
 
   /** Campaigns for the election, coordinates while it holds it, and campaigns again when it ends. */
@@ -152,7 +157,7 @@ export class Coordinator {
   private lead(leadership: Leadership): void {
     this.leadership = leadership;
     this.leadingSinceMs = Date.now();
-    for (const h of this.health.values()) Object.assign(h, { failures: 0, seen: false, announced: false, seenSeq: 0, report: undefined });
+    for (const h of this.health.values()) Object.assign(h, freshHealth());
   }
 
   private async healthLoop(leadership: Leadership): Promise<void> {
@@ -170,10 +175,6 @@ export class Coordinator {
   /** Whether this router coordinates now. */
   get leading(): boolean {
     return this.leadership?.valid() === true;
-  }
-
-  get generation(): number | undefined {
-    return this.leading ? this.leadership!.generation : undefined;
   }
 
   /** A leader's report. Acts only if this router coordinates and the report is from the shard's current epoch. */
@@ -210,7 +211,9 @@ export class Coordinator {
     const l = this.leadership;
     if (l !== undefined && l.valid()) return l;
     const c = this.table.coordinator;
-    throw new KvError('not_coordinator', c === undefined || c.id === this.self.id ? 'no router is the coordinator right now (an election is under way, or the control plane is unreachable); retry' : `this router is not the coordinator; ${c.id} at ${c.url} is`, { coordinator: c?.id === this.self.id ? null : (c?.url ?? null) });
+    const other = c !== undefined && c.id !== this.self.id ? c : undefined;
+    const why = other === undefined ? 'no router is the coordinator right now (an election is under way, or the control plane is unreachable); retry' : `this router is not the coordinator; ${other.id} at ${other.url} is`;
+    throw new KvError('not_coordinator', why, { coordinator: other?.url ?? null });
   }
 
   private configFor(s: ShardState, url: string, leadership: Leadership): NodeConfig {

@@ -1,11 +1,8 @@
-import { isKvError, KvError, type EntryResult, type ErrorCode, type RpcCall, type WriteOp } from '@shardkv/common';
+import { EPOCH_HEADER, isKvError, KvError, type EntryResult, type ErrorCode, type RpcCall, type WriteOp } from '@shardkv/common';
 import { setMaxListeners } from 'node:events';
 import type { ShardRecord } from './control/records';
 import type { ShardTable } from './control/shard-table';
 import type { Nodes } from './shards';
-
-/** The header that carries the epoch a request was routed with; the node refuses an older one. */
-export const EPOCH_HEADER = 'x-shardkv-epoch';
 
 /** How long a refused request waits for the shard map to be re-read before it goes by the node's hint. */
 const REFRESH_WAIT_MS = 250;

@@ -1,5 +1,5 @@
 import Router from '@koa/router';
-import { bearer, COORDINATOR_HEADER, errorMiddleware, failedEntry, internalAuth, jsonBody, KvError, nodeConfigSchema, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, parseWriteOpsBody, requireJson, type EntryResult, type Logger, type WriteOp } from '@shardkv/common';
+import { bearer, COORDINATOR_HEADER, EPOCH_HEADER, errorMiddleware, failedEntry, internalAuth, jsonBody, KvError, nodeConfigSchema, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, parseWriteOpsBody, requireJson, type EntryResult, type Logger, type WriteOp } from '@shardkv/common';
 import Koa from 'koa';
 import { Readable } from 'node:stream';
 import type { ShardConfig } from './config';
@@ -8,9 +8,6 @@ import type { Leader } from './replication/leader';
 import { replicateRequestSchema } from './replication/messages';
 import { transferLines } from './replication/transfer';
 import type { KvStore } from './store';
-
-/** The epoch a router routed a request with (see router leaders.ts). */
-const EPOCH_HEADER = 'x-shardkv-epoch';
 
 export interface ShardAppDeps {
   config: ShardConfig;
@@ -54,14 +51,13 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
     if (routed !== '') node.checkRoutedEpoch(Number(routed) || 0);
     const leader = node.assertLeader();
     if (!leader.serving) throw new KvError('not_ready', `leader is ${leader.status.state}`);
+    ctx.state['leader'] = leader;
     return next();
   };
-  // The batch is then read through this Leader, not the node: had the role changed while the
-  // body arrived, a read through the node would answer from whatever role came next.
+  // A batch of reads is then read through that Leader, not the node: had the role changed while
+  // the body arrived, a read through the node would answer from whatever role came next.
   const readableLeader: Koa.Middleware = (ctx, next) => {
-    const leader = node.assertLeader();
-    leader.assertReadable();
-    ctx.state['leader'] = leader;
+    (ctx.state['leader'] as Leader).assertReadable();
     return next();
   };
   router.post('/put', leaderOnly, requireJson, jsonBody(), async (ctx) => {

@@ -7,7 +7,6 @@ import { COORDINATOR_KEY, coordinatorInfoSchema, type CoordinatorInfo, type Shar
 
 const fileSchema = z.object({
   revision: z.number().int().nonnegative(),
-  generation: z.number().int().nonnegative(),
   records: z.record(z.string(), z.object({ value: z.string(), revision: z.number().int().positive() })),
 });
 type FileState = z.infer<typeof fileSchema>;
@@ -32,7 +31,7 @@ export class FileMetaStore implements MetaStore {
     mkdirSync(dir, { recursive: true });
     takeLock(join(dir, 'router.lock'));
     const file = join(dir, 'control.json');
-    const state = existsSync(file) ? fileSchema.parse(JSON.parse(readFileSync(file, 'utf8'))) : { revision: 0, generation: 0, records: {} };
+    const state = existsSync(file) ? fileSchema.parse(JSON.parse(readFileSync(file, 'utf8'))) : { revision: 0, records: {} };
     return new FileMetaStore(dir, state);
   }
 
@@ -58,7 +57,7 @@ export class FileMetaStore implements MetaStore {
   async campaign(candidate: Candidate): Promise<Leadership> {
     const revision = this.state.revision + 1;
     const info = JSON.stringify({ id: candidate.id, url: candidate.url, since: Date.now() });
-    this.save({ revision, generation: revision, records: { ...this.state.records, [COORDINATOR_KEY]: { value: info, revision } } });
+    this.save({ revision, records: { ...this.state.records, [COORDINATOR_KEY]: { value: info, revision } } });
     this.leadership = new FileLeadership(revision);
     this.notify();
     return this.leadership;

@@ -16,7 +16,7 @@ type Listener = (before: ShardRecord, after: ShardRecord) => void;
  * store is the authority. Records only move forward: a read older than what is held is ignored.
  */
 export class ShardTable {
-  private readonly records = new Map<string, Versioned & { record: ShardRecord }>();
+  private readonly records = new Map<string, { record: ShardRecord; revision: number }>();
   private readonly listeners: Listener[] = [];
   private coordinatorInfo: CoordinatorInfo | undefined;
   private unwatch: (() => void) | undefined;
@@ -106,7 +106,7 @@ export class ShardTable {
   apply(record: ShardRecord, revision: number): void {
     const held = this.records.get(record.id);
     if (held !== undefined && held.revision >= revision) return;
-    this.records.set(record.id, { value: JSON.stringify(record), revision, record });
+    this.records.set(record.id, { record, revision });
     if (held !== undefined) for (const l of this.listeners) l(held.record, record);
   }
 

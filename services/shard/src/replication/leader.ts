@@ -215,9 +215,8 @@ export class Leader {
    */
   private async waitOutOldLease(): Promise<void> {
     const waitMs = this.serveNotBeforeMs - performance.now();
-    if (waitMs <= 0) return;
-    this.logger.info({ waitMs }, 'waiting for the previous leader\'s read lease to run out before serving');
-    await this.sleep(waitMs);
+    if (waitMs > 0) this.logger.info({ waitMs }, 'waiting for the previous leader\'s read lease to run out before serving');
+    // A loop, because the sleep ends early when woken (stop() wakes it).
     while (this.state === 'recovering' && performance.now() < this.serveNotBeforeMs) await this.sleep(this.serveNotBeforeMs - performance.now());
   }
 
