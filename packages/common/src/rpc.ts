@@ -11,6 +11,8 @@ export interface RpcClientOptions {
   token?: string;
   /** Source address of outgoing connections (each process has its own loopback address in the fault harness). */
   localAddress?: string;
+  /** Requests in flight on one connection (HTTP/1.1 pipelining, answered in order); default 1. */
+  pipelining?: number;
 }
 
 export interface RpcCall {
@@ -47,7 +49,7 @@ export class RpcClient {
     readonly url: string,
     private readonly opts: RpcClientOptions,
   ) {
-    this.pool = new Pool(url, { connections: opts.connections, connectTimeout: Math.min(opts.timeoutMs, 2000), ...(opts.localAddress === undefined ? {} : { localAddress: opts.localAddress }) });
+    this.pool = new Pool(url, { connections: opts.connections, pipelining: opts.pipelining ?? 1, connectTimeout: Math.min(opts.timeoutMs, 2000), ...(opts.localAddress === undefined ? {} : { localAddress: opts.localAddress }) });
     this.auth = authHeaders(opts.token);
     this.jsonHeaders = { ...this.auth, 'content-type': 'application/json' };
   }

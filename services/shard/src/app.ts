@@ -4,7 +4,7 @@ import Koa from 'koa';
 import { Readable } from 'node:stream';
 import type { ShardConfig } from './config';
 import type { ShardNode } from './node';
-import type { Leader } from './replication/leader';
+import type { Leader, WriteResult } from './replication/leader';
 import { replicateRequestSchema } from './replication/messages';
 import { transferLines } from './replication/transfer';
 import type { KvStore } from './store';
@@ -103,29 +103,24 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
     const generation = Number(ctx.get(COORDINATOR_HEADER));
     if (Number.isSafeInteger(generation) && generation > 0 && fromCluster(ctx.get('authorization'))) await node.observeCoordinator(generation);
     const role = node.role;
-    ctx.body = {
-      node: config.nodeName,
-      shard: config.shardId,
-      role: role.kind,
-      epoch: node.epoch,
-      seq: store.seq,
-      keys: store.size,
-      digest: store.digest(),
-      ...(role.kind === 'leader' ? leaderStatus(role.leader, node.peerUrl) : {}),
-      ...(role.kind === 'follower' ? { ...role.follower.status, leader: node.peerUrl } : {}),
-      ...(role.kind === 'standby' ? { state: 'standby' } : {}),
-    };
+    // A leader reports its committed seq: its store may also hold entries not yet on the follower.
+    const base = { node: config.nodeName, shard: config.shardId, role: role.kind, epoch: node.epoch, seq: store.seq, keys: store.size, digest: store.digest() };
+    if (role.kind === 'leader') ctx.body = { ...base, ...leaderStatus(role.leader, node.peerUrl), seq: role.leader.status.committedSeq };
+    else if (role.kind === 'follower') ctx.body = { ...base, ...role.follower.status, leader: node.peerUrl };
+    else ctx.body = { ...base, state: 'standby' };
   });
 }
 
 /** Sequences the ops in the order given (one event-loop turn, so they replicate and commit together). */
 async function writeAll(node: ShardNode, ops: WriteOp[]): Promise<EntryResult[]> {
-  const settled = await Promise.allSettled(ops.map((op) => node.write(op)));
-  return settled.map((r, i) => {
-    const op = ops[i]!;
-    if (r.status === 'rejected') return failedEntry(op.key, r.reason);
-    return op.op === 'del' ? { key: op.key, ok: true, seq: r.value.seq, deleted: r.value.existed } : { key: op.key, ok: true, seq: r.value.seq };
-  });
+  let results: WriteResult[];
+  try {
+    results = await node.writeBatch(ops);
+  } catch (err) {
+    // Sequenced together, so they fail together: definitely (nothing sequenced) or not.
+    return ops.map((op) => failedEntry(op.key, err));
+  }
+  return ops.map((op, i) => (op.op === 'del' ? { key: op.key, ok: true, seq: results[i]!.seq, deleted: results[i]!.existed } : { key: op.key, ok: true, seq: results[i]!.seq }));
 }
 
 function readOne(get: (key: string) => string | undefined, key: string): EntryResult {
@@ -150,7 +145,7 @@ function leaderStatus(leader: Leader, followerUrl: string | undefined) {
       diverged: f.diverged,
       ackedSeq: f.ackedSeq,
       lagEntries: Math.max(0, leader.status.lastSeq - f.ackedSeq),
-      lastContactMsAgo: f.lastContactAt === 0 ? null : Date.now() - f.lastContactAt,
+      lastContactMsAgo: f.lastContactAtMs === undefined ? null : Math.round(performance.now() - f.lastContactAtMs),
       lastError: f.lastError ?? null,
     },
   };

@@ -41,6 +41,8 @@ const schema = z
     REPLICATION_QUEUE_BYTES_MAX: envInt(64 * MiB, BODY_BYTES_MAX),
     REPLICATION_BATCH_ENTRIES_MAX: envInt(1000, 1),
     REPLICATION_BATCH_BYTES_MAX: envInt(4 * MiB, 1024),
+    /** Replication messages in flight at once, in order on one connection (pipelining). */
+    REPLICATION_IN_FLIGHT_MAX: envInt(4, 1),
   })
   .refine((c) => c.ROLE !== 'leader' || c.FOLLOWER_URL !== undefined, { message: 'a leader needs FOLLOWER_URL', path: ['FOLLOWER_URL'] })
   .refine((c) => c.ROLE !== 'follower' || c.LEADER_URL !== undefined, { message: 'a follower needs LEADER_URL', path: ['LEADER_URL'] });
@@ -69,6 +71,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     replicationTimeoutMs: c.REPLICATION_TIMEOUT_MS,
     heartbeatIntervalMs: c.HEARTBEAT_INTERVAL_MS,
     retryBackoffMs: c.RETRY_BACKOFF_MS,
+    inFlightMessagesMax: c.REPLICATION_IN_FLIGHT_MAX,
     limits: {
       queueEntriesMax: c.REPLICATION_QUEUE_ENTRIES_MAX,
       queueBytesMax: c.REPLICATION_QUEUE_BYTES_MAX,

@@ -16,7 +16,7 @@ async function main(): Promise<void> {
   const log = createLogger(config.nodeName);
   const store = await openStore(config);
   const coordinator = config.coordinatorUrls.length === 0 ? undefined : new HttpCoordinator(config.coordinatorUrls, config.clusterToken, config.replicationTimeoutMs, config.sourceAddress);
-  const transport = (url: string) => new HttpPeer(url, config.clusterToken, config.replicationTimeoutMs, config.sourceAddress);
+  const transport = (url: string) => new HttpPeer(url, config.clusterToken, config.replicationTimeoutMs, config.sourceAddress, config.inFlightMessagesMax);
   const node = new ShardNode(store, { shardId: config.shardId, nodeName: config.nodeName, leader: config, follower: config, reportRetryMs: config.reportRetryMs, readLeaseMs: config.readLeaseMs }, transport, coordinator, log);
 
   const server = await listen(createShardApp({ config, store, node, log }), config.port, config.host);

@@ -10,6 +10,7 @@ const leaderOpts: LeaderOptions = {
   replicationTimeoutMs: 200,
   heartbeatIntervalMs: 20,
   retryBackoffMs: 20,
+  inFlightMessagesMax: 4,
   readLeaseMs: 50,
   limits: { queueEntriesMax: 100, queueBytesMax: 1 << 20, batchEntriesMax: 10, batchBytesMax: 1 << 20 },
 };

@@ -197,8 +197,12 @@ export class ShardNode {
   }
 
   write(op: Op): Promise<WriteResult> {
-    const leader = this.assertLeader();
-    return leader.write(op);
+    return this.assertLeader().write(op);
+  }
+
+  /** Writes sequenced together, in order; all commit or the whole batch fails (see Leader.writeBatch). */
+  writeBatch(ops: readonly Op[]): Promise<WriteResult[]> {
+    return this.assertLeader().writeBatch(ops);
   }
 
   /** The leader role, or the error a client should get: 409 not_leader (naming it) or 503 not_ready. */

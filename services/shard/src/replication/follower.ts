@@ -1,16 +1,11 @@
 import { KvError, type Logger } from '@shardkv/common';
 import type { KvStore } from '../store';
-import { assertContiguous, needsCatchUp, planApply, type Entry, type LogRecord } from './log';
+import { decideReplicate, stateAfterApply, type FollowerState } from './follower-core';
+import { assertContiguous, record, type Entry } from './log';
 import { PeerNotReadyError, type PeerTransport, type ReplicateReply, type ReplicateRequest } from './messages';
 import { catchUpFrom, DivergedError, type CatchUpResult } from './transfer';
 
-/**
- * - `waiting`: started, not yet contacted by the leader; its state may be stale, so it serves no reads.
- * - `catching_up`: pulling what it lacks from the leader (log tail or full state); applies nothing else.
- * - `replicating`: applying the log, but behind the leader's last entry.
- * - `in_sync`: has applied every entry the leader had sequenced at the last contact.
- */
-export type FollowerState = 'waiting' | 'catching_up' | 'replicating' | 'in_sync' | 'stopped';
+export type { FollowerState } from './follower-core';
 
 export interface FollowerOptions {
   shardId: string;
@@ -84,47 +79,35 @@ export class Follower {
     return run;
   }
 
+  /** Performs what `decideReplicate` (follower-core.ts) decides for this message. */
   private async handle(req: ReplicateRequest): Promise<ReplicateReply> {
     this.lastContactAt = Date.now();
     this.leaderLastSeq = req.lastSeq;
-    if (this.state === 'catching_up' || this.state === 'stopped') return this.reply(false);
-    const full = req.resync === true || this.strayEntries(req);
-    if (full || needsCatchUp(this.store.seq, req.logStartSeq)) {
-      this.startCatchUp(full, req.term);
+    const store = this.store;
+    const decision = decideReplicate({ state: this.state, seq: store.seq, term: store.term, digest: () => store.digest() }, req);
+    if (decision.kind === 'busy') return this.reply(false);
+    if (decision.kind === 'catchUp') {
+      if (decision.why === 'stray') this.logger.warn({ seq: store.seq, termStartSeq: req.termStartSeq }, 'holding entries the new leader term never had: taking its full state');
+      this.startCatchUp(decision.full, req.term);
       return this.reply(false);
     }
-    if (this.store.term !== req.term) await this.store.setTerm(req.term);
-    const plan = planApply(this.store.seq, req.entries);
-    if (plan.apply.length > 0) {
-      try {
-        await this.store.apply(plan.apply.map(toRecord));
-      } catch (err) {
-        this.logger.error({ err: String(err) }, 'cannot persist replicated entries');
-        throw new KvError('storage_unavailable', `follower cannot persist entries: ${err instanceof Error ? err.message : String(err)}`);
-      }
+    if (decision.adoptTerm) await store.setTerm(req.term);
+    if (decision.entries.length > 0) await this.persist(decision.entries);
+    this.state = stateAfterApply(store.seq, req);
+    return this.reply(decision.gap);
+  }
+
+  private async persist(entries: Entry[]): Promise<void> {
+    try {
+      await this.store.apply(entries.map(record));
+    } catch (err) {
+      this.logger.error({ err: String(err) }, 'cannot persist replicated entries');
+      throw new KvError('storage_unavailable', `follower cannot persist entries: ${err instanceof Error ? err.message : String(err)}`);
     }
-    this.state = this.store.seq >= req.lastSeq ? 'in_sync' : 'replicating';
-    return this.reply(plan.gap);
   }
 
   private reply(gap: boolean): ReplicateReply {
     return { seq: this.store.seq, catchingUp: this.state === 'catching_up', gap, digest: this.store.digest() };
-  }
-
-  /**
-   * Once per leader term, before taking any of its entries: does our history end where the
-   * term's began? Entries beyond the term's start, or a different state at it, came from an
-   * earlier term and were never committed there (the new leader lacks them, and a leader applies
-   * only what it has). They cannot be undone one by one, so the whole state is replaced. Without
-   * this check they would be taken for resends and skipped, and the follower would silently hold
-   * a history no leader has. Behind the start is fine: the catch-up ends on the leader's digest.
-   */
-  private strayEntries(req: ReplicateRequest): boolean {
-    if (this.store.term === req.term) return false;
-    const seq = this.store.seq;
-    const stray = seq > req.termStartSeq || (seq === req.termStartSeq && this.store.digest() !== req.termStartDigest);
-    if (stray) this.logger.warn({ seq, termStartSeq: req.termStartSeq }, 'holding entries the new leader term never had: taking its full state');
-    return stray;
   }
 
   private startCatchUp(full: boolean, term: string): void {
@@ -174,10 +157,4 @@ export class Follower {
       }
     }
   }
-}
-
-/** Entries are logged as JSON on every node, so a follower can serve its log to a recovering leader. */
-function toRecord(entry: Entry): LogRecord {
-  const json = JSON.stringify(entry);
-  return { entry, json, bytes: Buffer.byteLength(json) };
 }

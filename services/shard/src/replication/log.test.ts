@@ -38,23 +38,26 @@ describe('LeaderLog', () => {
     expect(() => bytes.append({ op: 'put', key: 'k', value: 'x'.repeat(50) })).toThrow(/queue is full/);
   });
 
-  test('acknowledged entries are handed out once, in order, and stay queued until applied', () => {
+  test('a batch of writes is sequenced whole or not at all', () => {
+    const log = new LeaderLog(0, limits);
+    expect(log.appendAll([{ op: 'put', key: 'a', value: '1' }, { op: 'del', key: 'a' }])).toBe(1);
+    expect(() => log.appendAll([1, 2, 3, 4].map((i) => ({ op: 'put' as const, key: `k${i}`, value: 'v' })))).toThrow(/queue is full/);
+    expect(log.lastSeq).toBe(2);
+  });
+
+  test('committed entries are dropped in order and cannot be sent again', () => {
     const log = new LeaderLog(0, limits);
     for (let i = 0; i < 4; i += 1) log.append({ op: 'put', key: `k${i}`, value: 'v' });
-    expect(log.ackThrough(2).map((r) => r.entry.seq)).toEqual([1, 2]);
-    expect(log.ackThrough(2)).toEqual([]);
-    expect(log.ackThrough(1)).toEqual([]);
-    expect(log.ackedSeq).toBe(2);
-    expect(log.queuedEntries).toBe(4);
-    expect(() => log.ackThrough(5)).toThrow(/beyond last/);
-    expect(() => log.appliedThrough(3)).toThrow(/beyond acknowledged/);
-    log.appliedThrough(2);
+    expect(log.slice(2, 3).map((r) => r.entry.seq)).toEqual([2, 3]);
+    expect(() => log.commitThrough(5)).toThrow(/beyond last/);
+    log.commitThrough(2);
+    log.commitThrough(1);
     expect(log.appliedSeq).toBe(2);
     expect(log.queuedEntries).toBe(2);
-    expect(() => log.batchFrom(1)).toThrow(/already applied/);
+    expect(() => log.batchFrom(1)).toThrow(/already committed/);
+    expect(() => log.slice(1, 3)).toThrow(/not in 3..4/);
     expect(log.batchFrom(3).map((r) => r.entry.seq)).toEqual([3, 4]);
-    expect(log.ackThrough(4).map((r) => r.entry.seq)).toEqual([3, 4]);
-    log.appliedThrough(4);
+    log.commitThrough(4);
     expect(log.queuedBytes).toBe(0);
   });
 });

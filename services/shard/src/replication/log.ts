@@ -25,38 +25,32 @@ export interface LogLimits {
 }
 
 /**
- * The leader's in-memory log: entries sequenced but not yet applied to its store. An entry is
- * acknowledged (`ackedSeq`) when the follower has it durably, then applied (made visible and
- * durable here) and dropped. Sequence numbers are assigned here and nowhere else, so every
- * write, whatever order requests arrive in, has exactly one place in the shard's history.
+ * The leader's in-memory log: entries sequenced but not yet committed. An entry is committed when
+ * it is durable on both nodes (or, committing alone, here); it is then dropped. Sequence numbers
+ * are assigned here and nowhere else, so every write, whatever order requests arrive in, has
+ * exactly one place in the shard's history.
  */
 export class LeaderLog {
   private records: LogRecord[] = [];
   private bytesQueued = 0;
-  private acked: number;
 
   constructor(
-    private applied: number,
+    private committed: number,
     private readonly limits: LogLimits,
-  ) {
-    this.acked = applied;
-  }
+  ) {}
 
+  /** The last committed sequence number. */
   get appliedSeq(): number {
-    return this.applied;
-  }
-
-  get ackedSeq(): number {
-    return this.acked;
+    return this.committed;
   }
 
   get lastSeq(): number {
-    return this.applied + this.records.length;
+    return this.committed + this.records.length;
   }
 
   /** The first sequence number the leader can still send from memory. */
   get startSeq(): number {
-    return this.applied + 1;
+    return this.committed + 1;
   }
 
   get queuedEntries(): number {
@@ -69,21 +63,29 @@ export class LeaderLog {
 
   /** Gives the operation the next sequence number; refuses when the queue is at its limit. */
   append(op: Op): LogRecord {
-    const entry = { ...op, seq: this.lastSeq + 1 } as Entry;
-    const json = JSON.stringify(entry);
-    const bytes = Buffer.byteLength(json);
-    if (this.records.length >= this.limits.queueEntriesMax || this.bytesQueued + bytes > this.limits.queueBytesMax) {
+    this.appendAll([op]);
+    return this.records[this.records.length - 1]!;
+  }
+
+  /**
+   * Sequences the operations in the order given, all or none: refused whole (nothing sequenced)
+   * when they do not fit the queue. Returns the first one's sequence number.
+   */
+  appendAll(ops: readonly Op[]): number {
+    const first = this.lastSeq + 1;
+    const fresh = ops.map((op, i) => record({ ...op, seq: first + i } as Entry));
+    const bytes = fresh.reduce((n, r) => n + r.bytes, 0);
+    if (this.records.length + fresh.length > this.limits.queueEntriesMax || this.bytesQueued + bytes > this.limits.queueBytesMax) {
       throw new KvError('replication_queue_full', 'replication queue is full; nothing was applied, retry later');
     }
-    const record = { entry, json, bytes };
-    this.records.push(record);
+    for (const r of fresh) this.records.push(r);
     this.bytesQueued += bytes;
-    return record;
+    return first;
   }
 
   /** The contiguous run of entries starting at `fromSeq`, within the batch limits. */
   batchFrom(fromSeq: number): LogRecord[] {
-    if (fromSeq < this.startSeq) throw new Error(`log invariant: seq ${fromSeq} is already applied`);
+    if (fromSeq < this.startSeq) throw new Error(`log invariant: seq ${fromSeq} is already committed`);
     const batch: LogRecord[] = [];
     let bytes = 0;
     for (let i = fromSeq - this.startSeq; i < this.records.length; i += 1) {
@@ -95,22 +97,25 @@ export class LeaderLog {
     return batch;
   }
 
-  /** Marks entries up to `seq` acknowledged; returns the newly acknowledged ones, in order, to apply. */
-  ackThrough(seq: number): LogRecord[] {
-    if (seq > this.lastSeq) throw new Error(`log invariant: ack ${seq} beyond last ${this.lastSeq}`);
-    if (seq <= this.acked) return [];
-    const newly = this.records.slice(this.acked - this.applied, seq - this.applied);
-    this.acked = seq;
-    return newly;
+  /** The entries `fromSeq..toSeq`, which must be in the log. */
+  slice(fromSeq: number, toSeq: number): LogRecord[] {
+    if (fromSeq < this.startSeq || toSeq > this.lastSeq) throw new Error(`log invariant: ${fromSeq}..${toSeq} not in ${this.startSeq}..${this.lastSeq}`);
+    return this.records.slice(fromSeq - this.startSeq, toSeq - this.startSeq + 1);
   }
 
-  /** Drops the entries up to `seq`: the store has applied them. */
-  appliedThrough(seq: number): void {
-    if (seq > this.acked) throw new Error(`log invariant: applied ${seq} beyond acknowledged ${this.acked}`);
-    if (seq <= this.applied) return;
-    for (const r of this.records.splice(0, seq - this.applied)) this.bytesQueued -= r.bytes;
-    this.applied = seq;
+  /** Drops the entries up to `seq`: they are committed. */
+  commitThrough(seq: number): void {
+    if (seq > this.lastSeq) throw new Error(`log invariant: commit ${seq} beyond last ${this.lastSeq}`);
+    if (seq <= this.committed) return;
+    for (const r of this.records.splice(0, seq - this.committed)) this.bytesQueued -= r.bytes;
+    this.committed = seq;
   }
+}
+
+/** An entry serialised once, when it is sequenced: every message and store write reuses the JSON. */
+export function record(entry: Entry): LogRecord {
+  const json = JSON.stringify(entry);
+  return { entry, json, bytes: Buffer.byteLength(json) };
 }
 
 export interface ApplyPlan {

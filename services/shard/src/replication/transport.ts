@@ -26,6 +26,9 @@ async function* linesOf(body: Readable): AsyncGenerator<string> {
 }
 
 export class HttpPeer implements PeerTransport {
+  /** Replication messages: one connection, pipelined, so they reach the follower in the order sent. */
+  private readonly replication: RpcClient;
+  /** State transfers, beside it. */
   private readonly rpc: RpcClient;
 
   constructor(
@@ -33,14 +36,15 @@ export class HttpPeer implements PeerTransport {
     token: string | undefined,
     private readonly requestTimeoutMs: number,
     localAddress?: string,
+    inFlightMessagesMax = 1,
   ) {
-    // Few connections: the replication loop keeps one request in flight, plus a state transfer.
-    this.rpc = new RpcClient(url, { connections: 4, timeoutMs: requestTimeoutMs, token, localAddress });
+    this.replication = new RpcClient(url, { connections: 1, pipelining: inFlightMessagesMax, timeoutMs: requestTimeoutMs, token, localAddress });
+    this.rpc = new RpcClient(url, { connections: 2, timeoutMs: requestTimeoutMs, token, localAddress });
   }
 
   async replicate(body: string): Promise<ReplicateReply> {
     try {
-      return replicateReplySchema.parse(await this.rpc.json({ method: 'POST', path: '/internal/replicate', body }));
+      return replicateReplySchema.parse(await this.replication.json({ method: 'POST', path: '/internal/replicate', body }));
     } catch (err) {
       if (isKvError(err, 'stale_epoch')) throw new StaleEpochError(`replicate refused: ${err.message}`);
       throw err;
@@ -65,6 +69,6 @@ export class HttpPeer implements PeerTransport {
   }
 
   async close(): Promise<void> {
-    await this.rpc.close();
+    await Promise.all([this.replication.close(), this.rpc.close()]);
   }
 }
