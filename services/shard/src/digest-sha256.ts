@@ -1,5 +1,11 @@
 import { createHash } from 'node:crypto';
 
+/*
+ * The state digest of shardkv before XXH3-128 (digest.ts). No store uses it any more: it stays
+ * to measure the current digest against (`npm run bench:digest`) and to write data directories
+ * as an older build wrote them (store.test.ts).
+ */
+
 const DIGEST_MOD = 1n << 256n;
 
 /**

@@ -1,7 +1,5 @@
-import { DigestSum } from './digest-sha256';
+import { DigestSum } from './digest';
 import type { LogRecord } from './replication/log';
-
-export { DigestSum, pairHash } from './digest-sha256';
 
 /**
  * The storage engine behind a node. A store holds the node's applied state, the sequence number
@@ -36,7 +34,10 @@ export interface KvStore {
    * nothing was applied. Calls must not overlap: each waits for the previous one.
    */
   apply(records: readonly LogRecord[]): Promise<boolean[]>;
-  /** A hash of the whole key/value state: equal on two stores exactly when their states are equal. */
+  /**
+   * A hash of the whole key/value state (see digest.ts): equal on two stores whose states are
+   * equal, different otherwise except with probability about 2^-128.
+   */
   digest(): string;
   /** A consistent point-in-time view, for a state transfer. Must be closed. */
   view(): StoreView;
