@@ -5,8 +5,8 @@ import { xxh3 } from '@node-rs/xxhash';
  *
  * A sum does not depend on the order of writes and is updated in O(1) per write (add the new
  * pair, subtract the old one), so `/status` never rescans the store. It detects accidents (a
- * lost or doubled write, two histories that differ, a transfer corrupted in transit): two
- * different states collide by accident with probability about 2^-128. It is not a MAC, and the
+ * lost write, two histories that differ, a transfer corrupted in transit): two different states
+ * collide by accident with probability about 2^-128. It is not a MAC, and the
  * SHA-256 sum before it was not one either (neither has a key): XXH3 is not cryptographic, so
  * someone who chooses keys and values on purpose can make two states collide. The two nodes of a
  * shard trust each other anyway (`CLUSTER_TOKEN`); the digest guards against faults, not people.
