@@ -1,7 +1,10 @@
 import { mkdirSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from '@shardkv/common';
 import { open, type Database, type RootDatabase } from 'lmdb';
+import { DIGEST_ALGORITHM, DigestSum } from './digest';
 import type { LogRecord } from './replication/log';
-import { assertSequence, DigestSum, type KvStore, type LogWindow, type StoreRestore, type StoreView } from './store';
+import { assertSequence, type KvStore, type LogWindow, type StoreRestore, type StoreView } from './store';
 
 /** Who a data directory belongs to; a node refuses a directory that names someone else. */
 export interface StoreIdentity {
@@ -14,6 +17,8 @@ export interface StoreIdentity {
 interface PersistedState {
   seq: number;
   digest: string;
+  /** Which function made `digest` (digest.ts); builds before XXH3-128 recorded none. */
+  digestAlgorithm: string;
   keys: number;
   /** Which of the two data tables is live: a full state transfer fills the other, then flips this. */
   active: 0 | 1;
@@ -27,7 +32,7 @@ export class StorageConfigError extends Error {
 }
 
 const FORMAT = 1;
-const EMPTY_STATE: PersistedState = { seq: 0, digest: new DigestSum().hex(), keys: 0, active: 0, logStartSeq: 1, logBytes: 0 };
+const EMPTY_STATE: PersistedState = { seq: 0, digest: new DigestSum().hex(), digestAlgorithm: DIGEST_ALGORITHM, keys: 0, active: 0, logStartSeq: 1, logBytes: 0 };
 
 /**
  * `STORAGE=lmdb` (the default): one LMDB environment per node, in its DATA_DIR.
@@ -63,8 +68,11 @@ export class LmdbStore implements KvStore {
     this.checkedTerm = meta.get('term') as string | undefined;
   }
 
-  /** Opens (or creates) a node's data directory; refuses one that belongs to another node. */
-  static async open(dir: string, identity: StoreIdentity, window: LogWindow): Promise<LmdbStore> {
+  /**
+   * Opens (or creates) a node's data directory; refuses one that belongs to another node.
+   * A state whose digest an older build made is given the current digest first (`logger` says so).
+   */
+  static async open(dir: string, identity: StoreIdentity, window: LogWindow, logger?: Pick<Logger, 'info'>): Promise<LmdbStore> {
     let env: RootDatabase;
     try {
       mkdirSync(dir, { recursive: true });
@@ -80,6 +88,7 @@ export class LmdbStore implements KvStore {
     const meta = env.openDB<unknown, string>({ name: 'meta', encoding: 'json' });
     try {
       await claim(meta, dir, identity);
+      await upgradeDigest(env, tables, meta, dir, logger);
     } catch (err) {
       await env.close();
       throw err;
@@ -232,7 +241,7 @@ export class LmdbStore implements KvStore {
       },
       digest: () => sum.hex(),
       commit: async (seq) => {
-        const next: PersistedState = { seq, digest: sum.hex(), keys, active: target, logStartSeq: seq + 1, logBytes: 0 };
+        const next: PersistedState = { seq, digest: sum.hex(), digestAlgorithm: DIGEST_ALGORITHM, keys, active: target, logStartSeq: seq + 1, logBytes: 0 };
         await this.env.childTransaction(() => {
           // The old window belongs to the replaced history: it goes in the same transaction.
           for (const s of this.log.getKeys()) this.log.remove(s);
@@ -269,4 +278,29 @@ async function claim(meta: Database<unknown, string>, dir: string, identity: Sto
   } catch (err) {
     throw new StorageConfigError(`data directory ${dir} is not writable: ${(err as Error).message}`);
   }
+}
+
+/**
+ * A state whose digest was made by another algorithm (an older build's SHA-256 sum records none)
+ * would look diverged from a peer that runs this build: its digest is recomputed from the live
+ * table, one full scan in one transaction, before the node serves anything. It happens once: the
+ * result is stored with the algorithm's name.
+ */
+async function upgradeDigest(env: RootDatabase, tables: [Database<string, string>, Database<string, string>], meta: Database<unknown, string>, dir: string, logger?: Pick<Logger, 'info'>): Promise<void> {
+  const stored = meta.get('state') as (Omit<PersistedState, 'digestAlgorithm'> & { digestAlgorithm?: string }) | undefined;
+  if (stored === undefined || stored.digestAlgorithm === DIGEST_ALGORITHM) return;
+  const startMs = performance.now();
+  const sum = new DigestSum();
+  await env.childTransaction(() => {
+    let keys = 0;
+    for (const { key, value } of tables[stored.active].getRange()) {
+      sum.add(key, value);
+      keys += 1;
+    }
+    // Both are kept in the same transactions: a difference means the directory is damaged.
+    if (keys !== stored.keys) throw new Error(`store invariant: data directory ${dir} holds ${keys} keys, its state says ${stored.keys}`);
+    meta.put('state', { ...stored, digest: sum.hex(), digestAlgorithm: DIGEST_ALGORITHM });
+  });
+  const was = stored.digestAlgorithm ?? 'sha256-sum (not recorded)';
+  logger?.info({ dir, keys: stored.keys, was, now: DIGEST_ALGORITHM, durationMs: Math.round(performance.now() - startMs) }, 'recomputed the state digest (data written by an older build)');
 }

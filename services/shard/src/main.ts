@@ -1,4 +1,4 @@
-import { createLogger, listen, stopOnSignals } from '@shardkv/common';
+import { createLogger, listen, stopOnSignals, type Logger } from '@shardkv/common';
 import { createShardApp } from './app';
 import { loadConfig, type ShardConfig } from './config';
 import { HttpCoordinator } from './coordinator-client';
@@ -14,7 +14,7 @@ const EXIT_CONFIG = 78;
 async function main(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.nodeName);
-  const store = await openStore(config);
+  const store = await openStore(config, log);
   const coordinator = config.coordinatorUrls.length === 0 ? undefined : new HttpCoordinator(config.coordinatorUrls, config.clusterToken, config.replicationTimeoutMs, config.sourceAddress);
   const transport = (url: string) => new HttpPeer(url, config.clusterToken, config.replicationTimeoutMs, config.sourceAddress, config.inFlightMessagesMax);
   const node = new ShardNode(store, { shardId: config.shardId, nodeName: config.nodeName, leader: config, follower: config, reportRetryMs: config.reportRetryMs, readLeaseMs: config.readLeaseMs }, transport, coordinator, log);
@@ -30,9 +30,9 @@ async function main(): Promise<void> {
   });
 }
 
-function openStore(config: ShardConfig): Promise<KvStore> {
+function openStore(config: ShardConfig, log: Logger): Promise<KvStore> {
   if (config.storage === 'memory') return Promise.resolve(new MemoryStore(config.logWindow));
-  return LmdbStore.open(config.dataDir, { cluster: config.clusterId, shard: config.shardId, node: config.nodeName }, config.logWindow);
+  return LmdbStore.open(config.dataDir, { cluster: config.clusterId, shard: config.shardId, node: config.nodeName }, config.logWindow, log);
 }
 
 main().catch((err) => {

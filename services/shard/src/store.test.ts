@@ -1,6 +1,9 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { open } from 'lmdb';
+import { DIGEST_ALGORITHM, DIGEST_HEX_CHARS } from './digest';
+import { DigestSum as Sha256DigestSum } from './digest-sha256';
 import { LmdbStore, StorageConfigError, type StoreIdentity } from './lmdb-store';
 import type { Entry, LogRecord } from './replication/log';
 import { MemoryStore, type KvStore, type LogWindow } from './store';
@@ -13,6 +16,8 @@ const put = (seq: number, key: string, value: string) => rec({ seq, op: 'put', k
 const del = (seq: number, key: string) => rec({ seq, op: 'del', key });
 const WIDE: LogWindow = { entriesMax: 1000, bytesMax: 1 << 20 };
 const ID: StoreIdentity = { cluster: 'c1', shard: 's0', node: 's0-leader' };
+/** XXH3-128 sum of {a: 1, key: value, é: 日本}, checked against hash-wasm's independent XXH3-128 when it was pinned. */
+const GOLDEN_DIGEST = 'ad55f00a8893d668da443e30cdaf22a0';
 
 const dirs: string[] = [];
 const stores: KvStore[] = [];
@@ -66,6 +71,37 @@ describe.each(engines)('%s store', (_name, make) => {
     const c = await make();
     await c.apply([put(1, 'k', 'v'), del(2, 'k')]);
     expect(c.digest()).toBe(new MemoryStore(WIDE).digest());
+    const swapped = await make();
+    await swapped.apply([put(1, 'c', 'ab')]);
+    expect(new Set([a.digest(), b.digest(), swapped.digest()]).size).toBe(3);
+  });
+
+  test('digest is the same whatever order the same pairs were written in, and a delete undoes its put', async () => {
+    const pairs = Array.from({ length: 200 }, (_, i): [string, string] => [`key${i}`, `value-${i * 7919}`]);
+    const forward = await make();
+    await forward.apply(pairs.map(([k, v], i) => put(i + 1, k, v)));
+    const backward = await make();
+    await backward.apply([...pairs].reverse().map(([k, v], i) => put(i + 1, k, v)));
+    expect(backward.digest()).toBe(forward.digest());
+    // Extra pairs written, then deleted, leave no trace in the digest.
+    await backward.apply([put(201, 'extra', 'x'), put(202, 'key0', 'changed'), del(203, 'extra'), put(204, 'key0', pairs[0]![1])]);
+    expect(backward.digest()).toBe(forward.digest());
+    expect(forward.digest()).toMatch(new RegExp(`^[0-9a-f]{${DIGEST_HEX_CHARS}}$`));
+  });
+
+  test("a restore's digest is its pairs' digest, the one a transfer's trailer is checked against before commit", async () => {
+    const source = await make();
+    await source.apply([put(1, 'a', '1'), put(2, 'b', '2'), put(3, 'c', '3')]);
+    const s = await make();
+    await s.apply([put(1, 'old', 'v')]);
+    const r = await s.restore();
+    await r.put([['a', '1'], ['b', 'corrupted']]);
+    expect(r.digest()).not.toBe(source.digest());
+    // The same key again (a resent chunk) replaces its pair in the digest, it is not counted twice.
+    await r.put([['b', '2'], ['c', '3']]);
+    expect(r.digest()).toBe(source.digest());
+    await r.commit(3);
+    expect(s.digest()).toBe(source.digest());
   });
 
   test('apply reports whether each key existed, and refuses anything but seq + 1 without applying', async () => {
@@ -118,6 +154,13 @@ describe.each(engines)('%s store', (_name, make) => {
     await s.apply([put(8, 'after', 'x')]);
     expect(s.get('after')).toBe('x');
   });
+});
+
+test('the digest function is pinned: changing it needs a new DIGEST_ALGORITHM, since LMDB stores trust a digest by that name', async () => {
+  const s = new MemoryStore(WIDE);
+  await s.apply([put(1, 'a', '1'), put(2, 'key', 'value'), put(3, 'é', '日本')]);
+  expect({ algorithm: DIGEST_ALGORITHM, digest: s.digest() }).toEqual({ algorithm: 'xxh3-128-sum', digest: GOLDEN_DIGEST });
+  expect(new MemoryStore(WIDE).digest()).toBe('0'.repeat(DIGEST_HEX_CHARS));
 });
 
 describe('lmdb store', () => {
@@ -197,6 +240,32 @@ describe('lmdb store', () => {
     expect(again.get('k')).toBe('v');
   });
 
+  test('a directory written by a build with the SHA-256 digest opens with the current digest, recomputed once and logged', async () => {
+    const writes = [put(1, 'a', '1'), put(2, 'b', '2'), put(3, 'a', 'again'), del(4, 'b'), put(5, 'c', '3')];
+    const dir = await writeAsOldBuild(writes);
+    const logged: unknown[] = [];
+    const logger = { info: (...args: unknown[]) => void logged.push(args) };
+    const upgraded = await LmdbStore.open(dir, ID, WIDE, logger as never);
+    const same = await lmdb();
+    await same.apply(writes);
+    expect({ seq: upgraded.seq, size: upgraded.size, digest: upgraded.digest() }).toEqual({ seq: 5, size: 2, digest: same.digest() });
+    expect(logged).toHaveLength(1);
+    expect(JSON.stringify(logged[0])).toMatch(/recomputed the state digest/);
+    // From here on the digest is kept per write as usual, and the upgrade is not repeated.
+    await upgraded.apply([put(6, 'd', '4')]);
+    await same.apply([put(6, 'd', '4')]);
+    expect(upgraded.digest()).toBe(same.digest());
+    await upgraded.close();
+    const again = await LmdbStore.open(dir, ID, WIDE, logger as never);
+    stores.push(again);
+    expect({ digest: again.digest(), logged: logged.length }).toEqual({ digest: same.digest(), logged: 1 });
+  });
+
+  test('a directory whose key count disagrees with its data is refused when its digest is recomputed', async () => {
+    const dir = await writeAsOldBuild([put(1, 'a', '1')], { keys: 2 });
+    await expect(LmdbStore.open(dir, ID, WIDE)).rejects.toThrow(/holds 1 keys, its state says 2/);
+  });
+
   test('a data directory that cannot be created is a clear configuration error', async () => {
     const file = join(tempDir(), 'a-file');
     writeFileSync(file, 'not a directory');
@@ -204,3 +273,23 @@ describe('lmdb store', () => {
     await expect(LmdbStore.open(join(file, 'data'), ID, WIDE)).rejects.toThrow(/cannot open data directory/);
   });
 });
+
+/**
+ * A data directory as a build before XXH3-128 left it: written by today's store, then its state
+ * record put back in the old shape (no `digestAlgorithm`; the SHA-256 sum of its pairs as the
+ * digest). The tables and every other field are the same in both builds.
+ */
+async function writeAsOldBuild(writes: LogRecord[], override: Record<string, unknown> = {}): Promise<string> {
+  const dir = tempDir();
+  const store = await LmdbStore.open(dir, ID, WIDE);
+  await store.apply(writes);
+  const oldDigest = new Sha256DigestSum();
+  for (const [k, v] of pairsOf(store)) oldDigest.add(k, v);
+  await store.close();
+  const env = open({ path: dir, maxDbs: 8 });
+  const meta = env.openDB<Record<string, unknown>, string>({ name: 'meta', encoding: 'json' });
+  const { digestAlgorithm: _dropped, ...state } = meta.get('state')!;
+  await meta.put('state', { ...state, digest: oldDigest.hex(), ...override });
+  await env.close();
+  return dir;
+}

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { DigestSum } from './digest';
 import type { LogRecord } from './replication/log';
 
 /**
@@ -34,7 +34,10 @@ export interface KvStore {
    * nothing was applied. Calls must not overlap: each waits for the previous one.
    */
   apply(records: readonly LogRecord[]): Promise<boolean[]>;
-  /** A hash of the whole key/value state: equal on two stores exactly when their states are equal. */
+  /**
+   * A hash of the whole key/value state (see digest.ts): equal on two stores whose states are
+   * equal, different otherwise except with probability about 2^-128.
+   */
   digest(): string;
   /** A consistent point-in-time view, for a state transfer. Must be closed. */
   view(): StoreView;
@@ -68,37 +71,6 @@ export interface StoreRestore {
 export interface LogWindow {
   entriesMax: number;
   bytesMax: number;
-}
-
-const DIGEST_MOD = 1n << 256n;
-
-/**
- * The digest is a sum (mod 2^256) of SHA-256 over each (key, value) pair. A sum is independent of
- * insertion order and can be updated per write in O(1), so `/status` never rescans the store.
- * The key is length-prefixed so that ("ab","c") and ("a","bc") hash differently.
- */
-export function pairHash(key: string, value: string): bigint {
-  const h = createHash('sha256');
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(Buffer.byteLength(key));
-  h.update(len).update(key).update(value);
-  return BigInt(`0x${h.digest('hex')}`);
-}
-
-export class DigestSum {
-  constructor(public value = 0n) {}
-  static fromHex(hex: string): DigestSum {
-    return new DigestSum(BigInt(`0x${hex}`));
-  }
-  add(key: string, val: string): void {
-    this.value = (this.value + pairHash(key, val)) % DIGEST_MOD;
-  }
-  remove(key: string, val: string): void {
-    this.value = (this.value - pairHash(key, val) + DIGEST_MOD) % DIGEST_MOD;
-  }
-  hex(): string {
-    return this.value.toString(16).padStart(64, '0');
-  }
 }
 
 /** The store-side invariant every engine checks before it writes anything: entries follow `lastSeq` exactly. */

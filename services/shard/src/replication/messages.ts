@@ -1,5 +1,14 @@
 import { z } from 'zod';
+import { DIGEST_ALGORITHM, DIGEST_HEX_CHARS } from '../digest';
 import type { LogRecord } from './log';
+
+/**
+ * A state digest as peers exchange it. Checking its form names the one cause of a peer's digest
+ * of another length: a peer on another shardkv version (64 digits: the SHA-256 sum before
+ * XXH3-128). Unchecked, the two would look diverged, and each full transfer between them would
+ * fail its digest check and be retried forever.
+ */
+export const digestSchema = z.string().regex(new RegExp(`^[0-9a-f]{${DIGEST_HEX_CHARS}}$`), `digest is not ${DIGEST_HEX_CHARS} hex digits (${DIGEST_ALGORITHM}): the peer runs another shardkv version, and both nodes of a shard must run the same one`);
 
 /**
  * Leader -> follower: `POST /internal/replicate`. One message type carries batches and
@@ -28,7 +37,7 @@ export const replicateRequestSchema = z.object({
    */
   term: z.string().min(1),
   termStartSeq: z.number().int().nonnegative(),
-  termStartDigest: z.string(),
+  termStartDigest: digestSchema,
   /** The leader found the follower's state different from its own at the same seq: take a full transfer. */
   resync: z.boolean().optional(),
 });
@@ -42,7 +51,7 @@ export const replicateReplySchema = z.object({
   /** The batch started beyond seq + 1 (nothing was applied). */
   gap: z.boolean(),
   /** The follower's state digest at `seq`: the leader compares it with its own at the same seq. */
-  digest: z.string(),
+  digest: digestSchema,
 });
 export type ReplicateReply = z.infer<typeof replicateReplySchema>;
 

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { KvStore, StoreRestore } from '../store';
 import type { Entry, LogRecord } from './log';
-import { entrySchema, type PeerTransport } from './messages';
+import { digestSchema, entrySchema, type PeerTransport } from './messages';
 
 /**
  * Catch-up between the two nodes of a shard, as newline-delimited JSON streamed with bounded
@@ -22,7 +22,7 @@ const headerSchema = z.object({
   keys: z.number().int().nonnegative().optional(),
 });
 const pairSchema = z.tuple([z.string(), z.string()]);
-const trailerSchema = z.object({ end: z.literal(true), seq: z.number().int().nonnegative(), digest: z.string() });
+const trailerSchema = z.object({ end: z.literal(true), seq: z.number().int().nonnegative(), digest: digestSchema });
 
 /** The sender yields about this much at a time (HTTP backpressure does the rest). */
 export const TRANSFER_CHUNK_BYTES = 64 * 1024;

@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import { MemoryStore } from '../store';
 import { installTransfer } from './transfer';
 import { HttpPeer } from './transport';
-import { PeerNotReadyError } from './messages';
+import { PeerNotReadyError, replicateRequestSchema } from './messages';
 
 /** The HTTP edge of replication, against a plain local server standing in for the peer. */
 let server: Server;
@@ -62,5 +62,23 @@ test('a stream cut before its trailer is refused and leaves the store as it was'
   await expect(installTransfer(await peer.transfer(2, false), store, 's')).rejects.toThrow(/without a trailer/);
   expect(store.get('old')).toBe('v');
   expect(store.seq).toBe(1);
+  await peer.close();
+});
+
+test('a peer whose digest has another form is named as another shardkv version, not taken for a diverged state', async () => {
+  // A build before XXH3-128 sends 64-digit SHA-256 sums: comparing them would look like divergence forever.
+  const oldDigest = 'ab'.repeat(32);
+  const peer = new HttpPeer(url, undefined, 2000);
+  respond = (res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ seq: 0, catchingUp: false, gap: false, digest: oldDigest }));
+  await expect(peer.replicate('{}')).rejects.toThrow(/another shardkv version/);
+  // The follower's side: a message whose term starts at an old digest is refused (400) before anything is checked against it.
+  const request = { shard: 's', epoch: 0, term: 't', termStartSeq: 0, termStartDigest: oldDigest, logStartSeq: 1, lastSeq: 0, entries: [] };
+  expect(replicateRequestSchema.safeParse(request).error?.issues[0]?.message).toMatch(/another shardkv version/);
+  expect(replicateRequestSchema.safeParse({ ...request, termStartDigest: new MemoryStore(WINDOW).digest() }).success).toBe(true);
+  respond = (res) => res.end(`{"shard":"s","kind":"full","seq":1,"keys":1}\n["a","b"]\n{"end":true,"seq":1,"digest":"${oldDigest}"}\n`);
+  const store = new MemoryStore(WINDOW);
+  await store.apply([record(1, 'old', 'v')]);
+  await expect(installTransfer(await peer.transfer(1, true), store, 's', { full: true })).rejects.toThrow(/another shardkv version/);
+  expect({ seq: store.seq, old: store.get('old'), a: store.get('a') }).toEqual({ seq: 1, old: 'v', a: undefined });
   await peer.close();
 });
