@@ -193,10 +193,12 @@ export class LeaderCore {
 
   /** After every event: persist, commit, send and heartbeat as far as the state allows. */
   private drive(ev: LeaderEvent, out: LeaderEffect[]): void {
+    // A write only queues: its turn's `flush` persists and sends, so the writes of one
+    // event-loop turn travel together and share one store transaction on each node.
+    if (ev.type === 'write') return;
     this.startPersist(ev.nowMs, out);
     this.commit(out);
-    // A write only queues: its turn's `flush` sends, so one turn's writes travel together.
-    if (ev.type !== 'write') this.send(ev.nowMs, out);
+    this.send(ev.nowMs, out);
   }
 
   // ---- writes ----------------------------------------------------------------------------
