@@ -137,7 +137,12 @@ function svgChart(results: Record<Op, OpResult>, tail: TailPhase): string {
     ...tail.results.map((t) => ({ label: `${t.op} @${t.ratePerSec}/s`, values: [t.ours.median.p99Ms, t.skeleton.median.p99Ms] })),
   ];
   const body = [panel('req/s (closed loop, median of rounds)', rps, 0), panel('p99 latency, ms (peak; then open loop at one rate)', p99, 440)].join('\n');
-  const legend = ['ours', 'skeleton ((a) for GET, (b) for PUT and MIX)', 'etcd 3.4, 3 members'].map((name, i) => `<rect x="${20 + i * 260}" y="292" width="12" height="12" fill="${COLORS[i]}"/><text x="${38 + i * 260}" y="303">${name}</text>`).join('');
+  const legend = (['ours', 'skeleton ((a) for GET, (b) for PUT and MIX)', 'etcd 3.4, 3 members'] as const)
+    .map((name, i) => {
+      const x = [20, 90, 360][i]!;
+      return `<rect x="${x}" y="292" width="12" height="12" fill="${COLORS[i]}"/><text x="${x + 18}" y="303">${name}</text>`;
+    })
+    .join('');
   return `<svg xmlns="http://www.w3.org/2000/svg" width="900" height="315" font-family="sans-serif" font-size="11">\n<rect width="100%" height="100%" fill="white"/>\n${body}\n${legend}\n</svg>\n`;
 }
 
