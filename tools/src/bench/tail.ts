@@ -95,7 +95,7 @@ function pin(pid: number, cpus: string): void {
 export function tailRate(oursPeakRps: number, skeletonPeakRps: number): { ratePerSec: number; rateBasis: string } {
   const ours = Math.max(1, Math.round(oursPeakRps / 2));
   const skeleton = Math.max(1, Math.round(skeletonPeakRps / 2));
-  return ours <= skeleton ? { ratePerSec: ours, rateBasis: 'half our peak' } : { ratePerSec: skeleton, rateBasis: "half the skeleton's peak (below half ours)" };
+  return ours <= skeleton ? { ratePerSec: ours, rateBasis: 'half our peak' } : { ratePerSec: skeleton, rateBasis: "half the skeleton's peak, below half ours" };
 }
 
 export interface TailDeps {
