@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { etcdLeaderIndex, startEtcdTarget, verifyEtcd, type EtcdTarget } from './bench/etcd-target';
 import { benchKeys, benchValue, fmtRun, medianRun, OPS, progress, readConfig, type BenchConfig, type Op, type Run, type System } from './bench/config';
@@ -147,6 +147,7 @@ async function measure(cfg: BenchConfig, env: Env, driver: Driver, systems: Syst
   // Startup warnings (a leader trying its follower before it listens) are not the measurement's.
   nodeLineCount = 0;
   nodeLines.length = 0;
+  const loadAverage1mAtStart = loadavg()[0]!;
   console.log(`benchmark: ${cfg.rounds} interleaved rounds x ${cfg.seconds} s per system and operation, load generator: ${driver.name}, ${cfg.keyCount} keys, ${cfg.valueBytes}-byte values${systems.etcd ? `, etcd via ${systems.etcd.label}` : ''}`);
   await warmUpAndVerify(cfg, driver, systems);
   const cpu = new CpuAccount();
@@ -159,7 +160,7 @@ async function measure(cfg: BenchConfig, env: Env, driver: Driver, systems: Syst
   const servers = [systems.ours, systems.skeletonA, systems.skeletonB].flatMap((s) => s.processes());
   const tail = await tailPhase({ cfg, driver, children: env.children, ours: systems.ours, skeletons: { GET: systems.skeletonA, PUT: systems.skeletonB }, servers });
   const config = { ...cfg, loadGenerator: driver.name };
-  const report: Report = { driverName: driver.name, rounds: cfg.rounds, seconds: cfg.seconds, config, etcd, etcdSkipped, results, tail, cpu: cpu.tables(), warnings: { count: nodeLineCount, last: nodeLines.slice(-10) } };
+  const report: Report = { driverName: driver.name, rounds: cfg.rounds, seconds: cfg.seconds, config, etcd, etcdSkipped, results, tail, cpu: cpu.tables(), warnings: { count: nodeLineCount, last: nodeLines.slice(-10) }, loadAverage1mAtStart };
   writeReport(report);
 }
 

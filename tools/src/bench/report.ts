@@ -38,6 +38,8 @@ export interface Report {
   tail: TailPhase;
   cpu: CpuTable[];
   warnings: { count: number; last: string[] };
+  /** The 1-minute load average when the measurement began (the machine line shows the one at the end too). */
+  loadAverage1mAtStart: number;
 }
 
 const ratio = (a: SideResult | undefined, b: SideResult | undefined) => (a === undefined || b === undefined ? undefined : a.median.rps / b.median.rps);
@@ -68,17 +70,17 @@ export function goals(r: Report): Goal[] {
   ];
 }
 
-export function machine() {
+export function machine(loadAverage1mAtStart: number) {
   const c = cpus();
-  // The 1-minute load average at the end: other work on the machine skews every side's figures.
-  return { cpus: c.length, model: c[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30), kernel: release(), node: process.version, loadAverage1m: loadavg()[0]! };
+  // The 1-minute load average at the start and the end: other work on the machine skews every side's figures.
+  return { cpus: c.length, model: c[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30), kernel: release(), node: process.version, loadAverage1mAtStart, loadAverage1m: loadavg()[0]! };
 }
 
 export function writeReport(r: Report): void {
-  const m = machine();
+  const m = machine(r.loadAverage1mAtStart);
   const g = goals(r);
   const etcdNote = r.etcd === undefined ? `etcd not measured (${r.etcdSkipped})` : `etcd ${r.etcd.version} x3 via ${r.etcd.member}'s JSON gateway`;
-  console.log(`\nmachine: ${m.cpus} x ${m.model}, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}, load average ${m.loadAverage1m.toFixed(1)}; load: ${r.driverName}, ${r.rounds} rounds x ${r.seconds} s (medians); ${etcdNote}\n`);
+  console.log(`\nmachine: ${m.cpus} x ${m.model}, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}, load average ${m.loadAverage1mAtStart.toFixed(1)} at the start, ${m.loadAverage1m.toFixed(1)} at the end; load: ${r.driverName}, ${r.rounds} rounds x ${r.seconds} s (medians); ${etcdNote}\n`);
   printTable(r.results);
   if (r.etcd !== undefined && r.etcd.leaderAtEnd !== r.etcd.leaderAtStart) console.log(`\n*** etcd's leader changed during the rounds (${r.etcd.leaderAtStart} -> ${r.etcd.leaderAtEnd}): its figures include an election`);
   printCpuTables(r.cpu, 'PUT');
