@@ -85,7 +85,8 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): BenchConfig {
     if (!allowed.includes(v)) throw new Error(`${name} must be one of ${allowed.join(', ')}, not ${v}`);
     return v;
   };
-  const seconds = num('BENCH_SECONDS', 5);
+  // wrk's -d takes whole seconds only.
+  const seconds = int('BENCH_SECONDS', 5);
   return {
     seconds,
     rounds: int('BENCH_ROUNDS', 3),
@@ -93,8 +94,8 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): BenchConfig {
     threads: int('BENCH_THREADS', 2),
     keyCount: int('BENCH_KEYS', 1000),
     valueBytes: 50,
-    warmupSeconds: num('BENCH_WARMUP_SECONDS', 1),
-    tailSeconds: num('BENCH_TAIL_SECONDS', Math.min(3, seconds)),
+    warmupSeconds: int('BENCH_WARMUP_SECONDS', 1),
+    tailSeconds: int('BENCH_TAIL_SECONDS', Math.min(3, seconds)),
     tailRuns: int('BENCH_TAIL_RUNS', 5),
     tailPeakRuns: int('BENCH_TAIL_PEAK_RUNS', 2),
     pin: oneOf('BENCH_PIN', ['0', '1'], '1') === '1',

@@ -56,6 +56,9 @@ export interface CpuTable {
   totalCpuMsPer1000Ops: number;
 }
 
+/** The load generator's row (wrk, or the Node generator with BENCH_LOADGEN=node): not a server. */
+const GENERATOR_ROW = 'load generator';
+
 /** Sums, per system, the CPU deltas of every accounted run. */
 export class CpuAccount {
   private readonly systems = new Map<string, { ops: number; wallMs: number; cpuMs: Map<string, number> }>();
@@ -75,14 +78,14 @@ export class CpuAccount {
       // A process that restarted mid-run (pid gone) has no meaningful delta: leave it out, visibly.
       add(p.name, b !== undefined && a !== undefined && a >= b ? a - b : NaN);
     });
-    add('load generator (wrk)', r.generatorCpuMs ?? NaN);
+    add(GENERATOR_ROW, r.generatorCpuMs ?? NaN);
     return r;
   }
 
   tables(): CpuTable[] {
     return [...this.systems].map(([system, acc]) => {
       const rows = [...acc.cpuMs].map(([process, cpuMs]) => ({ process, cpuMsPer1000Ops: (cpuMs * 1000) / acc.ops, coresBusy: cpuMs / acc.wallMs }));
-      const total = rows.filter((r) => !r.process.startsWith('load generator')).reduce((a, r) => a + r.cpuMsPer1000Ops, 0);
+      const total = rows.filter((r) => r.process !== GENERATOR_ROW).reduce((a, r) => a + r.cpuMsPer1000Ops, 0);
       return { system, ops: acc.ops, wallMs: acc.wallMs, rows, totalCpuMsPer1000Ops: total };
     });
   }

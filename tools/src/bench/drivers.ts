@@ -110,9 +110,12 @@ function nodeDriver(cfg: BenchConfig): Driver {
   return {
     name: `node load.ts, ${cfg.connections} concurrent`,
     run: async (sys, op, seconds) => {
+      // The generator is this process: its CPU time over the run is the generator's (and this idle loop's).
+      const cpuBefore = process.cpuUsage();
       const s = await load(nodeTarget(pools.get(sys.url), sys.api, op, benchValue(cfg.valueBytes)), keys, { durationMs: seconds * 1000, concurrency: cfg.connections });
       const sum = summarize([s], seconds * 1000);
-      return { rps: sum.rps, p50Ms: sum.p50, p99Ms: sum.p99, errors: sum.errors, requests: s.ok + s.errors, durationMs: seconds * 1000 };
+      const cpu = process.cpuUsage(cpuBefore);
+      return { rps: sum.rps, p50Ms: sum.p50, p99Ms: sum.p99, errors: sum.errors, requests: s.ok + s.errors, durationMs: seconds * 1000, generatorCpuMs: (cpu.user + cpu.system) / 1000 };
     },
   };
 }
