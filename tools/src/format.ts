@@ -12,7 +12,8 @@ export function formatLine(name: string, line: string): string {
   }
   if (typeof rec !== 'object' || rec === null) return `${label} ${line}`;
   const rest = Object.fromEntries(Object.entries(rec).filter(([k]) => !HIDDEN.has(k)));
-  const level = LEVELS[Number(rec.level)] ?? 'INFO';
+  // pino writes numeric levels, etcd's zap logger names them ("warn").
+  const level = typeof rec.level === 'string' ? rec.level.toUpperCase() : (LEVELS[Number(rec.level)] ?? 'INFO');
   const extra = Object.keys(rest).length > 0 ? ` ${JSON.stringify(rest)}` : '';
   return `${label} ${level.padEnd(5)} ${String(rec.msg ?? '')}${extra}`;
 }
