@@ -148,6 +148,8 @@ export class LeaderCore {
   private readonly waiters: Waiter[] = [];
   /** `existed` of entries persisted but not committed yet, by seq - (committedSeq + 1). */
   private existed: boolean[] = [];
+  /** Since the term began: how well writes are batched on each hop (see /status). */
+  private readonly counts = { writeEvents: 0, entriesSequenced: 0, entriesSent: 0, messagesSent: 0, persists: 0 };
   readonly follower: FollowerView = { reachable: false, catchingUp: false, diverged: false, ackedSeq: 0, lastContactAtMs: undefined, lastError: 'not contacted yet' };
 
   constructor(
@@ -213,6 +215,8 @@ export class LeaderCore {
       return void out.push(fail(id, err as KvError));
     }
     if (this.mode === 'alone') this.aloneThroughSeq = this.log.lastSeq;
+    this.counts.writeEvents += 1;
+    this.counts.entriesSequenced += ops.length;
     this.waiters.push({ id, firstSeq, lastSeq: this.log.lastSeq, deadlineMs: nowMs + this.opts.replicationTimeoutMs });
   }
 
@@ -244,6 +248,7 @@ export class LeaderCore {
   private startPersist(nowMs: number, out: LeaderEffect[]): void {
     if (this.persisting || nowMs < this.persistRetryAtMs || this.persistedSeq >= this.log.lastSeq) return;
     this.persisting = true;
+    this.counts.persists += 1;
     out.push({ type: 'persist', records: this.log.slice(this.persistedSeq + 1, this.log.lastSeq) });
   }
 
@@ -306,6 +311,8 @@ export class LeaderCore {
     this.inFlight.push({ msgId, toSeq, sentAtMs: nowMs });
     this.lastSentAtMs = nowMs;
     this.nextSeq = toSeq + 1;
+    this.counts.messagesSent += 1;
+    this.counts.entriesSent += batch.length;
     out.push({ type: 'send', msgId, body, fromSeq, toSeq });
   }
 
@@ -469,6 +476,7 @@ export class LeaderCore {
       messagesInFlight: this.inFlight.length,
       storageError: this.storageError ?? null,
       queue: { entries: this.log.queuedEntries, bytes: this.log.queuedBytes },
+      counts: { ...this.counts },
     };
   }
 }
