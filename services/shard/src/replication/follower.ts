@@ -18,13 +18,25 @@ export interface FollowerOptions {
  * entry visible only after that acknowledgement. When it is behind the leader's in-memory log
  * (it was away, or lost its disk) it pulls a catch-up transfer first.
  */
+interface Queued {
+  req: ReplicateRequest;
+  resolve: (r: ReplicateReply) => void;
+  reject: (e: unknown) => void;
+}
+
 export class Follower {
   private state: FollowerState = 'waiting';
   private lastContactAt = 0;
   private leaderLastSeq = 0;
   private lastCatchUp: CatchUpResult | null = null;
-  /** Messages are handled one at a time: a batch is planned against the seq the previous one left. */
-  private handling: Promise<unknown> = Promise.resolve();
+  /**
+   * Messages waiting for the store: they are handled in arrival order, each planned against the
+   * seq the previous one leaves. Those that arrive during a store transaction (pipelined by the
+   * leader) are applied together in the next one: one fsync for all (group commit).
+   */
+  private queue: Queued[] = [];
+  private handling: Promise<void> = Promise.resolve();
+  private draining = false;
   /** The catch-up in progress, if any: it runs beside the message chain and `stop` waits for it. */
   private catching: Promise<void> | undefined;
   private readonly stopping = new AbortController();
@@ -65,6 +77,7 @@ export class Follower {
     this.state = 'stopped';
     this.stopping.abort();
     await Promise.all([this.handling.catch(() => {}), this.catching]);
+    for (const q of this.queue.splice(0)) q.reject(new KvError('not_ready', 'follower stopping'));
   }
 
   /** The single entry point for replication messages. */
@@ -74,9 +87,56 @@ export class Follower {
       throw new KvError('wrong_shard', `replication for shard ${req.shard} sent to a follower of ${this.opts.shardId}`);
     }
     assertContiguous(req.entries);
-    const run = this.handling.then(() => this.handle(req));
-    this.handling = run.catch(() => {});
-    return run;
+    return new Promise<ReplicateReply>((resolve, reject) => {
+      this.queue.push({ req, resolve, reject });
+      if (!this.draining) this.handling = this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    this.draining = true;
+    try {
+      while (this.queue.length > 0) await this.handleGroup(this.queue.splice(0));
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  /**
+   * The messages of one group whose entries simply follow ours (same term checked, no catch-up
+   * or resync) share one transaction; any other message first flushes what is planned, then is
+   * handled alone. Every reply carries the seq after the shared transaction: acknowledgements
+   * are cumulative.
+   */
+  private async handleGroup(group: Queued[]): Promise<void> {
+    const planned: { q: Queued; gap: boolean }[] = [];
+    const entries: Entry[] = [];
+    const flush = async () => {
+      if (planned.length === 0) return;
+      const done = planned.splice(0);
+      try {
+        if (entries.length > 0) await this.persist(entries.splice(0));
+        this.state = stateAfterApply(this.store.seq, done[done.length - 1]!.q.req);
+        for (const d of done) d.q.resolve(this.reply(d.gap));
+      } catch (err) {
+        for (const d of done) d.q.reject(err);
+      }
+    };
+    for (const q of group) {
+      const { req } = q;
+      const simple = this.state !== 'catching_up' && this.state !== 'stopped' && req.term === this.store.term && req.resync !== true;
+      const decision = simple ? decideReplicate({ state: this.state, seq: this.store.seq + entries.length, term: this.store.term, digest: () => this.store.digest() }, req) : undefined;
+      if (decision?.kind !== 'apply') {
+        await flush();
+        await this.handle(req).then(q.resolve, q.reject);
+        continue;
+      }
+      this.lastContactAt = Date.now();
+      this.leaderLastSeq = req.lastSeq;
+      for (const e of decision.entries) entries.push(e);
+      planned.push({ q, gap: decision.gap });
+    }
+    await flush();
   }
 
   /** Performs what `decideReplicate` (follower-core.ts) decides for this message. */
