@@ -256,13 +256,14 @@ export class BulkLoad {
       lane.inFlight -= 1;
       if (tracked) for (const p of chunk.points) lane.points.delete(p);
       lane.gate.release();
-      this.settled();
+      this.outstanding -= 1;
       this.pump(lane);
+      this.settled();
     });
   }
 
+  /** A chunk has been reported and the next ones sent: the reader may go on, or the answer be built. */
   private settled(): void {
-    this.outstanding -= 1;
     if (this.wakeReader !== undefined && !this.backlogged()) {
       const wake = this.wakeReader;
       this.wakeReader = undefined;
