@@ -75,7 +75,7 @@ export function procCpuTime(pid: number): CpuTime | undefined {
 }
 
 export interface CpuProfile {
-  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
+  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }>;
   samples: number[];
   timeDeltas: number[];
 }
@@ -91,6 +91,11 @@ export interface ProfileSummary {
   areas: Array<{ area: string; share: number }>;
   /** The functions with the most self time (summed over call sites), largest first. */
   top: Array<{ fn: string; ms: number; share: number }>;
+  /**
+   * Busy time by the innermost shardkv file on the stack (what called into the libraries and
+   * the runtime), e.g. an LMDB put counts for lmdb-store: the cost of each of our layers.
+   */
+  files: Array<{ file: string; share: number }>;
 }
 
 export function summarizeProfile(p: CpuProfile, topN = 12): ProfileSummary {
@@ -107,7 +112,14 @@ export function summarizeProfile(p: CpuProfile, topN = 12): ProfileSummary {
   });
   const busyUs = [...byArea].filter(([k]) => k !== 'idle').reduce((a, [, us]) => a + us, 0);
   const share = (us: number) => (busyUs === 0 ? 0 : us / busyUs);
+  const byFile = new Map<string, number>();
+  const ownerOf = owners(p);
+  p.samples.forEach((id, i) => {
+    const owner = ownerOf.get(id);
+    if (owner !== 'idle') add(byFile, owner ?? 'runtime (no shardkv frame: event loop, sockets)', p.timeDeltas[i + 1] ?? 0);
+  });
   return {
+    files: [...byFile].sort((a, b) => b[1] - a[1]).map(([file, us]) => ({ file, share: share(us) })),
     busyMs: busyUs / 1000,
     areas: [...byArea].filter(([k]) => k !== 'idle').sort((a, b) => b[1] - a[1]).map(([k, us]) => ({ area: k, share: share(us) })),
     top: [...byFunction].filter(([k]) => !k.startsWith('(idle)')).sort((a, b) => b[1] - a[1]).slice(0, topN).map(([fn, us]) => ({ fn, ms: us / 1000, share: share(us) })),
@@ -115,9 +127,39 @@ export function summarizeProfile(p: CpuProfile, topN = 12): ProfileSummary {
 }
 
 export function formatSummary(name: string, s: ProfileSummary): string {
-  const lines = [`${name}: ${s.busyMs.toFixed(0)} ms busy under the sampler`, `  by area: ${s.areas.map((a) => `${a.area} ${(100 * a.share).toFixed(0)}%`).join(', ')}`];
+  const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+  const lines = [
+    `${name}: ${s.busyMs.toFixed(0)} ms busy under the sampler`,
+    `  by area: ${s.areas.filter((a) => a.share >= 0.005).map((a) => `${a.area} ${pct(a.share)}`).join(', ')}`,
+    `  by shardkv file (innermost on the stack): ${s.files.filter((f) => f.share >= 0.005).map((f) => `${f.file} ${pct(f.share)}`).join(', ')}`,
+  ];
   for (const t of s.top) lines.push(`  ${(100 * t.share).toFixed(1).padStart(5)}%  ${t.ms.toFixed(0).padStart(6)} ms  ${t.fn}`);
   return lines.join('\n');
+}
+
+/** For each profile node: the innermost shardkv source file on its stack, 'gc', 'idle', or undefined. */
+function owners(p: CpuProfile): Map<number, string | undefined> {
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const memo = new Map<number, string | undefined>();
+  const ownerOf = (id: number): string | undefined => {
+    if (memo.has(id)) return memo.get(id);
+    const f = byId.get(id)!.callFrame;
+    let owner: string | undefined;
+    if (f.functionName === '(idle)') owner = 'idle';
+    else if (f.functionName === '(garbage collector)') owner = 'gc';
+    else if (f.functionName === '(program)') owner = 'v8 (program)';
+    else {
+      const m = /\/(services|packages)\/([^/]+)\/dist\/(.+)\.js$/.exec(f.url);
+      const up = parent.get(id);
+      owner = m !== null ? `${m[2]}/${m[3]}` : up === undefined ? undefined : ownerOf(up);
+    }
+    memo.set(id, owner);
+    return owner;
+  };
+  for (const n of p.nodes) ownerOf(n.id);
+  return memo;
 }
 
 /** Which library (or part of the runtime) a sampled frame belongs to. */
