@@ -74,7 +74,9 @@ program
       if (bad > 0) fail(`--strict: ${bad} malformed line(s); nothing was loaded`, 1);
     }
     const bar = o.progress && process.stderr.isTTY ? progressBar() : undefined;
-    const idleTimeoutMs = program.opts<{ timeoutMs: number }>().timeoutMs;
+    // The router reads a body only as fast as it loads: a chunk may wait out a leader's deadline
+    // (5 s) and then its retries (5 s) meanwhile. Unless --timeout-ms says otherwise, allow more.
+    const idleTimeoutMs = program.getOptionValueSource('timeoutMs') === 'default' ? LOAD_IDLE_TIMEOUT_MS : program.opts<{ timeoutMs: number }>().timeoutMs;
     const options = { requestBytes: o.requestMib * 2 ** 20, batchLines: o.batch, concurrency: o.concurrency, fromLine: o.fromLine, idleTimeoutMs, onMalformed: report, onProgress: bar?.update };
     const summary = await withClient((c) => loadFile(c, file, options));
     bar?.stop();
@@ -84,6 +86,9 @@ program
     if (o.failedLines !== undefined) writeFileSync(o.failedLines, summary.failures.flatMap((f) => f.lines.map((l) => `${l} ${f.code} ${f.outcome}\n`)).join(''));
     if (summary.failed > 0) process.exitCode = 1;
   });
+
+/** `kv load`: how long the routers may take none of a request's body before it counts as failed (indeterminate). */
+const LOAD_IDLE_TIMEOUT_MS = 30_000;
 
 /** Per code: how many, whether they may have been applied, and the first line numbers. */
 function reportFailures(file: string, s: LoadSummary): void {

@@ -177,7 +177,7 @@ async function perShard<T>(ring: ShardRing, items: T[], keyOf: (item: T) => stri
  */
 function declaredLength(ctx: Koa.Context): number {
   const raw = ctx.get('content-length');
-  if (raw === '') throw new KvError('length_required', 'POST /load needs a Content-Length (send the body in parts of at most LOAD_BODY_BYTES_MAX bytes)');
+  if (raw === '') throw new KvError('length_required', `POST /load needs a Content-Length (send the lines in requests of at most ${LOAD_BODY_BYTES_MAX} bytes)`);
   const bytes = Number(raw);
   if (bytes > LOAD_BODY_BYTES_MAX) throw new KvError('body_too_large', `a /load body is at most ${LOAD_BODY_BYTES_MAX} bytes; send the lines in several requests`);
   return bytes;
