@@ -12,7 +12,7 @@ import type { ShardNode } from './node';
  */
 export function loadChunk(node: ShardNode, body: Buffer): Promise<ChunkAnswer> {
   const settled: Array<Promise<unknown>> = [];
-  const failures = new Map<number, KvError | unknown>();
+  const failures = new Map<number, unknown>();
   let index = 0;
   const scanner = new LineScanner({
     entry(buf, start, keyEnd, valueEnd) {
