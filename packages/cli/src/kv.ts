@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { KvClient, KvClientError } from '@shardkv/client';
+import { LOAD_MALFORMED_LISTED_MAX } from '@shardkv/common';
 import { SingleBar, Presets } from 'cli-progress';
 import { Command, InvalidArgumentError } from 'commander';
 import { writeFileSync } from 'node:fs';
@@ -99,6 +100,7 @@ function reportFailures(file: string, s: LoadSummary): void {
     const what = f.outcome === 'indeterminate' ? 'outcome unknown, may or may not have been applied' : 'not applied';
     process.stderr.write(`${file}: ${f.lines.length} line(s) failed with ${f.code} (${what}): ${f.message}\n  lines ${shown}${more}\n`);
   }
+  if (s.malformedUnlisted > 0) process.stderr.write(`${file}: ${s.malformedUnlisted} more malformed line(s) skipped without their numbers (a router lists ${LOAD_MALFORMED_LISTED_MAX} per request; --strict lists them all)\n`);
   if (s.stoppedAt !== undefined) process.stderr.write(`kv load stopped at line ${s.stoppedAt.line} (${s.stoppedAt.why}); resume with --from-line ${s.stoppedAt.line}\n`);
 }
 

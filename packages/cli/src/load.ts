@@ -40,6 +40,8 @@ export interface FailedLines {
 export interface LoadSummary extends LoadProgress {
   seconds: number;
   malformedLines: number;
+  /** Malformed lines the router counted but did not list (past LOAD_MALFORMED_LISTED_MAX in one request). */
+  malformedUnlisted: number;
   /** Of the failed entries, those whose outcome is unknown (a timeout, a lost connection). */
   indeterminate: number;
   failures: FailedLines[];
@@ -68,7 +70,7 @@ interface Segment {
  */
 export async function loadFile(client: KvClient, file: string, opts: LoadOptions): Promise<LoadSummary> {
   const started = Date.now();
-  const p: LoadSummary = { bytesRead: 0, bytesTotal: statSync(file).size, loaded: 0, skipped: 0, failed: 0, seconds: 0, malformedLines: 0, indeterminate: 0, failures: [] };
+  const p: LoadSummary = { bytesRead: 0, bytesTotal: statSync(file).size, loaded: 0, skipped: 0, failed: 0, seconds: 0, malformedLines: 0, malformedUnlisted: 0, indeterminate: 0, failures: [] };
   const malformed = (lineNo: number, reason: string) => {
     p.malformedLines += 1;
     p.skipped += 1;
@@ -131,6 +133,7 @@ function record(s: LoadSummary, a: LoadAnswer, malformed: (lineNo: number, reaso
   const unlisted = a.malformed - a.malformedLines.length;
   if (unlisted > 0) {
     s.malformedLines += unlisted;
+    s.malformedUnlisted += unlisted;
     s.skipped += unlisted;
   }
   for (const c of a.chunks) for (const f of c.failures) addFailed(s, f.code, f.message, f.outcome, f.lines);
