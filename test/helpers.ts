@@ -1,8 +1,9 @@
 import { ShardRing } from '@shardkv/router/dist/ring';
 import { Cluster, type ClusterOptions } from '@shardkv/tools';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { request } from 'undici';
 import type { ChaosReport } from '@shardkv/tools/dist/chaos';
 
@@ -172,4 +173,25 @@ export function expectClean(report: ChaosReport): void {
   expect(report.unexpected).toEqual([]);
   expect(report.check.undecided).toEqual([]);
   expect(report.check.linearizable).toBe(true);
+}
+
+const KV = resolve(__dirname, '..', 'packages', 'cli', 'dist', 'kv.js');
+
+/** Runs the `kv` command line against a router; killed (and the test failed) past `timeoutMs`. */
+export function kv(url: string, args: string[], timeoutMs = 90_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((res, rej) => {
+    const child = spawn(process.execPath, [KV, '--url', url, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      rej(new Error(`kv ${args.join(' ')} did not finish in ${timeoutMs} ms; stderr: ${stderr}`));
+    }, timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      res({ code, stdout, stderr });
+    });
+  });
 }

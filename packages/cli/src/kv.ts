@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 import { KvClient, KvClientError } from '@shardkv/client';
+import { LOAD_MALFORMED_LISTED_MAX } from '@shardkv/common';
 import { SingleBar, Presets } from 'cli-progress';
 import { Command, InvalidArgumentError } from 'commander';
+import { writeFileSync } from 'node:fs';
 import { generate } from './gen';
-import { loadFile, validateFile, type LoadProgress } from './load';
+import { loadFile, REQUEST_BYTES_DEFAULT, validateFile, type LoadProgress, type LoadSummary } from './load';
 
 /**
  * `kv`: the command line for a shardkv cluster (through its router). Wiring only: commands parse
@@ -58,25 +60,49 @@ program
 
 program
   .command('load <file>')
-  .description('bulk-load a file of "<key> <value>" lines (a later duplicate key wins)')
+  .description('bulk-load a file of "<key> <value>" lines through POST /load (a later duplicate key wins)')
   .option('--strict', 'a malformed line is fatal: check the whole file first and load nothing if any')
-  .option('--batch <n>', 'entries per request', int, 500)
-  .option('--concurrency <n>', 'requests in flight', int, 8)
+  .option('--request-mib <n>', 'MiB of the file per /load request', int, REQUEST_BYTES_DEFAULT / 2 ** 20)
+  .option('--batch <n>', 'at most this many lines per /load request', int)
+  .option('--concurrency <n>', '/load requests in flight (more than one: a key repeated across them waits for the earlier)', int, 1)
+  .option('--from-line <n>', 'skip the lines before this one (to resume a load that stopped)', int)
+  .option('--failed-lines <out>', 'write the number, code and outcome of every line not loaded to this file')
   .option('--no-progress', 'no progress bar')
-  .action(async (file: string, o: { strict?: boolean; batch: number; concurrency: number; progress: boolean }) => {
+  .action(async (file: string, o: { strict?: boolean; requestMib: number; batch?: number; concurrency: number; fromLine?: number; failedLines?: string; progress: boolean }) => {
     const report = (lineNo: number, reason: string) => process.stderr.write(`${file}:${lineNo}: malformed line skipped: ${reason}\n`);
     if (o.strict === true) {
       const bad = await validateFile(file, (n, r) => process.stderr.write(`${file}:${n}: malformed line: ${r}\n`));
       if (bad > 0) fail(`--strict: ${bad} malformed line(s); nothing was loaded`, 1);
     }
     const bar = o.progress && process.stderr.isTTY ? progressBar() : undefined;
-    const summary = await withClient((c) => loadFile(c, file, { batchEntries: o.batch, concurrency: o.concurrency, onMalformed: report, onProgress: bar?.update }), 64);
+    // The router reads a body only as fast as it loads: a chunk may wait out a leader's deadline
+    // (5 s) and then its retries (5 s) meanwhile. Unless --timeout-ms says otherwise, allow more.
+    const idleTimeoutMs = program.getOptionValueSource('timeoutMs') === 'default' ? LOAD_IDLE_TIMEOUT_MS : program.opts<{ timeoutMs: number }>().timeoutMs;
+    const options = { requestBytes: o.requestMib * 2 ** 20, batchLines: o.batch, concurrency: o.concurrency, fromLine: o.fromLine, idleTimeoutMs, onMalformed: report, onProgress: bar?.update };
+    const summary = await withClient((c) => loadFile(c, file, options));
     bar?.stop();
     const rate = Math.round(summary.loaded / Math.max(summary.seconds, 0.001));
     process.stdout.write(`loaded ${summary.loaded} keys, skipped ${summary.skipped} malformed line(s), failed ${summary.failed}, in ${summary.seconds.toFixed(1)} s (${rate} keys/s)\n`);
-    for (const f of summary.failures) process.stderr.write(`  failed: ${f.key} (${f.code})\n`);
+    reportFailures(file, summary);
+    if (o.failedLines !== undefined) writeFileSync(o.failedLines, summary.failures.flatMap((f) => f.lines.map((l) => `${l} ${f.code} ${f.outcome}\n`)).join(''));
     if (summary.failed > 0) process.exitCode = 1;
   });
+
+/** `kv load`: how long the routers may take none of a request's body before it counts as failed (indeterminate). */
+const LOAD_IDLE_TIMEOUT_MS = 30_000;
+
+/** Per code: how many, whether they may have been applied, and the first line numbers. */
+function reportFailures(file: string, s: LoadSummary): void {
+  const shownMax = 20;
+  for (const f of s.failures) {
+    const shown = f.lines.slice(0, shownMax).join(', ');
+    const more = f.lines.length > shownMax ? `, ... (${f.lines.length - shownMax} more; --failed-lines FILE lists them all)` : '';
+    const what = f.outcome === 'indeterminate' ? 'outcome unknown, may or may not have been applied' : 'not applied';
+    process.stderr.write(`${file}: ${f.lines.length} line(s) failed with ${f.code} (${what}): ${f.message}\n  lines ${shown}${more}\n`);
+  }
+  if (s.malformedUnlisted > 0) process.stderr.write(`${file}: ${s.malformedUnlisted} more malformed line(s) skipped without their numbers (a router lists ${LOAD_MALFORMED_LISTED_MAX} per request; --strict lists them all)\n`);
+  if (s.stoppedAt !== undefined) process.stderr.write(`kv load stopped at line ${s.stoppedAt.line} (${s.stoppedAt.why}); resume with --from-line ${s.stoppedAt.line}\n`);
+}
 
 program
   .command('gen')
@@ -110,8 +136,8 @@ function progressBar() {
   };
 }
 
-async function withClient<T>(fn: (c: KvClient) => Promise<T>, connections?: number): Promise<T> {
-  const c = connections === undefined ? client() : new KvClient(program.opts<{ url: string }>().url, { connections, timeoutMs: program.opts<{ timeoutMs: number }>().timeoutMs });
+async function withClient<T>(fn: (c: KvClient) => Promise<T>): Promise<T> {
+  const c = client();
   try {
     return await fn(c);
   } catch (err) {

@@ -1,4 +1,5 @@
-import { errorCode, type EntryResult, type PutEntry } from '@shardkv/common';
+import { errorCode, LOAD_CONTENT_TYPE, type EntryResult, type LoadAnswer, type PutEntry } from '@shardkv/common';
+import { Readable } from 'node:stream';
 import { Pool } from 'undici';
 
 /**
@@ -88,6 +89,32 @@ export class KvClient {
     return this.call('POST', '/mget', { keys }) as Promise<BatchResult>;
   }
 
+  /**
+   * `POST /load`: a body of `<key> <value>` lines (at most LOAD_BODY_BYTES_MAX bytes), whose
+   * first line is line `firstLine` of the caller's file. The answer reports every entry loaded,
+   * failed (with its line number, code and outcome) or malformed. While the body is sent, the
+   * call fails if the router reads nothing of it for `idleTimeoutMs` (it reads only as fast as it
+   * loads); once it is sent, if no answer comes within `answerTimeoutMs`. Either failure, or a
+   * connection lost, is indeterminate: any part of the body may have been loaded.
+   */
+  async load(body: Buffer, opts: LoadCallOptions = {}): Promise<LoadAnswer> {
+    const path = `/load?firstLine=${opts.firstLine ?? 1}`;
+    const idleMs = opts.idleTimeoutMs ?? this.timeoutMs;
+    const answerMs = opts.answerTimeoutMs ?? 60_000;
+    const aborter = new AbortController();
+    let timer = setTimeout(() => aborter.abort(new Error(`the router read none of the body for ${idleMs} ms`)), idleMs);
+    const progress = (sent: number, done: boolean) => {
+      clearTimeout(timer);
+      timer = done ? setTimeout(() => aborter.abort(new Error(`no answer within ${answerMs} ms of sending the body`)), answerMs) : setTimeout(() => aborter.abort(new Error(`the router read none of the body for ${idleMs} ms`)), idleMs);
+      opts.onSent?.(sent);
+    };
+    try {
+      return (await this.send('POST', path, { 'content-type': LOAD_CONTENT_TYPE, 'content-length': String(body.length) }, () => Readable.from(slices(body, progress), { objectMode: false }), aborter.signal)) as LoadAnswer;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   status(): Promise<unknown> {
     return this.call('GET', '/status');
   }
@@ -104,11 +131,16 @@ export class KvClient {
   private async call(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, absent: number[] = []): Promise<unknown> {
     const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
     if (this.opts.adminToken !== undefined && path.startsWith('/admin/')) headers.authorization = `Bearer ${this.opts.adminToken}`;
-    const signal = AbortSignal.timeout(this.timeoutMs);
+    const text = body === undefined ? undefined : JSON.stringify(body);
+    return this.send(method, path, headers, () => text, AbortSignal.timeout(this.timeoutMs), absent);
+  }
+
+  /** `body` gives a fresh body for each router tried. */
+  private async send(method: 'GET' | 'POST' | 'DELETE', path: string, headers: Record<string, string>, body: () => string | Readable | undefined, signal: AbortSignal, absent: number[] = []): Promise<unknown> {
     let res;
     for (let tried = 1; ; tried += 1) {
       try {
-        res = await this.pools[this.current]!.request({ method, path, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+        res = await this.pools[this.current]!.request({ method, path, headers, body: body(), signal });
         break;
       } catch (err) {
         const notSent = NOT_SENT.has(errorCode(err) ?? '');
@@ -116,7 +148,8 @@ export class KvClient {
           this.current = (this.current + 1) % this.pools.length;
           continue;
         }
-        const reason = `${method} ${path}: no answer from ${this.url} (${err instanceof Error ? err.message : String(err)})`;
+        const why = signal.aborted && signal.reason instanceof Error ? signal.reason.message : err instanceof Error ? err.message : String(err);
+        const reason = `${method} ${path}: no answer from ${this.url} (${why})`;
         throw new KvClientError(reason, 0, notSent ? 'unreachable' : 'no_answer', notSent ? 'definite' : 'indeterminate');
       }
     }
@@ -130,3 +163,24 @@ export class KvClient {
   }
 }
 
+export interface LoadCallOptions {
+  /** The number of the body's first line in the caller's file (default 1). */
+  firstLine?: number;
+  /** While sending: the longest time the router may read nothing of the body (default: the client's timeoutMs). */
+  idleTimeoutMs?: number;
+  /** After sending: how long to wait for the answer (default 60 s). */
+  answerTimeoutMs?: number;
+  /** Bytes of the body the router has taken so far. */
+  onSent?: (bytes: number) => void;
+}
+
+/** The body in slices, so that the caller sees how much of it the router has taken. */
+async function* slices(body: Buffer, progress: (sent: number, done: boolean) => void): AsyncIterable<Buffer> {
+  const sliceBytes = 256 * 1024;
+  for (let at = 0; at < body.length; at += sliceBytes) {
+    const end = Math.min(body.length, at + sliceBytes);
+    yield body.subarray(at, end);
+    progress(end, end === body.length);
+  }
+  if (body.length === 0) progress(0, true);
+}

@@ -36,7 +36,8 @@ export function jsonBody(bytesMax: number = BODY_BYTES_MAX): Koa.Middleware {
   };
 }
 
-async function readBytes(ctx: Koa.Context, bytesMax: number): Promise<Buffer> {
+/** The whole body as bytes, at most `bytesMax` (413 above it, checked against Content-Length first). */
+export async function readBytes(ctx: Koa.Context, bytesMax: number): Promise<Buffer> {
   const declared = ctx.get('content-length');
   try {
     return await getRawBody(ctx.req, { length: declared === '' ? undefined : declared, limit: bytesMax });
@@ -59,13 +60,18 @@ function decode(bytes: Buffer): string {
  * Refuses, before the body is read, a request whose body is not declared as plain JSON: another
  * content type, or any Content-Encoding (we do not decompress, so gzip would only fail later).
  */
-export const requireJson: Koa.Middleware = async (ctx, next) => {
-  if (!ctx.is('application/json')) {
-    throw new KvError('unsupported_media_type', 'Content-Type must be application/json');
-  }
-  const encoding = ctx.get('content-encoding').toLowerCase();
-  if (encoding !== '' && encoding !== 'identity') {
-    throw new KvError('unsupported_media_type', `Content-Encoding "${encoding}" is not supported; send the body uncompressed`);
-  }
-  await next();
-};
+export const requireJson: Koa.Middleware = requireType('application/json');
+
+/** As requireJson, for another content type (`text/plain` for bulk loads). */
+export function requireType(type: string): Koa.Middleware {
+  return async (ctx, next) => {
+    if (!ctx.is(type)) {
+      throw new KvError('unsupported_media_type', `Content-Type must be ${type}`);
+    }
+    const encoding = ctx.get('content-encoding').toLowerCase();
+    if (encoding !== '' && encoding !== 'identity') {
+      throw new KvError('unsupported_media_type', `Content-Encoding "${encoding}" is not supported; send the body uncompressed`);
+    }
+    await next();
+  };
+}

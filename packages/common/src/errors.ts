@@ -19,6 +19,8 @@ export const ERRORS = {
   invalid_key: { status: 400, outcome: 'definite' },
   invalid_value: { status: 400, outcome: 'definite' },
   bad_request: { status: 400, outcome: 'definite' },
+  /** A bulk-load line that is not `<key> <value>` within the key and value rules (reported per line; the line is skipped). */
+  invalid_line: { status: 400, outcome: 'definite' },
   unauthorized: { status: 401, outcome: 'definite' },
   key_not_found: { status: 404, outcome: 'definite' },
   route_not_found: { status: 404, outcome: 'definite' },
@@ -33,6 +35,8 @@ export const ERRORS = {
   not_coordinator: { status: 409, outcome: 'definite' },
   /** A configuration from a coordinator older than one the node has already obeyed (a deposed coordinator). */
   stale_coordinator: { status: 409, outcome: 'definite' },
+  /** A bulk load (`POST /load`) must declare its size, so an oversized one is refused before anything is loaded. */
+  length_required: { status: 411, outcome: 'definite' },
   body_too_large: { status: 413, outcome: 'definite' },
   batch_too_large: { status: 413, outcome: 'definite' },
   value_too_large: { status: 413, outcome: 'definite' },

@@ -8,3 +8,4 @@ export * from './upstream';
 export * from './cluster';
 export * from './batch';
 export * from './rpc';
+export * from './load';

@@ -18,7 +18,8 @@ export interface RpcClientOptions {
 export interface RpcCall {
   method: 'GET' | 'POST' | 'DELETE';
   path: string;
-  body?: string;
+  /** A string or bytes; sent as JSON unless `headers` name another content type. */
+  body?: string | Buffer;
   headers?: Record<string, string>;
   timeoutMs?: number;
   /** Aborting ends the call at once (its reason is thrown). */

@@ -1,11 +1,12 @@
 import Router from '@koa/router';
-import { bearer, ERRORS, errorMiddleware, failedEntry, internalAuth, jsonBody, keyQuery, KvError, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, shardEventSchema, type EntryFailure, type EntryResult, type ErrorCode, type Logger, type RpcResponse, type WriteOp } from '@shardkv/common';
+import { bearer, ERRORS, errorMiddleware, failedEntry, internalAuth, jsonBody, keyQuery, KvError, LOAD_BODY_BYTES_MAX, LOAD_CONTENT_TYPE, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, requireType, shardEventSchema, type EntryFailure, type EntryResult, type ErrorCode, type Logger, type RpcResponse, type WriteOp } from '@shardkv/common';
 import Koa from 'koa';
 import { Batcher, type BatcherLimits } from './batcher';
 import type { ShardRecord } from './control/records';
 import type { ShardTable } from './control/shard-table';
 import type { Coordinator } from './coordinator';
 import type { Leaders } from './leaders';
+import { BulkLoad, ShardGates, type LoadLimits } from './load';
 import type { ShardRing } from './ring';
 import { nodeStatus, type Nodes } from './shards';
 
@@ -22,6 +23,8 @@ export interface RouterAppDeps {
   adminToken: string | undefined;
   /** How single-key requests are coalesced per shard. */
   batching: BatcherLimits;
+  /** Bulk loads' chunks in flight and retries. */
+  load: LoadLimits;
   log: Logger;
 }
 
@@ -57,6 +60,29 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
   router.post('/mget', requireJson, jsonBody(), async (ctx) => {
     const keys = parseMgetBody(ctx.request.body);
     ctx.body = await perShard(ring, keys, (k) => k, (shardId, group) => leaders.reads(shardId, group));
+  });
+
+  // The bulk path (see load.ts): the body streams through bounded per-shard chunks.
+  const gates = new ShardGates(deps.load.shardInFlightMax);
+  const sendChunk = (shardId: string, chunk: Buffer, entries: number) => leaders.load(shardId, chunk, entries);
+  router.post('/load', requireType(LOAD_CONTENT_TYPE), async (ctx) => {
+    const declared = declaredLength(ctx);
+    const load = new BulkLoad(ring, sendChunk, gates, deps.load, firstLineParam(ctx.query['firstLine']));
+    let read = 0;
+    try {
+      for await (const block of ctx.req as AsyncIterable<Buffer>) {
+        read += block.length;
+        await load.push(block);
+      }
+    } catch {
+      read = -1;
+    }
+    if (read !== declared) {
+      // The client went away (or sent less than it declared): what was sent stays sent.
+      await load.abandon();
+      throw new KvError('invalid_body', `request body ended after ${read} of ${declared} bytes; chunks already sent may have been loaded`);
+    }
+    ctx.body = await load.finish();
   });
 
   // Single-key requests are coalesced per shard into the same internal batches (see batcher.ts);
@@ -143,6 +169,26 @@ async function perShard<T>(ring: ShardRing, items: T[], keyOf: (item: T) => stri
   );
   const ok = results.filter((r) => r.ok).length;
   return { results, ok, failed: results.length - ok };
+}
+
+/**
+ * A bulk load declares its size, so that one over the limit is refused before any of it is
+ * loaded (a limit found half-way could not be answered as "nothing applied").
+ */
+function declaredLength(ctx: Koa.Context): number {
+  const raw = ctx.get('content-length');
+  if (raw === '') throw new KvError('length_required', `POST /load needs a Content-Length (send the lines in requests of at most ${LOAD_BODY_BYTES_MAX} bytes)`);
+  const bytes = Number(raw);
+  if (bytes > LOAD_BODY_BYTES_MAX) throw new KvError('body_too_large', `a /load body is at most ${LOAD_BODY_BYTES_MAX} bytes; send the lines in several requests`);
+  return bytes;
+}
+
+/** `firstLine=N`: the number of the body's first line, so that the answer names lines of the whole file. */
+function firstLineParam(raw: unknown): number {
+  if (raw === undefined) return 1;
+  const n = Number(raw);
+  if (typeof raw !== 'string' || !Number.isSafeInteger(n) || n < 1) throw new KvError('bad_request', 'firstLine must be a positive integer');
+  return n;
 }
 
 function consistency(ctx: Koa.Context): 'linearizable' | 'stale' {

@@ -64,6 +64,14 @@ const schema = z.object({
   BATCH_BYTES_MAX: envInt(512 * 1024, 1024, BODY_BYTES_MAX / 2),
   /** Single-key requests waiting per shard (and kind: reads, writes) before 503 router_busy. */
   BATCH_QUEUE_MAX: envInt(10_000, 1),
+  /** Bulk load (POST /load, see load.ts): chunks of one shard in flight for one request. */
+  LOAD_REQUEST_IN_FLIGHT_MAX: envInt(1, 1, 16),
+  /** Chunks of one shard in flight across every /load request (each leader queues at most REPLICATION_QUEUE_ENTRIES_MAX). */
+  LOAD_SHARD_IN_FLIGHT_MAX: envInt(4, 1, 64),
+  /** Chunks of one shard built and waiting per request before the router stops reading its body. */
+  LOAD_QUEUED_MAX: envInt(1, 0, 64),
+  /** A chunk's definite, transient failures (no replica, queue full, ...) are sent again for this long. */
+  LOAD_RETRY_WINDOW_MS: envInt(5000, 0),
 });
 
 export type RouterConfig = ReturnType<typeof loadConfig>;
@@ -97,6 +105,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
       inFlightMax: c.BATCH_IN_FLIGHT_MAX,
       queueMax: c.BATCH_QUEUE_MAX,
       timeoutMs: c.UPSTREAM_TIMEOUT_MS,
+    },
+    load: {
+      requestInFlightMax: c.LOAD_REQUEST_IN_FLIGHT_MAX,
+      shardInFlightMax: c.LOAD_SHARD_IN_FLIGHT_MAX,
+      queuedMax: c.LOAD_QUEUED_MAX,
+      retryWindowMs: c.LOAD_RETRY_WINDOW_MS,
+      retryBackoffMinMs: 50,
+      retryBackoffMaxMs: 500,
     },
     nodeName: 'router',
   };

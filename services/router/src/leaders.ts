@@ -1,4 +1,4 @@
-import { EPOCH_HEADER, isKvError, KvError, type EntryResult, type ErrorCode, type RpcCall, type WriteOp } from '@shardkv/common';
+import { EPOCH_HEADER, isKvError, KvError, LOAD_CONTENT_TYPE, type ChunkAnswer, type EntryResult, type ErrorCode, type RpcCall, type WriteOp } from '@shardkv/common';
 import { setMaxListeners } from 'node:events';
 import type { ShardRecord } from './control/records';
 import type { ShardTable } from './control/shard-table';
@@ -27,11 +27,22 @@ export class Leaders {
   }
 
   async writes(shardId: string, ops: WriteOp[], timeoutMs?: number): Promise<EntryResult[]> {
-    return this.call(shardId, { method: 'POST', path: '/internal/write', body: JSON.stringify({ ops }), idempotent: false, timeoutMs }, ops.length);
+    return this.call(shardId, { method: 'POST', path: '/internal/write', body: JSON.stringify({ ops }), idempotent: false, timeoutMs }, results(ops.length));
   }
 
   async reads(shardId: string, keys: string[], timeoutMs?: number): Promise<EntryResult[]> {
-    return this.call(shardId, { method: 'POST', path: '/internal/read', body: JSON.stringify({ keys }), idempotent: true, timeoutMs }, keys.length);
+    return this.call(shardId, { method: 'POST', path: '/internal/read', body: JSON.stringify({ keys }), idempotent: true, timeoutMs }, results(keys.length));
+  }
+
+  /** One chunk of a bulk load: `entries` lines of the load format, all for this shard (see load.ts). */
+  async load(shardId: string, chunk: Buffer, entries: number): Promise<ChunkAnswer> {
+    const call: RpcCall = { method: 'POST', path: '/internal/load', body: chunk, headers: { 'content-type': LOAD_CONTENT_TYPE }, idempotent: false };
+    return this.call(shardId, call, (body: ChunkAnswer, from) => {
+      // Every entry is loaded or in a failure run: an answer that does not add up proves nothing, so it is no answer.
+      const accounted = Array.isArray(body?.failed) ? body.loaded + body.failed.reduce((n, f) => n + f.count, 0) : -1;
+      if (body?.entries !== entries || accounted !== entries) throw new KvError('internal', `${from} answered a chunk of ${entries} entries with ${body?.entries ?? 'no'} entries, ${accounted} accounted for`);
+      return body;
+    });
   }
 
   /**
@@ -40,10 +51,10 @@ export class Leaders {
    * control plane names after a re-read; if that is still the same node at the same epoch, the
    * client gets a definite 503.
    */
-  private async call(shardId: string, call: RpcCall, count: number): Promise<EntryResult[]> {
+  private async call<A, T>(shardId: string, call: RpcCall, decode: (body: A, from: string) => T): Promise<T> {
     const first = this.table.state(shardId);
     try {
-      return await this.send(first, call, count);
+      return await this.send(first, call, decode);
     } catch (err) {
       if (!isKvError(err) || !REFUSED.has(err.code)) throw err;
       await this.refreshBriefly();
@@ -52,7 +63,7 @@ export class Leaders {
       // a node at a newer epoch names the leader it knows, which the new epoch then checks.
       const next = now.leader !== first.leader || now.epoch !== first.epoch ? now : this.hint(err, first);
       if (next === undefined) throw unavailable(first, err);
-      return this.send(next, call, count).catch((again: unknown) => {
+      return this.send(next, call, decode).catch((again: unknown) => {
         // Refused again (the new leader not configured yet, mid-failover): still nothing applied.
         throw isKvError(again) && REFUSED.has(again.code) ? unavailable(next, again) : again;
       });
@@ -79,11 +90,18 @@ export class Leaders {
     return this.nodes.has(url) ? { ...routed, leader: url, epoch } : undefined;
   }
 
-  private async send(s: ShardRecord, call: RpcCall, count: number): Promise<EntryResult[]> {
-    const body = await this.nodes.get(s.leader).json<{ results?: EntryResult[] }>({ ...call, headers: { [EPOCH_HEADER]: String(s.epoch) }, signal: this.deposed(s.leader) });
-    if (!Array.isArray(body.results) || body.results.length !== count) throw new KvError('internal', `${s.leader} answered a batch of ${count} with ${body.results?.length ?? 'no'} results`);
-    return body.results;
+  private async send<A, T>(s: ShardRecord, call: RpcCall, decode: (body: A, from: string) => T): Promise<T> {
+    const body = await this.nodes.get(s.leader).json<A>({ ...call, headers: { ...call.headers, [EPOCH_HEADER]: String(s.epoch) }, signal: this.deposed(s.leader) });
+    return decode(body, s.leader);
   }
+}
+
+/** A batch's answer: one result per item. */
+function results(count: number) {
+  return (body: { results?: EntryResult[] }, from: string): EntryResult[] => {
+    if (!Array.isArray(body.results) || body.results.length !== count) throw new KvError('internal', `${from} answered a batch of ${count} with ${body.results?.length ?? 'no'} results`);
+    return body.results;
+  };
 }
 
 function unavailable(s: ShardRecord, err: KvError): KvError {

@@ -24,7 +24,7 @@ async function main(): Promise<void> {
   const ring = new ShardRing(config.shards.map((s) => s.id));
   const coordinator = new Coordinator(table, store, nodeApi(nodes, config.configPushTimeoutMs), config.coordinator, config.self, log.child({ component: 'coordinator' }));
   const self = { ...config.self, controlPlane: store.kind };
-  const app = createRouterApp({ ring, nodes, table, leaders: new Leaders(table, nodes), coordinator, self, statusTimeoutMs: config.statusTimeoutMs, clusterToken: config.clusterToken, adminToken: config.adminToken, batching: config.batching, log });
+  const app = createRouterApp({ ring, nodes, table, leaders: new Leaders(table, nodes), coordinator, self, statusTimeoutMs: config.statusTimeoutMs, clusterToken: config.clusterToken, adminToken: config.adminToken, batching: config.batching, load: config.load, log });
   const server = await listen(app, config.port, config.host);
   log.info({ host: config.host, port: config.port, router: config.self, controlPlane: store.kind, etcd: config.etcd?.endpoints ?? null, shards: config.shards, mapVersion: table.map.version }, 'listening');
   coordinator.start();

@@ -37,6 +37,13 @@ describe('ShardRing', () => {
     expect(moved / keys.length).toBeLessThan(0.32);
   });
 
+  test('places a key given as bytes exactly where it places the key as a string', () => {
+    for (const n of [1, 3, 7]) {
+      const ring = new ShardRing(ids(n));
+      for (const k of [...keys.slice(0, 5000), 'ключ', 'emoji-😀', 'a b', 'x'.repeat(1024)]) expect(ring.shardForBytes(Buffer.from(k))).toBe(ring.shardFor(k));
+    }
+  });
+
   test('refuses duplicate or missing shard ids', () => {
     expect(() => new ShardRing([])).toThrow();
     expect(() => new ShardRing(['a', 'a'])).toThrow();

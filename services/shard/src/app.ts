@@ -1,8 +1,9 @@
 import Router from '@koa/router';
-import { bearer, COORDINATOR_HEADER, EPOCH_HEADER, errorMiddleware, failedEntry, internalAuth, jsonBody, KvError, nodeConfigSchema, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, parseWriteOpsBody, requireJson, type EntryResult, type Logger, type WriteOp } from '@shardkv/common';
+import { bearer, COORDINATOR_HEADER, EPOCH_HEADER, errorMiddleware, failedEntry, internalAuth, jsonBody, KvError, LOAD_CHUNK_BODY_BYTES_MAX, LOAD_CONTENT_TYPE, nodeConfigSchema, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, parseWriteOpsBody, readBytes, requireJson, requireType, type EntryResult, type Logger, type WriteOp } from '@shardkv/common';
 import Koa from 'koa';
 import { Readable } from 'node:stream';
 import type { ShardConfig } from './config';
+import { loadChunk } from './load';
 import type { ShardNode } from './node';
 import type { Leader, WriteResult } from './replication/leader';
 import { replicateRequestSchema } from './replication/messages';
@@ -80,6 +81,11 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
   // to have answered bad input already, but it validates anyway: nothing unchecked reaches the log.
   router.post('/internal/write', servingLeader, requireJson, jsonBody(config.internalBodyBytesMax), async (ctx) => {
     ctx.body = { results: await writeAll(node, parseWriteOpsBody(ctx.request.body)) };
+  });
+  // A chunk of the router's bulk load (see load.ts): refused whole, like the batches above, by a
+  // node that is not a serving leader of the epoch it was routed by.
+  router.post('/internal/load', servingLeader, requireType(LOAD_CONTENT_TYPE), async (ctx) => {
+    ctx.body = await loadChunk(node, await readBytes(ctx, LOAD_CHUNK_BODY_BYTES_MAX));
   });
   const readAll: Koa.Middleware = (ctx) => {
     const leader = ctx.state['leader'] as Leader | undefined;
