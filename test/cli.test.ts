@@ -1,44 +1,20 @@
 // The batch API (/mput, /mget), the typed client and the `kv` command line against a real
 // cluster: bulk load of a generated file with malformed lines, a duplicate key, --strict.
 import { KvClient, KvClientError } from '@shardkv/client';
-import { spawn } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { http, startCluster, type TestCluster } from './helpers';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { clusterForFile, http, kv as runKv, type TestCluster } from './helpers';
 
-const KV = resolve(__dirname, '..', 'packages', 'cli', 'dist', 'kv.js');
 let cluster: TestCluster;
 let client: KvClient;
-const dir = mkdtempSync(join(tmpdir(), 'shardkv-cli-'));
+const { dir } = clusterForFile('shardkv-cli-', (c, k) => {
+  cluster = c;
+  client = k;
+});
 
-beforeAll(async () => {
-  cluster = await startCluster();
-  client = new KvClient(cluster.router.url);
-}, 60_000);
-
-afterAll(async () => {
-  await client?.close();
-  if (cluster !== undefined) await cluster.stop();
-  rmSync(dir, { recursive: true, force: true });
-}, 30_000);
-
+/** The `kv` command line against this file's cluster. */
 function kv(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((res, rej) => {
-    const child = spawn(process.execPath, [KV, '--url', cluster.router.url, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      rej(new Error(`kv ${args.join(' ')} did not finish; stderr: ${stderr}`));
-    }, 60_000);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      res({ code, stdout, stderr });
-    });
-  });
+  return runKv(cluster.router.url, args, 60_000);
 }
 
 describe('batch API', () => {

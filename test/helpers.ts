@@ -1,4 +1,5 @@
 import { ShardRing } from '@shardkv/router/dist/ring';
+import { KvClient, type KvClientOptions } from '@shardkv/client';
 import { Cluster, type ClusterOptions } from '@shardkv/tools';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -194,4 +195,26 @@ export function kv(url: string, args: string[], timeoutMs = 90_000): Promise<{ c
       res({ code, stdout, stderr });
     });
   });
+}
+
+/**
+ * One cluster, a typed client on its router and a temp dir for a whole test file: the cluster is
+ * started before its tests and, with the client and the dir, removed after them, even on failure.
+ * `use` receives the cluster and client once they exist.
+ */
+export function clusterForFile(dirPrefix: string, use: (cluster: TestCluster, client: KvClient) => void, clientOptions?: KvClientOptions): { dir: string } {
+  const dir = mkdtempSync(join(tmpdir(), dirPrefix));
+  let cluster: TestCluster | undefined;
+  let client: KvClient | undefined;
+  beforeAll(async () => {
+    cluster = await startCluster();
+    client = new KvClient(cluster.router.url, clientOptions);
+    use(cluster, client);
+  }, 60_000);
+  afterAll(async () => {
+    await client?.close();
+    if (cluster !== undefined) await cluster.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }, 30_000);
+  return { dir };
 }

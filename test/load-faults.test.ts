@@ -3,28 +3,19 @@
 // kv load did not report failed is in the store with its value, every line it reported failed
 // definitely is not, and the indeterminate ones may be either: no entry reported loaded is lost.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { KvClient } from '@shardkv/client';
-import { eventually, shardsInSync, shardView, startCluster, status, waitFor, type TestCluster } from './helpers';
+import { clusterForFile, eventually, shardsInSync, shardView, status, waitFor, type TestCluster } from './helpers';
 
 const KV = resolve(__dirname, '..', 'packages', 'cli', 'dist', 'kv.js');
 const LINES = 60_000;
 let cluster: TestCluster;
 let client: KvClient;
-const dir = mkdtempSync(join(tmpdir(), 'shardkv-load-faults-'));
-
-beforeAll(async () => {
-  cluster = await startCluster();
-  client = new KvClient(cluster.router.url, { timeoutMs: 20_000 });
-}, 60_000);
-
-afterAll(async () => {
-  await client?.close();
-  if (cluster !== undefined) await cluster.stop();
-  rmSync(dir, { recursive: true, force: true });
-}, 30_000);
+const { dir } = clusterForFile('shardkv-load-faults-', (c, k) => {
+  cluster = c;
+  client = k;
+}, { timeoutMs: 20_000 });
 
 interface Run {
   child: ChildProcess;

@@ -4,26 +4,17 @@
 // POST /load itself: per-chunk reports with line numbers, and bad requests as 4xx JSON errors.
 import { KvClient } from '@shardkv/client';
 import { LOAD_BODY_BYTES_MAX } from '@shardkv/common';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { http, kv, startCluster, type TestCluster } from './helpers';
+import { clusterForFile, http, kv, type TestCluster } from './helpers';
 
 let cluster: TestCluster;
 let client: KvClient;
-const dir = mkdtempSync(join(tmpdir(), 'shardkv-load-'));
-
-beforeAll(async () => {
-  cluster = await startCluster();
-  client = new KvClient(cluster.router.url);
-}, 60_000);
-
-afterAll(async () => {
-  await client?.close();
-  if (cluster !== undefined) await cluster.stop();
-  rmSync(dir, { recursive: true, force: true });
-}, 30_000);
+const { dir } = clusterForFile('shardkv-load-', (c, k) => {
+  cluster = c;
+  client = k;
+});
 
 /** The state a file should leave: each key's last well-formed value, by the reference rules. */
 function expectedState(text: string): Map<string, string> {

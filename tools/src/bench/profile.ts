@@ -1,6 +1,7 @@
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Cluster } from '../cluster';
+import { formatSummary, profilerEnv as sharedProfilerEnv, readProfile, summarizeProfile } from '../profile';
 import { stopSkeletons, type Skeletons } from '../skeletons';
 import { fmtRun, OUT_DIR, ROOT, type BenchConfig } from './config';
 import type { Driver } from './drivers';
@@ -8,38 +9,16 @@ import type { Systems } from './systems';
 
 /**
  * BENCH_PROFILE=1: a V8 CPU profile of every node of ours and of skeleton (b) under the PUT load.
- *
- * Node 20 refuses `--cpu-prof` in NODE_OPTIONS, and the supervisor passes no flags to its
- * children, so each node instead preloads (`--require`, allowed there) this script, which runs
- * the same V8 sampling profiler through `node:inspector`: started on SIGUSR2 (so that startup,
- * seeding and warm-up stay out of the profile), written to `<pid>.cpuprofile` at exit. A
- * same-thread inspector session answers synchronously, so the 'exit' handler can write it.
+ * Each node profiles itself through the preload of `../profile.ts` (started on SIGUSR2, so that
+ * start-up, seeding and warm-up stay out; written at exit), which `bench:load` uses too.
  */
-const PROFILER_PRELOAD = `'use strict';
-const inspector = require('node:inspector');
-const { writeFileSync } = require('node:fs');
-const session = new inspector.Session();
-session.connect();
-session.post('Profiler.enable');
-let started = false;
-process.on('SIGUSR2', () => {
-  if (!started) session.post('Profiler.start');
-  started = true;
-});
-process.on('exit', () => started && session.post('Profiler.stop', (err, res) => {
-  if (!err) writeFileSync(require('node:path').join(process.env.BENCH_PROF_DIR, process.pid + '.cpuprofile'), JSON.stringify(res.profile));
-}));
-`;
 
 /** Functions listed per process in the summary. */
 const TOP_FUNCTIONS_MAX = 15;
 
 /** The environment that makes a node profile itself (only the nodes get it, not this process). */
 export function profilerEnv(tmp: string): Record<string, string> {
-  const dir = join(tmp, 'prof');
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(tmp, 'profiler.cjs'), PROFILER_PRELOAD);
-  return { NODE_OPTIONS: `--require ${join(tmp, 'profiler.cjs')}`, BENCH_PROF_DIR: dir };
+  return sharedProfilerEnv(join(tmp, 'prof'), { sampler: true });
 }
 
 export interface ProfileDeps {
@@ -74,58 +53,16 @@ export async function profile(d: ProfileDeps): Promise<void> {
   const outDir = join(OUT_DIR, 'profiles');
   mkdirSync(outDir, { recursive: true });
   for (const [name, pid] of Object.entries(pids)) {
-    const file = join(d.tmp, 'prof', `${pid}.cpuprofile`);
-    if (pid === undefined || !existsSync(file)) {
+    const prof = readProfile(join(d.tmp, 'prof'), pid);
+    if (prof === undefined) {
       lines.push('', `${name}: no profile written (pid ${pid})`);
       continue;
     }
     const kept = join(outDir, `${name.replace(/[^a-z0-9]+/gi, '-')}.cpuprofile`);
-    copyFileSync(file, kept);
-    lines.push('', ...topSelf(name, JSON.parse(readFileSync(file, 'utf8')) as CpuProfile, kept));
+    copyFileSync(join(d.tmp, 'prof', `${pid}.cpuprofile`), kept);
+    lines.push('', `${formatSummary(name, summarizeProfile(prof, TOP_FUNCTIONS_MAX))}\n  (${kept.replace(`${ROOT}/`, '')})`);
   }
   const summary = join(outDir, 'summary.txt');
   writeFileSync(summary, `${lines.join('\n')}\n`);
   console.log(`${lines.join('\n')}\n\nprofiles (open in Chrome DevTools or speedscope) and this summary: ${outDir.replace(`${ROOT}/`, '')}/`);
-}
-
-interface CpuProfile {
-  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
-  samples: number[];
-  timeDeltas: number[];
-}
-
-/** Self time per function (summed over its call sites) and per area, as shares of busy time. */
-function topSelf(name: string, p: CpuProfile, file: string): string[] {
-  const frameOf = new Map(p.nodes.map((n) => [n.id, n.callFrame]));
-  const byFunction = new Map<string, number>();
-  const byArea = new Map<string, number>();
-  const add = (m: Map<string, number>, k: string, us: number) => m.set(k, (m.get(k) ?? 0) + us);
-  p.samples.forEach((id, i) => {
-    const f = frameOf.get(id)!;
-    const us = p.timeDeltas[i + 1] ?? 0;
-    const url = f.url.replace(/^file:\/\//, '').replace(`${ROOT}/`, '').replace(/.*node_modules\/\.pnpm\/[^/]+\/node_modules\//, '');
-    add(byFunction, `${f.functionName || '(anonymous)'}${url === '' ? '' : ` ${url}:${f.lineNumber + 1}`}`, us);
-    add(byArea, area(f.functionName, url), us);
-  });
-  const busyUs = [...byArea].filter(([k]) => k !== 'idle').reduce((a, [, us]) => a + us, 0);
-  const share = (us: number) => `${((100 * us) / busyUs).toFixed(1).padStart(5)}%  ${(us / 1000).toFixed(0).padStart(6)} ms`;
-  const top = [...byFunction].filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, TOP_FUNCTIONS_MAX);
-  return [
-    `${name}: ${(busyUs / 1000).toFixed(0)} ms busy, ${((byArea.get('idle') ?? 0) / 1000).toFixed(0)} ms idle (${file.replace(`${ROOT}/`, '')})`,
-    `  by area: ${[...byArea].filter(([k]) => k !== 'idle').sort((a, b) => b[1] - a[1]).map(([k, us]) => `${k} ${((100 * us) / busyUs).toFixed(0)}%`).join(', ')}`,
-    ...top.map(([k, us]) => `  ${share(us)}  ${k}`),
-  ];
-}
-
-/** Which library (or part of the runtime) a sampled frame belongs to. */
-function area(fn: string, url: string): string {
-  if (fn === '(idle)') return 'idle';
-  if (fn === '(garbage collector)') return 'gc';
-  if (url === '') return fn === '(program)' ? 'v8 (program)' : 'native (writev, ...)';
-  if (url.startsWith('wasm://')) return 'llhttp wasm (undici)';
-  if (url.startsWith('node:')) return 'node core';
-  const pkg = /^(@[^/]+\/[^/]+|[^/]+)/.exec(url)?.[1] ?? url;
-  if (['services', 'packages', 'tools'].includes(pkg)) return pkg === 'tools' ? 'skeleton code' : 'shardkv code';
-  if (/^(koa|@koa|koa-compose|delegates|path-to-regexp|http-errors|statuses|cookies|accepts|type-is|mime|content-type|on-finished|encodeurl|vary)/.test(pkg)) return 'koa & deps';
-  return pkg;
 }
