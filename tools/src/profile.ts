@@ -1,5 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { statCpuTimes, ticksPerSec } from './bench/cpu';
 
 /**
  * CPU accounting for benchmarks: how much CPU each process spent, and on what.
@@ -64,11 +65,9 @@ export function readCpuTime(dir: string, pid: number | undefined): CpuTime | und
 /** User and system CPU of a live process of any kind (redis-server), from /proc (Linux). */
 export function procCpuTime(pid: number): CpuTime | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const tick = 10; // USER_HZ is 100 on every Linux we run on
-    return { userMs: Number(f[11]) * tick, systemMs: Number(f[12]) * tick };
+    const t = statCpuTimes(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    const msPerTick = 1000 / ticksPerSec();
+    return { userMs: t.userTicks * msPerTick, systemMs: t.systemTicks * msPerTick };
   } catch {
     return undefined;
   }

@@ -20,13 +20,20 @@ export function ticksPerSec(): number {
   return clockTicksPerSec;
 }
 
-/** utime + stime (fields 14 and 15) of a /proc/<pid>/stat line; the name in parentheses may hold spaces. */
-export function statCpuTicks(stat: string): number {
+/** utime and stime (fields 14 and 15) of a /proc/<pid>/stat line, in clock ticks; the name in parentheses may hold spaces. */
+export function statCpuTimes(stat: string): { userTicks: number; systemTicks: number } {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // fields[0] is field 3 (state), so field n is fields[n - 3].
-  const ticks = Number(fields[11]) + Number(fields[12]);
-  if (!Number.isFinite(ticks)) throw new Error(`unexpected /proc/<pid>/stat line: ${stat.slice(0, 120)}`);
-  return ticks;
+  const userTicks = Number(fields[11]);
+  const systemTicks = Number(fields[12]);
+  if (!Number.isFinite(userTicks + systemTicks)) throw new Error(`unexpected /proc/<pid>/stat line: ${stat.slice(0, 120)}`);
+  return { userTicks, systemTicks };
+}
+
+/** utime + stime of a /proc/<pid>/stat line, in clock ticks. */
+export function statCpuTicks(stat: string): number {
+  const t = statCpuTimes(stat);
+  return t.userTicks + t.systemTicks;
 }
 
 /** CPU time of a process so far, in ms; undefined when it is not running (or not on Linux). */
