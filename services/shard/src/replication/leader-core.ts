@@ -67,7 +67,6 @@ export interface CoreStart {
   mode: CommitMode;
   /** The term: one Leader instance. Its id is drawn by the shell; seq and digest are its store's at the start. */
   term: TermStart;
-  nowMs: number;
 }
 
 /** The store's seq and digest when a reply is handled, to compare with the follower's. */
@@ -459,6 +458,10 @@ export class LeaderCore {
 
   get serving(): boolean {
     return this.state === 'serving';
+  }
+
+  get fenced(): boolean {
+    return this.state === 'fenced';
   }
 
   get commitMode(): CommitMode {

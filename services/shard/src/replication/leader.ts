@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { KvError, type Logger } from '@shardkv/common';
 import type { KvStore } from '../store';
 import { LeaderCore, type CommitMode, type FollowerView, type LeaderCoreOptions, type LeaderEffect, type LeaderEvent, type Report, type WriteResult } from './leader-core';
-import type { Op } from './log';
+import type { LogRecord, Op } from './log';
 import { StaleEpochError, type PeerTransport } from './messages';
 import { catchUpFrom, DivergedError } from './transfer';
 import { CommittedReads } from './visible';
@@ -113,7 +113,7 @@ export class Leader {
 
   /** Replaced by a newer epoch: it serves nothing until the node is reconfigured. */
   get fenced(): boolean {
-    return this.core?.status.state === 'fenced';
+    return this.core?.fenced ?? false;
   }
 
   /** Recovers if needed, then runs the core until `stop`. */
@@ -124,7 +124,7 @@ export class Leader {
     await this.waitOutOldLease();
     if (this.phase !== 'recovering') return;
     const nowMs = performance.now();
-    this.core = new LeaderCore(this.opts, { epoch: this.epoch, mode: this.mode, term: { term: randomUUID(), seq: this.store.seq, digest: this.store.digest() }, nowMs });
+    this.core = new LeaderCore(this.opts, { epoch: this.epoch, mode: this.mode, term: { term: randomUUID(), seq: this.store.seq, digest: this.store.digest() } });
     this.phase = 'running';
     this.logger.info({ seq: this.store.seq, keys: this.store.size }, 'leader serving');
     const tickMs = Math.max(1, Math.min(TICK_INTERVAL_MS_MAX, Math.floor(this.opts.heartbeatIntervalMs / 2), Math.floor(this.opts.replicationTimeoutMs / 20)));
@@ -222,7 +222,7 @@ export class Leader {
     );
   }
 
-  private persist(records: Parameters<CommittedReads['beforePersist']>[0]): void {
+  private persist(records: readonly LogRecord[]): void {
     this.reads.beforePersist(records, (k) => this.store.get(k));
     const throughSeq = records[records.length - 1]!.entry.seq;
     this.persisting = this.store.apply(records).then(

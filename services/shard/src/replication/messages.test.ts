@@ -1,7 +1,14 @@
-import { entrySchema, isEntry, replicateRequestSchema } from './messages';
+import { z } from 'zod';
+import { isEntry, replicateRequestSchema } from './messages';
 
-// The follower's fast entry check must accept and refuse exactly what the zod schema does
-// (plus: no extra fields, since the follower logs the entry as it received it).
+/** The entry's rule as a schema: the reference the plain check is held to. */
+const entrySchema = z.discriminatedUnion('op', [
+  z.object({ seq: z.number().int().positive(), op: z.literal('put'), key: z.string().min(1), value: z.string() }),
+  z.object({ seq: z.number().int().positive(), op: z.literal('del'), key: z.string().min(1) }),
+]);
+
+// The follower's entry check must accept and refuse exactly what the entry schema does (plus:
+// no extra fields, since the follower logs the entry as it received it).
 const samples: unknown[] = [
   { seq: 1, op: 'put', key: 'k', value: '' },
   { seq: 7, op: 'del', key: 'k' },

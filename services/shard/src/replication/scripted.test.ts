@@ -63,7 +63,7 @@ class LeaderScript {
         inFlightMessagesMax: n('inflight', 1),
         limits: { queueEntriesMax: n('queue', 100), queueBytesMax: 1 << 20, batchEntriesMax: n('batch', 100), batchBytesMax: 1 << 20 },
       },
-      { epoch: n('epoch', 1), mode: (cmd.args.get('mode') ?? 'sync') as CommitMode, term: { term: 't1', seq, digest: cmd.args.get('digest') ?? 'd0' }, nowMs: this.nowMs },
+      { epoch: n('epoch', 1), mode: (cmd.args.get('mode') ?? 'sync') as CommitMode, term: { term: 't1', seq, digest: cmd.args.get('digest') ?? 'd0' } },
     );
     return 'ok';
   }

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { KvStore, StoreRestore } from '../store';
-import type { Entry, LogRecord } from './log';
-import { digestSchema, entrySchema, type PeerTransport } from './messages';
+import type { LogRecord } from './log';
+import { digestSchema, isEntry, type PeerTransport } from './messages';
 
 /**
  * Catch-up between the two nodes of a shard, as newline-delimited JSON streamed with bounded
@@ -133,7 +133,10 @@ async function readGroups<T>(it: AsyncIterator<string>, parse: (line: string, va
 
 async function receiveTail(it: AsyncIterator<string>, store: KvStore, seq: number, signal?: AbortSignal): Promise<CatchUpResult> {
   let items = 0;
-  const toRecord = (json: string, value: unknown): LogRecord => ({ entry: entrySchema.parse(value) as Entry, json, bytes: Buffer.byteLength(json) });
+  const toRecord = (json: string, value: unknown): LogRecord => {
+    if (!isEntry(value)) throw new Error(`transfer tail line is not an entry: ${json.slice(0, 120)}`);
+    return { entry: value, json, bytes: Buffer.byteLength(json) };
+  };
   const trailer = await readGroups(it, toRecord, (r) => r.bytes, async (records) => {
     // Entries the store already has are skipped; a gap means the sender's window moved: start over.
     const fresh = records.filter((r) => r.entry.seq > store.seq);
