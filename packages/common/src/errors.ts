@@ -26,7 +26,12 @@ export const ERRORS = {
   route_not_found: { status: 404, outcome: 'definite' },
   method_not_allowed: { status: 405, outcome: 'definite' },
   not_leader: { status: 409, outcome: 'definite' },
+  /** The key's slot is not this shard's (its map is newer than the sender's): re-read the map and send it to the owner named. */
   wrong_shard: { status: 409, outcome: 'definite' },
+  /** `POST /admin/shards` or a removal while another migration runs: one at a time. */
+  migration_in_progress: { status: 409, outcome: 'definite' },
+  /** Resharding asked of a cluster whose map predates hash slots, or a change the map cannot take. */
+  resharding_unsupported: { status: 409, outcome: 'definite' },
   /** A message or configuration from an older epoch: its sender was replaced (fencing). */
   stale_epoch: { status: 409, outcome: 'definite' },
   /** Replication sent to a node that is not a follower now. */
@@ -50,6 +55,8 @@ export const ERRORS = {
   /** The node's store refuses writes (disk full, I/O error); checked before anything is sequenced. */
   storage_unavailable: { status: 503, outcome: 'definite' },
   shard_unavailable: { status: 503, outcome: 'definite' },
+  /** The key's slot is frozen for its cutover to another shard (well under a second): retry; the router does. */
+  migrating: { status: 503, outcome: 'definite' },
   /** Too many requests already wait in the router for one shard; this one was not sent. */
   router_busy: { status: 503, outcome: 'definite' },
   /** The control plane could not record a decision (etcd unreachable, or the writer was deposed); nothing was decided. */

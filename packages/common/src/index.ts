@@ -9,3 +9,4 @@ export * from './cluster';
 export * from './batch';
 export * from './rpc';
 export * from './load';
+export * from './slots';
