@@ -1,4 +1,4 @@
-import { ShardRing } from '@shardkv/router/dist/ring';
+import { freshPlacement } from '@shardkv/router/dist/placement';
 import { del, get, http, put, startCluster, status, type TestCluster } from './helpers';
 
 /** The public API through the router, against the real 7-process cluster. */
@@ -69,7 +69,7 @@ describe('public API', () => {
     after.forEach((r, i) => expect(r.status).toBe(i % 3 === 0 ? 404 : 200));
     expect(after[0]!.body.error).toMatchObject({ code: 'key_not_found', key: 'co-0' });
     // Sequence numbers of one shard are never handed out twice, however the writes were grouped.
-    const ring = new ShardRing(cluster.shards.map((x) => x.id));
+    const ring = freshPlacement(cluster.shards.map((x) => x.id));
     for (const shard of cluster.shards) {
       const seqs = puts.filter((_, i) => ring.shardFor(keys[i]!) === shard.id).map((r) => r.body.seq as number);
       expect(seqs.length).toBeGreaterThan(0);

@@ -1,4 +1,4 @@
-import { ShardRing } from '@shardkv/router/dist/ring';
+import { freshPlacement } from '@shardkv/router/dist/placement';
 import { KvClient, type KvClientOptions } from '@shardkv/client';
 import { Cluster, type ClusterOptions } from '@shardkv/tools';
 import { spawn } from 'node:child_process';
@@ -136,7 +136,7 @@ async function shardSummary(cluster: Cluster): Promise<string> {
  * test computes the same placement as the router.
  */
 export async function keysOn(cluster: Cluster, shardId: string, count: number, prefix = 'k'): Promise<string[]> {
-  const ring = new ShardRing(cluster.shards.map((s) => s.id));
+  const ring = freshPlacement(cluster.shards.map((s) => s.id));
   const keys: string[] = [];
   for (let i = 0; keys.length < count; i += 1) {
     const k = `${prefix}-${i}`;

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { ShardRing } from '@shardkv/router/dist/ring';
+import { freshPlacement } from '@shardkv/router/dist/placement';
 import { Pool, request } from 'undici';
 import { Cluster, isHealthy, type ClusterNode, type ClusterOptions, type ClusterShard } from './cluster';
 import { checkHistory, type CheckResult, type OpKind, type Operation, type Outcome } from './linearizability';
@@ -399,7 +399,7 @@ export async function runChaos(input: ChaosInput = {}): Promise<ChaosReport> {
 
 async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport> {
   const startedAt = new Date().toISOString();
-  const ring = new ShardRing(cluster.shards.map((s) => s.id));
+  const ring = freshPlacement(cluster.shards.map((s) => s.id));
   const shardCache = new Map<string, string>();
   const shardOf = (key: string) => shardCache.get(key) ?? shardCache.set(key, ring.shardFor(key)).get(key)!;
   // One generator per client and one for the nemesis, so each one's choices repeat with the seed

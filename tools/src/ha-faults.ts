@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ShardRing } from '@shardkv/router/dist/ring';
+import { freshPlacement } from '@shardkv/router/dist/placement';
 import { request } from 'undici';
 import { rng, shuffle, sleep, type ScenarioContext, type ScenarioFault } from './chaos';
 import { Cluster, type ClusterNode, type ClusterOptions } from './cluster';
@@ -409,7 +409,7 @@ function untilPromoted(coordinator: ClusterNode, shardId: string, leader: Cluste
 
 /** A key the ring places on the shard (the same ketama ring as the routers). */
 function keyOn(cluster: Cluster, shardId: string): string {
-  const ring = new ShardRing(cluster.shards.map((s) => s.id));
+  const ring = freshPlacement(cluster.shards.map((s) => s.id));
   for (let i = 0; ; i += 1) if (ring.shardFor(`probe-${i}`) === shardId) return `probe-${i}`;
 }
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { slotRangesSchema, slotRunsSchema } from './slots';
 
 /**
  * The coordinator's messages to and from shard nodes (one router at a time is the coordinator).
@@ -26,7 +27,20 @@ export const nodeConfigSchema = z.object({
   coordinator: z.number().int().nonnegative(),
   /** Where that coordinator takes shard events (a node reports there first). */
   coordinatorUrl: z.string().url().optional(),
+  /** Which hash slots the node's shard serves, as of a map version (absent: a map without slots; every key is served). */
+  slots: z
+    .object({
+      mapVersion: z.number().int().positive(),
+      /** The committed assignment of every slot: the node serves its shard's, and names the owner of the others. */
+      owners: slotRunsSchema,
+      /** Of its own slots, those frozen for their cutover to another shard: refused with 503 migrating. */
+      frozen: slotRangesSchema,
+      /** Slots this shard is importing (not served yet): only the migration's copy may write them. */
+      incoming: slotRangesSchema,
+    })
+    .optional(),
 });
+export type SlotConfig = NonNullable<NodeConfig['slots']>;
 export type NodeConfig = z.infer<typeof nodeConfigSchema>;
 
 /**

@@ -1,3 +1,5 @@
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
 import { Pool } from 'undici';
 import { ERRORS, KvError, type ErrorCode } from './errors';
 import { authHeaders } from './http';
@@ -104,6 +106,23 @@ export class RpcClient {
     return call.headers === undefined ? base : { ...base, ...call.headers };
   }
 
+  /**
+   * A streamed answer, line by line (newline-delimited JSON): a 2xx answer's lines, or the
+   * KvError an error answer encodes. `timeoutMs` bounds the wait for the answer's start and
+   * each stall of its body, not the whole stream.
+   */
+  async lines(call: RpcCall): Promise<AsyncIterable<string>> {
+    const timeoutMs = call.timeoutMs ?? this.opts.timeoutMs;
+    let res;
+    try {
+      res = await this.pool.request({ method: call.method, path: call.path, body: call.body, headers: this.headersFor(call), headersTimeout: timeoutMs, bodyTimeout: timeoutMs, ...(call.signal === undefined ? {} : { signal: call.signal }) });
+    } catch (err) {
+      throw upstreamError(err, this.url, timeoutMs);
+    }
+    if (res.statusCode < 200 || res.statusCode >= 300) throw decodeError({ status: res.statusCode, body: Buffer.from(await res.body.arrayBuffer()) }, this.url);
+    return linesOf(res.body);
+  }
+
   /** The pool itself, for streamed calls (state transfers). */
   get raw(): Pool {
     return this.pool;
@@ -159,4 +178,22 @@ function withinSignal<T>(pending: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     );
   });
+}
+
+/**
+ * The body's lines. The body is destroyed however the reader stops, so a stream that fails
+ * half-way does not hold a pooled connection. A reader that stops early (the trailer was read)
+ * makes undici's body emit an abort error on destroy; errors reach the reader through the
+ * iterator, so the no-op listeners only keep that last one from crashing the process.
+ */
+export async function* linesOf(body: Readable): AsyncGenerator<string> {
+  const lines = createInterface({ input: body, crlfDelay: Infinity });
+  lines.on('error', () => {});
+  body.on('error', () => {});
+  try {
+    yield* lines;
+  } finally {
+    lines.close();
+    if (!body.destroyed) body.destroy();
+  }
 }

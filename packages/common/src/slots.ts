@@ -21,9 +21,13 @@ export function slotOf(key: string | Uint8Array): number {
   return pointOf(key) >>> SLOT_SHIFT;
 }
 
+export function slotOfPoint(point: number): number {
+  return point >>> SLOT_SHIFT;
+}
+
 /** The point a slot is placed by when a ring assigns slots to shards: the middle of its range. */
 export function slotMidpoint(slot: number): number {
-  return (slot << SLOT_SHIFT) + (1 << (SLOT_SHIFT - 1));
+  return slot * 2 ** SLOT_SHIFT + 2 ** (SLOT_SHIFT - 1); // not <<: slots from 2048 up would turn negative
 }
 
 /** Half-open ranges of slots `[from, to)`, sorted and not overlapping: how slot sets travel. */

@@ -7,15 +7,20 @@ import type { ShardTable } from './control/shard-table';
 import type { Coordinator } from './coordinator';
 import type { Leaders } from './leaders';
 import { BulkLoad, ShardGates, type LoadLimits } from './load';
-import type { ShardRing } from './ring';
+import type { MigrationDriver } from './migration/driver';
+import { Routing } from './routing';
+import { addReshardRoutes } from './migration/routes';
+import { requireAdmin } from './admin-auth';
 import { nodeStatus, type Nodes } from './shards';
 
 export interface RouterAppDeps {
-  ring: ShardRing;
   nodes: Nodes;
   table: ShardTable;
   leaders: Leaders;
   coordinator: Coordinator;
+  migrations: MigrationDriver;
+  /** How long a request for a key in its cutover is retried by the router (see routing.ts). */
+  cutoverWaitMs: number;
   /** This router, as /status names it. */
   self: { id: string; url: string; controlPlane: 'embedded' | 'etcd' };
   statusTimeoutMs: number;
@@ -39,6 +44,7 @@ export function createRouterApp(deps: RouterAppDeps): Koa {
   const router = new Router({ sensitive: true });
   addPublicRoutes(router, deps);
   addCoordinatorRoutes(router, deps);
+  addReshardRoutes(router, deps.table, deps.migrations, requireAdmin(deps.adminToken));
   app.use(errorMiddleware(deps.log));
   app.use(internalAuth(deps.clusterToken));
   app.use(router.routes());
@@ -47,19 +53,20 @@ export function createRouterApp(deps: RouterAppDeps): Koa {
 }
 
 function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
-  const { ring, nodes, table, leaders } = deps;
-  const shardOf = (key: string) => table.state(ring.shardFor(key));
+  const { nodes, table, leaders } = deps;
+  const routing = new Routing(table, deps.cutoverWaitMs);
+  const shardOf = (key: string) => table.state(routing.shardFor(key));
   const batchers = shardBatchers(deps);
 
   // Batches are split by shard and sent to the shards' leaders in parallel; each entry gets its
   // own result, in the order given. A shard that fails fails only its own entries.
   router.post('/mput', requireJson, jsonBody(), async (ctx) => {
     const entries = parseMputBody(ctx.request.body);
-    ctx.body = await perShard(ring, entries, (e) => e.key, (shardId, group) => leaders.writes(shardId, group.map((e) => ({ op: 'put', key: e.key, value: e.value }))));
+    ctx.body = await routing.many(entries, (e) => e.key, (shardId, group) => leaders.writes(shardId, group.map((e) => ({ op: 'put', key: e.key, value: e.value }))));
   });
   router.post('/mget', requireJson, jsonBody(), async (ctx) => {
     const keys = parseMgetBody(ctx.request.body);
-    ctx.body = await perShard(ring, keys, (k) => k, (shardId, group) => leaders.reads(shardId, group));
+    ctx.body = await routing.many(keys, (k) => k, (shardId, group) => leaders.reads(shardId, group));
   });
 
   // The bulk path (see load.ts): the body streams through bounded per-shard chunks.
@@ -67,7 +74,7 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
   const sendChunk = (shardId: string, chunk: Buffer, entries: number) => leaders.load(shardId, chunk, entries);
   router.post('/load', requireType(LOAD_CONTENT_TYPE), async (ctx) => {
     const declared = declaredLength(ctx);
-    const load = new BulkLoad(ring, sendChunk, gates, deps.load, firstLineParam(ctx.query['firstLine']));
+    const load = new BulkLoad(table.placement, sendChunk, gates, deps.load, firstLineParam(ctx.query['firstLine']));
     let read = 0;
     try {
       for await (const block of ctx.req as AsyncIterable<Buffer>) {
@@ -89,7 +96,7 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
   // each client still gets its own answer, as if it had been sent alone.
   router.post('/put', requireJson, jsonBody(), async (ctx) => {
     const { key, value } = parsePutBody(ctx.request.body);
-    const r = await batchers.writes(ring.shardFor(key)).submit({ op: 'put', key, value });
+    const r = await routing.one(key, (shardId) => batchers.writes(shardId).submit({ op: 'put', key, value }));
     if (!r.ok) throw entryError(r);
     ctx.body = { key, seq: r.seq };
   });
@@ -102,14 +109,14 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
       const res = await nodes.get(shardOf(key).follower).request({ method: 'GET', path: `/get?${keyQuery(key)}`, idempotent: true }).catch(() => undefined);
       if (res !== undefined && (res.status === 200 || res.status === 404)) return passThrough(ctx, res);
     }
-    const r = await batchers.reads(ring.shardFor(key)).submit(key);
+    const r = await routing.one(key, (shardId) => batchers.reads(shardId).submit(key));
     if (!r.ok) throw entryError(r);
     ctx.body = { key, value: r.value };
   });
 
   router.delete('/delete', async (ctx) => {
     const key = parseKeyQuery(ctx.querystring);
-    const r = await batchers.writes(ring.shardFor(key)).submit({ op: 'del', key });
+    const r = await routing.one(key, (shardId) => batchers.writes(shardId).submit({ op: 'del', key }));
     if (!r.ok) throw entryError(r);
     ctx.body = { key, deleted: r.deleted, seq: r.seq };
   });
@@ -148,27 +155,6 @@ function passThrough(ctx: Koa.Context, res: RpcResponse): void {
   ctx.status = res.status;
   ctx.type = 'application/json';
   ctx.body = res.body;
-}
-
-/** Splits items by shard, calls each shard once, and puts the per-entry results back in order. */
-async function perShard<T>(ring: ShardRing, items: T[], keyOf: (item: T) => string, call: (shardId: string, group: T[]) => Promise<EntryResult[]>) {
-  const groups = new Map<string, number[]>();
-  items.forEach((item, i) => {
-    const id = ring.shardFor(keyOf(item));
-    const group = groups.get(id);
-    if (group === undefined) groups.set(id, [i]);
-    else group.push(i);
-  });
-  const results: EntryResult[] = new Array(items.length);
-  await Promise.all(
-    [...groups].map(async ([shardId, indexes]) => {
-      const group = indexes.map((i) => items[i]!);
-      const answer = await call(shardId, group).catch((err: unknown) => failedEntry('', err));
-      indexes.forEach((i, j) => (results[i] = Array.isArray(answer) ? answer[j]! : { ...answer, key: keyOf(items[i]!) }));
-    }),
-  );
-  const ok = results.filter((r) => r.ok).length;
-  return { results, ok, failed: results.length - ok };
 }
 
 /**
@@ -243,15 +229,4 @@ function shardParam(table: ShardTable, raw: unknown): ShardRecord {
   const all = table.all;
   const byIndex = /^\d+$/.test(raw) ? all[Number(raw)] : undefined;
   return byIndex ?? table.state(raw);
-}
-
-/** /admin/* needs `Authorization: Bearer <ADMIN_TOKEN>`; with no token configured it is closed. */
-function requireAdmin(token: string | undefined): Koa.Middleware {
-  const matches = token === undefined ? undefined : bearer(token);
-  return async (ctx, next) => {
-    if (matches === undefined || !matches(ctx.get('authorization'))) {
-      throw new KvError('unauthorized', matches === undefined ? 'admin endpoints are closed: set ADMIN_TOKEN (or CLUSTER_TOKEN)' : 'admin endpoint: missing or wrong token');
-    }
-    await next();
-  };
 }

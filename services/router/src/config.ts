@@ -72,6 +72,12 @@ const schema = z.object({
   LOAD_QUEUED_MAX: envInt(1, 0, 64),
   /** A chunk's definite, transient failures (no replica, queue full, ...) are sent again for this long. */
   LOAD_RETRY_WINDOW_MS: envInt(5000, 0),
+  /** Resharding: the longest the moving slots stay frozen at a cutover before it is abandoned and tried again. */
+  MIGRATION_FREEZE_MAX_MS: envInt(1000, 50, 60_000),
+  /** A tail round this small means the new owner is close enough behind its source to freeze. */
+  MIGRATION_CUTOVER_LAG_ENTRIES: envInt(2000, 1),
+  /** How long the router sends a request again while its key's slot is frozen or has just moved (more than the freeze). */
+  CUTOVER_WAIT_MS: envInt(3000, 0, 60_000),
 });
 
 export type RouterConfig = ReturnType<typeof loadConfig>;
@@ -114,6 +120,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
       retryBackoffMinMs: 50,
       retryBackoffMaxMs: 500,
     },
+    migration: {
+      freezeMaxMs: c.MIGRATION_FREEZE_MAX_MS,
+      cutoverLagEntriesMax: c.MIGRATION_CUTOVER_LAG_ENTRIES,
+      tailRoundsMax: 20,
+      retryBackoffMs: 1000,
+      pollMs: 200,
+    },
+    cutoverWaitMs: c.CUTOVER_WAIT_MS,
     nodeName: 'router',
   };
 }

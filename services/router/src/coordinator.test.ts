@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { FileMetaStore } from './control/file-store';
 import type { Leadership } from './control/meta-store';
 import { ShardTable } from './control/shard-table';
-import { Coordinator, decide, type CoordinatorOptions, type NodeApi, type NodeReport, type ShardState } from './coordinator';
+import { Coordinator, decide, type CoordinatorOptions, type ConfigAnswer, type NodeApi, type NodeReport, type ShardState } from './coordinator';
 
 const quiet = createLogger('test', 'silent');
 const dir = mkdtempSync(join(tmpdir(), 'shardkv-coord-'));
@@ -38,10 +38,12 @@ class FakeNodes implements NodeApi {
     if (this.down.has(url)) throw new Error('timeout');
     return this.reports.get(url) ?? { role: 'standby', epoch: 0, seq: 0 };
   }
-  async configure(url: string, cfg: NodeConfig): Promise<void> {
+  async configure(url: string, cfg: NodeConfig): Promise<ConfigAnswer> {
     if (this.down.has(url)) throw new Error('timeout');
     this.pushed.push([url, cfg]);
-    this.reports.set(url, { role: cfg.role, epoch: cfg.epoch, seq: 0, state: cfg.role === 'leader' ? 'serving' : 'in_sync', commitMode: cfg.inSync ? 'sync' : 'alone' });
+    const mapVersion = cfg.slots?.mapVersion ?? 0;
+    this.reports.set(url, { role: cfg.role, epoch: cfg.epoch, seq: 0, state: cfg.role === 'leader' ? 'serving' : 'in_sync', commitMode: cfg.inSync ? 'sync' : 'alone', mapVersion });
+    return { role: cfg.role, epoch: cfg.epoch, mapVersion, lastSeq: 0 };
   }
 }
 
@@ -93,7 +95,7 @@ describe('Coordinator', () => {
     expect(x.table.state('s0').leader).toBe(A);
     await rounds(x, 1);
     expect(x.table.state('s0')).toMatchObject({ epoch: 2, leader: B, follower: A, inSync: false });
-    expect(nodes.pushed.at(-1)).toEqual([B, { shard: 's0', epoch: 2, role: 'leader', peerUrl: A, inSync: false, minInsync: 1, coordinator: x.leadership.generation, coordinatorUrl: SELF.url }]);
+    expect(nodes.pushed.at(-1)).toEqual([B, { shard: 's0', epoch: 2, role: 'leader', peerUrl: A, inSync: false, minInsync: 1, coordinator: x.leadership.generation, coordinatorUrl: SELF.url, slots: { mapVersion: 1, owners: [[0, 4096, 's0']], frozen: [], incoming: [] } }]);
     // A restarted router reads the decision back, and is a newer coordinator generation.
     await x.store.close();
     const again = await coordinator(controlDir, new FakeNodes());
@@ -110,7 +112,7 @@ describe('Coordinator', () => {
     await rounds(x, 3);
     nodes.down.delete(A);
     await rounds(x, 1);
-    expect(nodes.pushed.at(-1)).toEqual([A, { shard: 's0', epoch: 2, role: 'follower', peerUrl: B, inSync: false, minInsync: 1, coordinator: x.leadership.generation, coordinatorUrl: SELF.url }]);
+    expect(nodes.pushed.at(-1)).toEqual([A, { shard: 's0', epoch: 2, role: 'follower', peerUrl: B, inSync: false, minInsync: 1, coordinator: x.leadership.generation, coordinatorUrl: SELF.url, slots: { mapVersion: 1, owners: [[0, 4096, 's0']], frozen: [], incoming: [] } }]);
     await x.store.close();
   });
 

@@ -1,7 +1,8 @@
-import { KvError, type Logger, type NodeConfig, type ShardEvent } from '@shardkv/common';
+import { KvError, type Logger, type NodeConfig, type ShardEvent, type SlotConfig } from '@shardkv/common';
 import type { Candidate, Leadership, MetaStore, PutResult } from './control/meta-store';
 import { sameRecord, shardKey, type ShardRecord } from './control/records';
 import type { ShardTable } from './control/shard-table';
+import { slotConfigFor } from './migration/plan';
 
 /**
  * The coordinator of every shard's configuration: which node leads, which follows, whether the
@@ -42,7 +43,15 @@ export interface CoordinatorOptions {
 export interface NodeApi {
   /** The node's /status; the probe names this coordinator's generation (nodes then refuse older ones). */
   status(url: string, timeoutMs: number, generation: number): Promise<NodeReport>;
-  configure(url: string, cfg: NodeConfig): Promise<void>;
+  configure(url: string, cfg: NodeConfig): Promise<ConfigAnswer>;
+}
+
+/** A node's answer to a configuration: what it is now, and (a leader) its last sequenced entry. */
+export interface ConfigAnswer {
+  role: string;
+  epoch: number;
+  mapVersion?: number;
+  lastSeq?: number;
 }
 
 /** The part of a node's /status the coordinator reads. */
@@ -53,6 +62,8 @@ export interface NodeReport {
   commitMode?: string;
   seq: number;
   lastSeq?: number;
+  /** The slot map version it serves by (0: none yet). */
+  mapVersion?: number;
 }
 
 interface Health {
@@ -90,15 +101,16 @@ export const decide = {
     return s.inSync ? s : { ...s, epoch: s.epoch + 1, inSync: true };
   },
   /** The configuration each node of the shard should hold, as sent by coordinator `generation`. */
-  configFor(s: ShardState, url: string, minInsync: 1 | 2, generation: number, coordinatorUrl?: string): NodeConfig {
+  configFor(s: ShardState, url: string, minInsync: 1 | 2, generation: number, coordinatorUrl?: string, slots?: SlotConfig): NodeConfig {
     const leader = url === s.leader;
-    return { shard: s.id, epoch: s.epoch, role: leader ? 'leader' : 'follower', peerUrl: leader ? s.follower : s.leader, inSync: s.inSync, minInsync, coordinator: generation, ...(coordinatorUrl === undefined ? {} : { coordinatorUrl }) };
+    return { shard: s.id, epoch: s.epoch, role: leader ? 'leader' : 'follower', peerUrl: leader ? s.follower : s.leader, inSync: s.inSync, minInsync, coordinator: generation, ...(coordinatorUrl === undefined ? {} : { coordinatorUrl }), ...(slots === undefined ? {} : { slots }) };
   },
   /** A running node whose report differs from what it should be needs the configuration pushed. */
-  needsPush(s: ShardState, url: string, r: NodeReport): boolean {
+  needsPush(s: ShardState, url: string, r: NodeReport, mapVersion = 0): boolean {
     const role = url === s.leader ? 'leader' : 'follower';
     if (r.epoch > s.epoch) return false; // it knows a newer epoch than we do: never push an older one
     if (r.epoch < s.epoch || r.role !== role) return true;
+    if ((r.mapVersion ?? 0) < mapVersion) return true;
     if (role === 'leader' && r.state === 'fenced') return true;
     // Only a leader that must start waiting for its follower is told so. One that waits although
     // the record says out of sync is rejoining on purpose (it has asked to count the follower in
@@ -177,6 +189,33 @@ export class Coordinator {
     return this.leadership?.valid() === true;
   }
 
+  /** The election this router holds now, if it holds one (the migration driver acts only under it). */
+  get currentLeadership(): Leadership | undefined {
+    return this.leadership?.valid() === true ? this.leadership : undefined;
+  }
+
+  /**
+   * Checks the two nodes of a shard about to be added: both answer, both were started as nodes
+   * of that shard, and both are empty (keys of slots it will not get would never be served).
+   */
+  async probeNew(a: { id: string; leader: string; follower: string }, leadership: Leadership): Promise<void> {
+    for (const url of [a.leader, a.follower]) {
+      let r: NodeReport & { shard?: string; keys?: number };
+      try {
+        r = await this.api.status(url, this.opts.healthTimeoutMs * 3, leadership.generation);
+      } catch (err) {
+        throw new KvError('bad_request', `the new shard's node ${url} does not answer (${err instanceof Error ? err.message : String(err)}): start it first`);
+      }
+      if (r.shard !== a.id) throw new KvError('bad_request', `${url} is a node of ${r.shard ?? 'no shard'}, not of ${a.id} (start it with SHARD_ID=${a.id})`);
+      if ((r.keys ?? 0) > 0) throw new KvError('bad_request', `${url} already holds ${r.keys} keys: a shard being added must start empty`);
+    }
+  }
+
+  /** The coordinator's view of a node (its last health report), for migration progress. */
+  lastReport(url: string): NodeReport | undefined {
+    return this.health.get(url)?.report;
+  }
+
   /** A leader's report. Acts only if this router coordinates and the report is from the shard's current epoch. */
   async onEvent(ev: ShardEvent): Promise<NodeConfig> {
     const leadership = this.requireLeadership();
@@ -207,7 +246,7 @@ export class Coordinator {
     });
   }
 
-  private requireLeadership(): Leadership {
+  requireLeadership(): Leadership {
     const l = this.leadership;
     if (l !== undefined && l.valid()) return l;
     const c = this.table.coordinator;
@@ -217,12 +256,20 @@ export class Coordinator {
   }
 
   private configFor(s: ShardState, url: string, leadership: Leadership): NodeConfig {
-    return decide.configFor(s, url, this.opts.minInsync, leadership.generation, this.self.url);
+    return decide.configFor(s, url, this.opts.minInsync, leadership.generation, this.self.url, slotConfigFor(this.table.map, s.id));
   }
 
   private async checkAll(leadership: Leadership): Promise<void> {
+    this.trackNodes();
     await Promise.all([...this.health.keys()].map((url) => this.check(url, leadership.generation)));
     await Promise.all(this.table.all.map((s) => this.locked(s.id, () => this.reconcile(leadership, s.id))));
+  }
+
+  /** Health is kept for the nodes of every shard in the map: shards come and go with migrations. */
+  private trackNodes(): void {
+    const urls = new Set(this.table.all.flatMap((s) => [s.leader, s.follower]));
+    for (const url of urls) if (!this.health.has(url)) this.health.set(url, freshHealth());
+    for (const url of this.health.keys()) if (!urls.has(url)) this.health.delete(url);
   }
 
   private async check(url: string, generation: number): Promise<void> {
@@ -266,20 +313,28 @@ export class Coordinator {
     // node refuses the previous coordinator's commands, should that one still be talking.
     for (const url of [s.leader, s.follower]) {
       const h = this.health.get(url)!;
-      if (h.report !== undefined && (!h.announced || decide.needsPush(s, url, h.report))) await this.push(leadership, s, url);
+      if (h.report !== undefined && (!h.announced || decide.needsPush(s, url, h.report, this.table.map.slots === undefined ? 0 : this.table.map.version))) await this.push(leadership, s, url);
     }
   }
 
-  private async push(leadership: Leadership, s: ShardState, url: string): Promise<void> {
-    // Checked before every command, on our own clock: a coordinator whose lease may have run
-    // out says nothing more (the node would refuse it anyway once it has heard the new one).
-    if (!leadership.valid()) return;
+  private async push(leadership: Leadership, s: ShardState, url: string): Promise<ConfigAnswer | undefined> {
     try {
-      await this.api.configure(url, this.configFor(s, url, leadership));
-      this.health.get(url)!.announced = true;
+      return await this.pushOrThrow(leadership, s, url);
     } catch (err) {
       this.log.warn({ shard: s.id, node: url, err: err instanceof Error ? err.message : String(err) }, 'configuration push failed; retrying next round');
+      return undefined;
     }
+  }
+
+  /** A configuration push whose failure the caller handles (a migration's freeze must reach the leader). */
+  async pushOrThrow(leadership: Leadership, s: ShardState, url: string): Promise<ConfigAnswer> {
+    // Checked before every command, on our own clock: a coordinator whose lease may have run
+    // out says nothing more (the node would refuse it anyway once it has heard the new one).
+    if (!leadership.valid()) throw new KvError('coordinator_unavailable', 'this router is no longer the coordinator');
+    const answer = await this.api.configure(url, this.configFor(s, url, leadership));
+    const h = this.health.get(url);
+    if (h !== undefined) h.announced = true;
+    return answer;
   }
 
   /**
@@ -319,6 +374,13 @@ export class Coordinator {
       return false;
     }
     return sameRecord(this.table.state(next.id), next);
+  }
+
+  /** Runs `fn` holding the decision locks of several shards (taken in id order, so two callers cannot deadlock). */
+  lockedAll<T>(ids: readonly string[], fn: () => Promise<T>): Promise<T> {
+    const sorted = [...new Set(ids)].sort();
+    const nest = (i: number): Promise<T> => (i === sorted.length ? fn() : this.locked(sorted[i]!, () => nest(i + 1)));
+    return nest(0);
   }
 
   private locked<T>(id: string, fn: () => Promise<T>): Promise<T> {

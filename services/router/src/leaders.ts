@@ -57,7 +57,7 @@ export class Leaders {
       return await this.send(first, call, decode);
     } catch (err) {
       if (!isKvError(err) || !REFUSED.has(err.code)) throw err;
-      await this.refreshBriefly();
+      await refreshBriefly(this.table);
       const now = this.table.state(shardId);
       // The map could not be re-read (cut off from the control plane) or has not caught up yet:
       // a node at a newer epoch names the leader it knows, which the new epoch then checks.
@@ -68,18 +68,6 @@ export class Leaders {
         throw isKvError(again) && REFUSED.has(again.code) ? unavailable(next, again) : again;
       });
     }
-  }
-
-  /**
-   * Re-reads the shard map, waiting at most REFRESH_WAIT_MS: with the control plane unreachable a
-   * read takes its whole deadline, and the request can go by the node's hint meanwhile. The read
-   * goes on, and updates the table for later requests when it ends.
-   */
-  private async refreshBriefly(): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const waited = new Promise<void>((resolve) => (timer = setTimeout(resolve, REFRESH_WAIT_MS)));
-    await Promise.race([this.table.refresh().catch(() => {}), waited]);
-    clearTimeout(timer);
   }
 
   /** The leader and epoch a `stale_epoch` refusal names, when they are newer than what we routed by. */
@@ -94,6 +82,18 @@ export class Leaders {
     const body = await this.nodes.get(s.leader).json<A>({ ...call, headers: { ...call.headers, [EPOCH_HEADER]: String(s.epoch) }, signal: this.deposed(s.leader) });
     return decode(body, s.leader);
   }
+}
+
+/**
+ * Re-reads the shard map, waiting at most REFRESH_WAIT_MS: with the control plane unreachable a
+ * read takes its whole deadline, and the request can go by the node's hint meanwhile. The read
+ * goes on, and updates the table for later requests when it ends.
+ */
+export async function refreshBriefly(table: ShardTable): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const waited = new Promise<void>((resolve) => (timer = setTimeout(resolve, REFRESH_WAIT_MS)));
+  await Promise.race([table.refresh().catch(() => {}), waited]);
+  clearTimeout(timer);
 }
 
 /** A batch's answer: one result per item. */

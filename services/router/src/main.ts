@@ -7,7 +7,7 @@ import type { MetaStore } from './control/meta-store';
 import { MapMismatchError, ShardTable } from './control/shard-table';
 import { Coordinator } from './coordinator';
 import { Leaders } from './leaders';
-import { ShardRing } from './ring';
+import { MigrationDriver } from './migration/driver';
 import { nodeApi, Nodes } from './shards';
 
 /** Exit status for a configuration the router cannot run with: supervisors do not restart it. */
@@ -20,16 +20,20 @@ async function main(): Promise<void> {
   const store = openStore(config, log);
   const legacy = store.kind === 'embedded' ? legacyRecords(config.dataDir, config.shards) : [];
   const table = await ShardTable.load(store, config.shards, log.child({ component: 'control' }), legacy);
-  const nodes = new Nodes(config.shards, { connections: config.upstreamConnections, timeoutMs: config.upstreamTimeoutMs, token: config.clusterToken, localAddress: config.sourceAddress });
-  const ring = new ShardRing(config.shards.map((s) => s.id));
+  const nodes = new Nodes({ connections: config.upstreamConnections, timeoutMs: config.upstreamTimeoutMs, token: config.clusterToken, localAddress: config.sourceAddress });
+  nodes.sync(table.map);
+  table.onMapChange((map) => nodes.sync(map));
   const coordinator = new Coordinator(table, store, nodeApi(nodes, config.configPushTimeoutMs), config.coordinator, config.self, log.child({ component: 'coordinator' }));
+  const migrations = new MigrationDriver(table, store, nodes, coordinator, config.migration, log.child({ component: 'migration' }));
   const self = { ...config.self, controlPlane: store.kind };
-  const app = createRouterApp({ ring, nodes, table, leaders: new Leaders(table, nodes), coordinator, self, statusTimeoutMs: config.statusTimeoutMs, clusterToken: config.clusterToken, adminToken: config.adminToken, batching: config.batching, load: config.load, log });
+  const app = createRouterApp({ nodes, table, leaders: new Leaders(table, nodes), coordinator, migrations, cutoverWaitMs: config.cutoverWaitMs, self, statusTimeoutMs: config.statusTimeoutMs, clusterToken: config.clusterToken, adminToken: config.adminToken, batching: config.batching, load: config.load, log });
   const server = await listen(app, config.port, config.host);
   log.info({ host: config.host, port: config.port, router: config.self, controlPlane: store.kind, etcd: config.etcd?.endpoints ?? null, shards: config.shards, mapVersion: table.map.version }, 'listening');
   coordinator.start();
+  migrations.start();
 
   stopOnSignals(server, log, async () => {
+    await migrations.stop();
     await coordinator.stop();
     table.close();
     await store.close();

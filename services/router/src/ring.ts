@@ -1,4 +1,4 @@
-import { hash } from 'node:crypto';
+import { pointOf } from '@shardkv/common';
 import HashRing from 'hashring';
 
 /** What `hashring` keeps of its continuum (not in its typings): the sorted points and its lookup. */
@@ -32,13 +32,7 @@ export class ShardRing {
    * The unit test holds the two equal.
    */
   shardForBytes(key: Uint8Array): string {
-    return this.shardAt(this.pointOf(key));
-  }
-
-  /** Where a key (its UTF-8 bytes) falls on the continuum; equal keys fall on equal points. */
-  pointOf(key: Uint8Array): number {
-    const d = hash('md5', key, 'buffer');
-    return ((d[3]! << 24) | (d[2]! << 16) | (d[1]! << 8) | d[0]!) >>> 0;
+    return this.shardAt(pointOf(key));
   }
 
   /** The shard that owns a point of the continuum. */

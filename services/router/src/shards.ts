@@ -1,15 +1,26 @@
 import { COORDINATOR_HEADER, RpcClient, type KvError, type RpcClientOptions } from '@shardkv/common';
-import type { ShardAddress } from './control/records';
-import type { NodeApi, NodeReport } from './coordinator';
+import type { ShardMap } from './control/records';
+import type { ConfigAnswer, NodeApi, NodeReport } from './coordinator';
 
-/** A keep-alive RPC client per node URL; which node leads a shard is the control plane's business. */
+/**
+ * A keep-alive RPC client per node URL; which node leads a shard is the control plane's business.
+ * Nodes join as the shard map names them (a shard added online) and are never dropped while the
+ * router runs: a request may still be on its way to a removed shard's node.
+ */
 export class Nodes {
   private readonly byUrl = new Map<string, RpcClient>();
 
-  constructor(addresses: readonly ShardAddress[], opts: RpcClientOptions) {
-    for (const a of addresses) {
-      for (const url of [a.leader, a.follower]) this.byUrl.set(url, new RpcClient(url, opts));
-    }
+  constructor(private readonly opts: RpcClientOptions) {}
+
+  /** A client for every node the map names. */
+  sync(map: ShardMap): void {
+    for (const s of map.shards) for (const url of s.nodes) this.ensure(url);
+  }
+
+  ensure(url: string): RpcClient {
+    let n = this.byUrl.get(url);
+    if (n === undefined) this.byUrl.set(url, (n = new RpcClient(url, this.opts)));
+    return n;
   }
 
   has(url: string): boolean {
@@ -39,9 +50,7 @@ export async function nodeStatus(node: RpcClient, timeoutMs: number): Promise<Re
 /** The coordinator's view of a node: its /status, and `POST /internal/config` within `pushTimeoutMs`. */
 export function nodeApi(nodes: Nodes, pushTimeoutMs: number): NodeApi {
   return {
-    status: (url, timeoutMs, generation) => nodes.get(url).json<NodeReport>({ method: 'GET', path: '/status', idempotent: true, timeoutMs, headers: { [COORDINATOR_HEADER]: String(generation) } }),
-    async configure(url, cfg) {
-      await nodes.get(url).json({ method: 'POST', path: '/internal/config', body: JSON.stringify(cfg), timeoutMs: pushTimeoutMs });
-    },
+    status: (url, timeoutMs, generation) => nodes.ensure(url).json<NodeReport>({ method: 'GET', path: '/status', idempotent: true, timeoutMs, headers: { [COORDINATOR_HEADER]: String(generation) } }),
+    configure: (url, cfg) => nodes.ensure(url).json<ConfigAnswer>({ method: 'POST', path: '/internal/config', body: JSON.stringify(cfg), timeoutMs: pushTimeoutMs }),
   };
 }

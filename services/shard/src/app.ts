@@ -4,6 +4,7 @@ import Koa from 'koa';
 import { Readable } from 'node:stream';
 import type { ShardConfig } from './config';
 import { loadChunk } from './load';
+import { addMigrationRoutes } from './migration/routes';
 import type { ShardNode } from './node';
 import type { Leader, WriteResult } from './replication/leader';
 import { replicateRequestSchema } from './replication/messages';
@@ -24,6 +25,7 @@ export function createShardApp(deps: ShardAppDeps): Koa {
   const router = new Router({ sensitive: true });
   addPublicRoutes(router, deps);
   addInternalRoutes(router, deps);
+  addMigrationRoutes(router, deps.node, deps.store);
   app.use(errorMiddleware(deps.log));
   app.use(internalAuth(deps.config.clusterToken));
   app.use(router.routes());
@@ -34,6 +36,7 @@ export function createShardApp(deps: ShardAppDeps): Koa {
 function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps): void {
   router.get('/get', (ctx) => {
     const key = parseKeyQuery(ctx.querystring);
+    node.checkKey(key, 'read');
     const value = node.get(key);
     if (value === undefined) throw new KvError('key_not_found', 'key not found', { key });
     ctx.body = { key, value };
@@ -63,11 +66,13 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
   };
   router.post('/put', leaderOnly, requireJson, jsonBody(), async (ctx) => {
     const { key, value } = parsePutBody(ctx.request.body);
+    node.checkKey(key, 'write');
     const { seq } = await node.write({ op: 'put', key, value });
     ctx.body = { key, seq };
   });
   router.delete('/delete', leaderOnly, async (ctx) => {
     const key = parseKeyQuery(ctx.querystring);
+    node.checkKey(key, 'write');
     const { seq, existed } = await node.write({ op: 'del', key });
     ctx.body = { key, deleted: existed, seq };
   });
@@ -89,7 +94,11 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
   });
   const readAll: Koa.Middleware = (ctx) => {
     const leader = ctx.state['leader'] as Leader | undefined;
-    const get = leader === undefined ? (k: string) => node.get(k) : (k: string) => leader.get(k);
+    const read = leader === undefined ? (k: string) => node.get(k) : (k: string) => leader.get(k);
+    const get = (k: string) => {
+      node.checkKey(k, 'read');
+      return read(k);
+    };
     ctx.body = { results: parseMgetBody(ctx.request.body).map((key) => readOne(get, key)) };
   };
   router.post('/mget', requireJson, jsonBody(), readAll);
@@ -110,23 +119,41 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
     if (Number.isSafeInteger(generation) && generation > 0 && fromCluster(ctx.get('authorization'))) await node.observeCoordinator(generation);
     const role = node.role;
     // A leader reports its committed seq: its store may also hold entries not yet on the follower.
-    const base = { node: config.nodeName, shard: config.shardId, role: role.kind, epoch: node.epoch, seq: store.seq, keys: store.size, digest: store.digest() };
+    const base = { node: config.nodeName, shard: config.shardId, role: role.kind, epoch: node.epoch, seq: store.seq, keys: store.size, digest: store.digest(), mapVersion: node.mapVersion, slotsOwned: node.ownership?.ownedCount ?? null, slotsFrozen: node.ownership?.frozenCount ?? 0 };
     if (role.kind === 'leader') ctx.body = { ...base, ...leaderStatus(role.leader, node.peerUrl), seq: role.leader.status.committedSeq };
     else if (role.kind === 'follower') ctx.body = { ...base, ...role.follower.status, leader: node.peerUrl };
     else ctx.body = { ...base, state: 'standby' };
   });
 }
 
-/** Sequences the ops in the order given (one event-loop turn, so they replicate and commit together). */
+/**
+ * Sequences the ops this shard serves in the order given (one event-loop turn, so they replicate
+ * and commit together); an op whose slot is not served here (moved, or frozen for its cutover)
+ * gets its own definite failure. The check and the sequencing run in one synchronous step, so a
+ * freeze applied meanwhile cannot let a write of a frozen slot through.
+ */
 async function writeAll(node: ShardNode, ops: WriteOp[]): Promise<EntryResult[]> {
+  const out: EntryResult[] = new Array(ops.length);
+  const served: number[] = [];
+  ops.forEach((op, i) => {
+    const refusal = node.ownership?.refusal(op.key, 'write');
+    if (refusal === undefined) served.push(i);
+    else out[i] = failedEntry(op.key, refusal);
+  });
+  if (served.length === 0) return out;
   let results: WriteResult[];
   try {
-    results = await node.writeBatch(ops);
+    results = await node.writeBatch(served.length === ops.length ? ops : served.map((i) => ops[i]!));
   } catch (err) {
     // Sequenced together, so they fail together: definitely (nothing sequenced) or not.
-    return ops.map((op) => failedEntry(op.key, err));
+    for (const i of served) out[i] = failedEntry(ops[i]!.key, err);
+    return out;
   }
-  return ops.map((op, i) => (op.op === 'del' ? { key: op.key, ok: true, seq: results[i]!.seq, deleted: results[i]!.existed } : { key: op.key, ok: true, seq: results[i]!.seq }));
+  served.forEach((i, j) => {
+    const op = ops[i]!;
+    out[i] = op.op === 'del' ? { key: op.key, ok: true, seq: results[j]!.seq, deleted: results[j]!.existed } : { key: op.key, ok: true, seq: results[j]!.seq };
+  });
+  return out;
 }
 
 function readOne(get: (key: string) => string | undefined, key: string): EntryResult {
@@ -168,7 +195,10 @@ function addInternalRoutes(router: Router, { config, store, node }: ShardAppDeps
     const parsed = nodeConfigSchema.safeParse(ctx.request.body);
     if (!parsed.success) throw new KvError('invalid_body', `bad configuration: ${parsed.error.issues[0]?.message}`);
     await node.configure(parsed.data);
-    ctx.body = { node: config.nodeName, epoch: node.epoch, role: node.role.kind };
+    // A leader's last sequenced entry after the configuration took effect: once it froze slots,
+    // no write of theirs can have a higher seq (the coordinator copies through this point).
+    const role = node.role;
+    ctx.body = { node: config.nodeName, epoch: node.epoch, role: role.kind, mapVersion: node.mapVersion, lastSeq: role.kind === 'leader' ? role.leader.status.lastSeq : store.seq };
   });
 
   router.get('/internal/transfer', (ctx) => {

@@ -18,8 +18,15 @@ export async function loadChunk(node: ShardNode, body: Buffer): Promise<ChunkAns
   let index = 0;
   const scanner = new LineScanner({
     entry(buf, start, keyEnd, valueEnd) {
+      const key = buf.toString('utf8', start, keyEnd);
+      // A slot moved away or frozen for its cutover: this entry alone fails, definitely.
+      const refusal = node.ownership?.refusal(key, 'write');
+      if (refusal !== undefined) {
+        failures.set(index++, refusal);
+        return;
+      }
       indexes.push(index++);
-      ops.push({ op: 'put', key: buf.toString('utf8', start, keyEnd), value: buf.toString('utf8', keyEnd + 1, valueEnd) });
+      ops.push({ op: 'put', key, value: buf.toString('utf8', keyEnd + 1, valueEnd) });
     },
     // The router sends no line it would refuse; one refused here (a router of another build) is
     // still an entry of the chunk, so that the indexes of the answer match the router's.

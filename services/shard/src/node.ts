@@ -4,6 +4,7 @@ import { Follower, type FollowerOptions } from './replication/follower';
 import { Leader, type CommitMode, type LeaderEvents, type LeaderOptions, type WriteResult } from './replication/leader';
 import type { Op } from './replication/log';
 import type { PeerTransport, ReplicateReply, ReplicateRequest } from './replication/messages';
+import { Ownership, type Access } from './migration/ownership';
 import type { KvStore } from './store';
 
 export type NodeRole = { kind: 'leader'; leader: Leader } | { kind: 'follower'; follower: Follower } | { kind: 'standby' };
@@ -47,6 +48,8 @@ export class ShardNode {
    * one just before a restart).
    */
   private serveNotBeforeMs: number;
+  /** The slots this shard serves; undefined until configured with a slot map (then every key is served). */
+  private owned: Ownership | undefined;
 
   constructor(
     private readonly store: KvStore,
@@ -99,6 +102,8 @@ export class ShardNode {
     if (cfg.epoch < this.store.epoch) throw new KvError('stale_epoch', `configuration epoch ${cfg.epoch} is older than this node's ${this.store.epoch}`);
     await this.store.setCoordinatorGeneration(cfg.coordinator);
     this.coordinator?.prefer?.(cfg.coordinatorUrl);
+    // Before any role change: a promoted leader must never serve a slot it lost or one frozen.
+    if (cfg.slots !== undefined && (this.owned === undefined || cfg.slots.mapVersion >= this.owned.mapVersion)) this.owned = new Ownership(this.opts.shardId, cfg.slots);
     if (cfg.epoch > this.store.epoch) await this.store.setEpoch(cfg.epoch);
     const now = this.current;
     // A fenced leader is replaced even by a configuration that names the same role.
@@ -187,6 +192,21 @@ export class ShardNode {
     if (epoch >= this.store.epoch) return;
     const leader = this.current.kind === 'leader' ? 'self' : this.config?.peerUrl;
     throw new KvError('stale_epoch', `routed with epoch ${epoch}; this node is at epoch ${this.store.epoch}: re-read the shard map`, { epoch: this.store.epoch, leader: leader ?? null });
+  }
+
+  /** The slot map version this node serves by (0: none yet). */
+  get mapVersion(): number {
+    return this.owned?.mapVersion ?? 0;
+  }
+
+  get ownership(): Ownership | undefined {
+    return this.owned;
+  }
+
+  /** Throws `wrong_shard` or `migrating` when this shard may not serve `key` now (see Ownership). */
+  checkKey(key: string, access: Access): void {
+    const refusal = this.owned?.refusal(key, access);
+    if (refusal !== undefined) throw refusal;
   }
 
   get(key: string): string | undefined {

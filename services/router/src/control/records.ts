@@ -1,13 +1,17 @@
+import { runsOf, slotRangesSchema, slotRunsSchema } from '@shardkv/common';
 import { z } from 'zod';
+import { assignSlots } from '../placement';
 
 /**
  * What the control plane stores, under one cluster prefix (see meta-store.ts). Two kinds of
  * record, each its own key so that one shard's decision never conflicts with another's:
  *
- * - `map`: the shard map — which shards exist and which two nodes make each one, with a version
- *   that grows on every change. Routers check their configured shard list against it at start-up
- *   (a router with another list would hide keys) and route by it. `ranges` is reserved for online
- *   resharding (per-shard key ranges); today every shard owns its ketama share of the hash ring.
+ * - `map`: the shard map — which shards exist and which two nodes make each one, which shard owns
+ *   each hash slot (`slots`), and the migration in progress if any, with a version that grows on
+ *   every change. Routers route by it; every change is one conditional write of this one key, so
+ *   a cutover (slots change owner, migration ends its copy) is atomic. A map without `slots` was
+ *   created before slot maps: its keys are placed by the ketama ring over shard ids, and routers
+ *   then check their configured shard list against it at start-up (another list would hide keys).
  * - `shards/<id>`: one shard's configuration as the coordinator decided it: the epoch numbering
  *   that decision, which node leads, which follows, and whether the follower is in sync.
  */
@@ -17,9 +21,29 @@ export const COORDINATOR_KEY = 'coordinator';
 
 const url = z.string().min(1);
 
+/**
+ * A migration of slots between shards (see migration/ and DESIGN.md, "Resharding"):
+ * `copying` (targets import the moving slots while sources serve them), `frozen` (sources refuse
+ * the moving slots while targets catch up to the freeze point), then one write changes their
+ * owners and moves to `cleanup` (sources purge what moved). It ends by being removed from the map.
+ */
+export const migrationSchema = z.object({
+  id: z.string().min(1),
+  kind: z.enum(['add', 'remove']),
+  /** The shard added or removed. */
+  shard: z.string().min(1),
+  state: z.enum(['copying', 'frozen', 'cleanup']),
+  moves: z.array(z.object({ source: z.string(), target: z.string(), slots: slotRangesSchema })).min(1),
+  startedAtMs: z.number(),
+});
+export type Migration = z.infer<typeof migrationSchema>;
+
 export const shardMapSchema = z.object({
   version: z.number().int().positive(),
-  shards: z.array(z.object({ id: z.string().min(1), nodes: z.tuple([url, url]), ranges: z.array(z.tuple([z.number(), z.number()])).optional() })).min(1),
+  shards: z.array(z.object({ id: z.string().min(1), nodes: z.tuple([url, url]) })).min(1),
+  /** The owner of every slot, as runs; absent on a map from before slot maps (ketama placement). */
+  slots: slotRunsSchema.optional(),
+  migration: migrationSchema.optional(),
 });
 export type ShardMap = z.infer<typeof shardMapSchema>;
 
@@ -47,8 +71,9 @@ export interface ShardAddress {
   follower: string;
 }
 
+/** A fresh cluster's map: every slot assigned by the ketama ring over the shard ids (see placement.ts). */
 export function mapFor(addresses: readonly ShardAddress[]): ShardMap {
-  return { version: 1, shards: addresses.map((a) => ({ id: a.id, nodes: [a.leader, a.follower] })) };
+  return { version: 1, shards: addresses.map((a) => ({ id: a.id, nodes: [a.leader, a.follower] })), slots: runsOf(assignSlots(addresses.map((a) => a.id))) };
 }
 
 /** A fresh cluster: the configured leader leads, both nodes are empty, so the follower is in sync. */

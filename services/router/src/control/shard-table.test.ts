@@ -33,8 +33,10 @@ describe('ShardTable', () => {
     table.close();
   });
 
-  test('a router configured with other shard ids than the stored map refuses to start, saying what differs', async () => {
+  test('a map from before hash slots (ketama placement): a router configured with other shard ids refuses to start, saying what differs', async () => {
     const { store, dir } = open();
+    const legacy = { version: 1, shards: shards(3).map((a) => ({ id: a.id, nodes: [a.leader, a.follower] })) };
+    await store.put(MAP_KEY, JSON.stringify(legacy), 0);
     (await ShardTable.load(store, shards(3), quiet)).close();
     await store.close();
     const again = FileMetaStore.open(dir);
@@ -42,6 +44,18 @@ describe('ShardTable', () => {
     await expect(ShardTable.load(again, shards(4), quiet)).rejects.toThrow(MapMismatchError);
     await expect(ShardTable.load(again, shards(4), quiet)).rejects.toThrow(/not in the stored map: shard-3.*SHARD_COUNT=3/);
     await expect(ShardTable.load(again, shards(2), quiet)).rejects.toThrow(/missing from this router's configuration: shard-2/);
+  });
+
+  test('a slot map is the authority: a router configured with other shard ids routes by the stored map', async () => {
+    const { store, dir } = open();
+    (await ShardTable.load(store, shards(3), quiet)).close();
+    await store.close();
+    const again = FileMetaStore.open(dir);
+    stores.push(again);
+    const table = await ShardTable.load(again, shards(4), quiet);
+    expect(table.map.shards.map((s) => s.id)).toEqual(['shard-0', 'shard-1', 'shard-2']);
+    expect(new Set(Array.from({ length: 200 }, (_, i) => table.placement.shardFor(`k${i}`)))).toEqual(new Set(['shard-0', 'shard-1', 'shard-2']));
+    table.close();
   });
 
   test('the same shards at new addresses are adopted by the embedded store: records renamed by position, map version 2', async () => {

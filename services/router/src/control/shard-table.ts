@@ -1,4 +1,5 @@
 import { KvError, type Logger } from '@shardkv/common';
+import { placementOf, type Placement } from '../placement';
 import type { MetaStore, Versioned } from './meta-store';
 import { checkMap, COORDINATOR_KEY, coordinatorInfoSchema, initialRecord, MAP_KEY, mapFor, movedRecord, shardKey, shardMapSchema, shardRecordSchema, type CoordinatorInfo, type ShardAddress, type ShardMap, type ShardRecord } from './records';
 
@@ -8,6 +9,7 @@ export class MapMismatchError extends Error {
 }
 
 type Listener = (before: ShardRecord, after: ShardRecord) => void;
+type MapListener = (map: ShardMap) => void;
 
 /**
  * A router's copy of the control plane: the shard map and every shard's record, each with the
@@ -18,6 +20,8 @@ type Listener = (before: ShardRecord, after: ShardRecord) => void;
 export class ShardTable {
   private readonly records = new Map<string, { record: ShardRecord; revision: number }>();
   private readonly listeners: Listener[] = [];
+  private readonly mapListeners: MapListener[] = [];
+  private current: { map: ShardMap; revision: number; placement: Placement };
   private coordinatorInfo: CoordinatorInfo | undefined;
   private unwatch: (() => void) | undefined;
   private reading: Promise<void> | undefined;
@@ -25,9 +29,37 @@ export class ShardTable {
 
   private constructor(
     private readonly store: MetaStore,
-    readonly map: ShardMap,
+    map: ShardMap,
+    mapRevision: number,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.current = { map, revision: mapRevision, placement: placementOf(map) };
+  }
+
+  /** The shard map as last read: shards, slot owners, migration. It changes only by a conditional write (see migration/). */
+  get map(): ShardMap {
+    return this.current.map;
+  }
+
+  get mapRevision(): number {
+    return this.current.revision;
+  }
+
+  /** Where each key goes under the current map. */
+  get placement(): Placement {
+    return this.current.placement;
+  }
+
+  onMapChange(listener: MapListener): void {
+    this.mapListeners.push(listener);
+  }
+
+  /** Records a map this router wrote itself (the watch brings it too, a little later). */
+  applyMap(map: ShardMap, revision: number): void {
+    if (revision <= this.current.revision || map.version < this.current.map.version) return;
+    this.current = { map, revision, placement: placementOf(map) };
+    for (const l of this.mapListeners) l(map);
+  }
 
   /**
    * Reads the control plane, creating the map and the shard records of a fresh cluster, and
@@ -42,7 +74,10 @@ export class ShardTable {
     }
     let map = shardMapSchema.parse(JSON.parse(kv.get(MAP_KEY)!.value));
     const check = checkMap(map, addresses);
-    if (check.refused !== undefined) throw new MapMismatchError(check.refused);
+    // With slots the stored map says where every key is, whatever this router was given: it is
+    // the authority (shards are added and removed through the coordinator, not by configuration).
+    if (check.refused !== undefined && map.slots === undefined) throw new MapMismatchError(check.refused);
+    if (check.refused !== undefined) log.warn({ configured: addresses.map((a) => a.id), stored: map.shards.map((s) => s.id), mapVersion: map.version }, 'configured shards differ from the stored shard map: routing by the stored map (add or remove shards with kv shard add/remove)');
     if (check.moved.length > 0) {
       map = await adoptMoved(store, kv, map, check.moved, log);
       kv = await store.list();
@@ -51,8 +86,9 @@ export class ShardTable {
     for (const a of addresses) {
       if (!kv.has(shardKey(a.id))) await store.put(shardKey(a.id), JSON.stringify(known.get(a.id) ?? initialRecord(a)), 0);
     }
-    const table = new ShardTable(store, map, log);
-    table.absorb(await store.list());
+    kv = await store.list();
+    const table = new ShardTable(store, map, kv.get(MAP_KEY)!.revision, log);
+    table.absorb(kv);
     table.unwatch = store.watch(() => void table.refresh().catch((err: unknown) => log.warn({ err: String(err) }, 'control plane re-read failed; keeping the shard map we have')));
     return table;
   }
@@ -111,19 +147,28 @@ export class ShardTable {
   }
 
   private absorb(kv: Map<string, Versioned>): void {
+    this.absorbMap(kv.get(MAP_KEY));
     const coord = kv.get(COORDINATOR_KEY);
     const info = coord === undefined ? undefined : coordinatorInfoSchema.safeParse(parseJson(coord.value));
     this.coordinatorInfo = info?.success === true ? { ...info.data, generation: coord!.revision } : undefined;
-    for (const s of this.map.shards) {
-      const v = kv.get(shardKey(s.id));
-      if (v === undefined) continue;
+    // Every shard's record, also of shards not (or no longer) in the map: a shard being added
+    // has its record written before the map names it, a removed one keeps its record.
+    for (const [key, v] of kv) {
+      if (!key.startsWith(shardKey(''))) continue;
       const parsed = shardRecordSchema.safeParse(parseJson(v.value));
       if (!parsed.success) {
-        this.log.error({ shard: s.id, err: parsed.error.message }, 'unreadable shard record in the control plane; keeping the one we have');
+        this.log.error({ key, err: parsed.error.message }, 'unreadable shard record in the control plane; keeping the one we have');
         continue;
       }
       this.apply(parsed.data, v.revision);
     }
+  }
+
+  private absorbMap(v: Versioned | undefined): void {
+    if (v === undefined || v.revision <= this.current.revision) return;
+    const parsed = shardMapSchema.safeParse(parseJson(v.value));
+    if (!parsed.success) return this.log.error({ err: parsed.error.message }, 'unreadable shard map in the control plane; keeping the one we have');
+    this.applyMap(parsed.data, v.revision);
   }
 
   close(): void {

@@ -1,30 +1,10 @@
-import { createInterface } from 'node:readline';
-import type { Readable } from 'node:stream';
-import { isKvError, RpcClient } from '@shardkv/common';
+import { isKvError, linesOf, RpcClient } from '@shardkv/common';
 import { PeerNotReadyError, replicateReplySchema, StaleEpochError, type PeerTransport, type ReplicateReply } from './messages';
 
 /**
  * The HTTP side of PeerTransport: one keep-alive undici Pool per peer. Every request has a
  * deadline, so a paused peer costs at most `requestTimeoutMs` and never hangs the loop.
  */
-/**
- * The body's lines. The body is destroyed however the reader stops, so a transfer that fails
- * half-way does not hold a pooled connection. A reader that stops early (the trailer was read)
- * makes undici's body emit an abort error on destroy; errors reach the reader through the
- * iterator, so the no-op listeners only keep that last one from crashing the process.
- */
-async function* linesOf(body: Readable): AsyncGenerator<string> {
-  const lines = createInterface({ input: body, crlfDelay: Infinity });
-  lines.on('error', () => {});
-  body.on('error', () => {});
-  try {
-    yield* lines;
-  } finally {
-    lines.close();
-    if (!body.destroyed) body.destroy();
-  }
-}
-
 export class HttpPeer implements PeerTransport {
   /** Replication messages: one connection, pipelined, so they reach the follower in the order sent. */
   private readonly replication: RpcClient;

@@ -1,0 +1,101 @@
+import { BATCH_ENTRIES_MAX, EPOCH_HEADER, KvError, type RpcClient, type SlotRanges, type WriteOp } from '@shardkv/common';
+
+/** One import request carries at most this many bytes of keys and values (the shard's body limit is 2 MiB). */
+export const IMPORT_BATCH_BYTES_MAX = 512 * 1024;
+/** Deadline of one export's start and of each stall of its stream, and of one import or purge call. */
+export const COPY_CALL_TIMEOUT_MS = 10_000;
+
+/** A shard's current leader as the coordinator knows it, and the epoch to route by. */
+export interface Endpoint {
+  node: RpcClient;
+  epoch: number;
+}
+
+export interface CopyResult {
+  /** The source's seq the target now holds the slots as of. */
+  seq: number;
+  items: number;
+  /** The source's log window no longer reached back: copy again from a full snapshot. */
+  restart: boolean;
+}
+
+/**
+ * Streams the moving slots from the source leader's export into the target leader's import,
+ * in order, in bounded batches (see the shard's migration/routes.ts). `fromSeq` 0 copies every
+ * pair (a snapshot as of the export's seq); otherwise it replays the logged entries after
+ * `fromSeq - 1`. Puts and deletes are whole values, so replaying a batch whose answer was lost
+ * converges to the same state: an indeterminate import is sent again, never skipped.
+ */
+export async function copySlots(source: Endpoint, target: Endpoint, slots: SlotRanges, fromSeq: number, signal: AbortSignal, onItems: (n: number) => void): Promise<CopyResult> {
+  const lines = await source.node.lines({ method: 'POST', path: '/internal/export', body: JSON.stringify({ slots, fromSeq }), headers: { [EPOCH_HEADER]: String(source.epoch) }, timeoutMs: COPY_CALL_TIMEOUT_MS, signal });
+  const it = lines[Symbol.asyncIterator]();
+  try {
+    const first = await it.next();
+    if (first.done === true) throw new KvError('upstream_connection_lost', 'export stream ended before its header');
+    const header = JSON.parse(first.value) as { kind: 'full' | 'tail' | 'restart'; seq: number };
+    let batch: WriteOp[] = [];
+    let bytes = 0;
+    let items = 0;
+    for (let next = await it.next(); next.done !== true; next = await it.next()) {
+      const value = JSON.parse(next.value) as unknown;
+      if (isTrailer(value)) {
+        if (value.seq !== header.seq || value.items !== items) throw new KvError('internal', `export trailer says ${value.items} items at ${value.seq}, got ${items} at ${header.seq}`);
+        if (batch.length > 0) await importBatch(target, batch, signal);
+        onItems(batch.length);
+        return { seq: header.seq, items, restart: header.kind === 'restart' };
+      }
+      const op = toOp(value);
+      batch.push(op);
+      items += 1;
+      bytes += op.key.length + (op.op === 'put' ? op.value.length : 0);
+      if (batch.length >= BATCH_ENTRIES_MAX || bytes >= IMPORT_BATCH_BYTES_MAX) {
+        await importBatch(target, batch, signal);
+        onItems(batch.length);
+        batch = [];
+        bytes = 0;
+      }
+    }
+    throw new KvError('upstream_connection_lost', 'export stream ended without its trailer');
+  } finally {
+    await it.return?.();
+  }
+}
+
+/** Deletes the keys of `slots` on a leader that does not serve them (a partial earlier copy, or what moved away). */
+export async function purgeSlots(leader: Endpoint, slots: SlotRanges, signal: AbortSignal): Promise<number> {
+  let deleted = 0;
+  for (;;) {
+    signal.throwIfAborted();
+    const r = await leader.node.json<{ deleted: number; more: boolean }>({ method: 'POST', path: '/internal/purge', body: JSON.stringify({ slots }), headers: { [EPOCH_HEADER]: String(leader.epoch) }, timeoutMs: COPY_CALL_TIMEOUT_MS * 3, signal });
+    deleted += r.deleted;
+    if (!r.more) return deleted;
+  }
+}
+
+async function importBatch(target: Endpoint, ops: WriteOp[], signal: AbortSignal): Promise<void> {
+  const body = JSON.stringify({ ops });
+  for (let attempt = 1; ; attempt += 1) {
+    signal.throwIfAborted();
+    try {
+      await target.node.json({ method: 'POST', path: '/internal/import', body, headers: { [EPOCH_HEADER]: String(target.epoch) }, timeoutMs: COPY_CALL_TIMEOUT_MS, signal });
+      return;
+    } catch (err) {
+      // Definite refusals (not the leader any more, stale epoch) end this copy: the driver starts
+      // it again against the shard's new leader. A lost answer is sent again, as said above.
+      if (!(err instanceof KvError) || err.outcome === 'definite' || attempt >= 3) throw err;
+    }
+  }
+}
+
+function isTrailer(v: unknown): v is { end: true; seq: number; items: number } {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && (v as { end?: unknown }).end === true;
+}
+
+/** An export line: a `[key, value]` pair of a snapshot, or a logged entry of a tail. */
+function toOp(v: unknown): WriteOp {
+  if (Array.isArray(v) && typeof v[0] === 'string' && typeof v[1] === 'string') return { op: 'put', key: v[0], value: v[1] };
+  const e = v as { op?: unknown; key?: unknown; value?: unknown };
+  if (e.op === 'put' && typeof e.key === 'string' && typeof e.value === 'string') return { op: 'put', key: e.key, value: e.value };
+  if (e.op === 'del' && typeof e.key === 'string') return { op: 'del', key: e.key };
+  throw new KvError('internal', `export line is neither a pair nor an entry: ${JSON.stringify(v).slice(0, 120)}`);
+}

@@ -1,0 +1,47 @@
+import type Router from '@koa/router';
+import { jsonBody, KvError, requireJson, SLOT_COUNT, type ClusterMap } from '@shardkv/common';
+import type Koa from 'koa';
+import { z } from 'zod';
+import type { ShardTable } from '../control/shard-table';
+import type { MigrationDriver } from './driver';
+
+const url = z.url().transform((u) => u.replace(/\/+$/, ''));
+const addSchema = z.object({ id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'id: 1-64 of A-Z a-z 0-9 . _ -'), leader: url, follower: url }).strict();
+
+/**
+ * Resharding's HTTP face: `GET /cluster/map` (public: what smart clients route by) and the admin
+ * commands that start a migration. Those answer 202 once the migration is recorded in the
+ * control plane; the coordinator drives it from there (see driver.ts), and /cluster/map shows it.
+ */
+export function addReshardRoutes(router: Router, table: ShardTable, migrations: MigrationDriver, admin: Koa.Middleware): void {
+  router.get('/cluster/map', (ctx) => {
+    ctx.body = clusterMap(table, migrations);
+  });
+
+  router.post('/admin/shards', admin, requireJson, jsonBody(), async (ctx) => {
+    const parsed = addSchema.safeParse(ctx.request.body);
+    if (!parsed.success) throw new KvError('invalid_body', `add a shard with {"id","leader","follower"}: ${parsed.error.issues[0]?.path.join('.')} ${parsed.error.issues[0]?.message}`);
+    ctx.status = 202;
+    ctx.body = { migration: await migrations.add(parsed.data) };
+  });
+
+  router.delete('/admin/shards/:id', admin, async (ctx) => {
+    ctx.status = 202;
+    ctx.body = { migration: await migrations.remove(ctx.params['id']!) };
+  });
+}
+
+function clusterMap(table: ShardTable, migrations: MigrationDriver): ClusterMap {
+  const map = table.map;
+  return {
+    version: map.version,
+    slotCount: SLOT_COUNT,
+    slotHash: 'md5-le32-top12',
+    shards: map.shards.map((s) => {
+      const r = table.state(s.id);
+      return { id: s.id, leader: r.leader, follower: r.follower, epoch: r.epoch };
+    }),
+    slots: map.slots ?? null,
+    migration: migrations.view(),
+  };
+}

@@ -1,0 +1,73 @@
+import { failedEntry, type EntryResult } from '@shardkv/common';
+import type { ShardTable } from './control/shard-table';
+import { refreshBriefly } from './leaders';
+
+/**
+ * Entries a shard refused because the key's slot is not its own (`wrong_shard`: a cutover the
+ * router has not read yet) or is frozen for its cutover (`migrating`). Both are definite, so
+ * the router sends them again, by the map it re-reads, for up to `waitMs`: a cutover lasts well
+ * under that (MIGRATION_FREEZE_MAX_MS), so clients do not see either code.
+ */
+const MOVED: ReadonlySet<string> = new Set(['wrong_shard', 'migrating']);
+const BACKOFF_MS_MAX = 50;
+
+export type ShardCall<T> = (shardId: string, group: T[]) => Promise<EntryResult[]>;
+
+export class Routing {
+  constructor(
+    private readonly table: ShardTable,
+    private readonly waitMs: number,
+  ) {}
+
+  shardFor(key: string): string {
+    return this.table.placement.shardFor(key);
+  }
+
+  /** One key: sent to its shard, and again while the slot is moving (see MOVED). */
+  async one(key: string, send: (shardId: string) => Promise<EntryResult>): Promise<EntryResult> {
+    const deadline = Date.now() + this.waitMs;
+    for (let attempt = 0; ; attempt += 1) {
+      const r = await send(this.shardFor(key));
+      if (r.ok || !MOVED.has(r.error.code) || Date.now() >= deadline) return r;
+      await this.settle(r.error.code, attempt);
+    }
+  }
+
+  /** A batch split by shard (each shard called once per round); moved entries go again, the rest keep their results. */
+  async many<T>(items: T[], keyOf: (item: T) => string, call: ShardCall<T>): Promise<{ results: EntryResult[]; ok: number; failed: number }> {
+    const results: EntryResult[] = new Array(items.length);
+    let pending = items.map((_, i) => i);
+    const deadline = Date.now() + this.waitMs;
+    for (let attempt = 0; pending.length > 0; attempt += 1) {
+      await this.round(items, pending, keyOf, call, results);
+      const moved = pending.filter((i) => !results[i]!.ok && MOVED.has((results[i] as { error: { code: string } }).error.code));
+      if (moved.length === 0 || Date.now() >= deadline) break;
+      await this.settle((results[moved[0]!] as { error: { code: string } }).error.code, attempt);
+      pending = moved;
+    }
+    const ok = results.filter((r) => r.ok).length;
+    return { results, ok, failed: results.length - ok };
+  }
+
+  private async round<T>(items: T[], indexes: number[], keyOf: (item: T) => string, call: ShardCall<T>, results: EntryResult[]): Promise<void> {
+    const groups = new Map<string, number[]>();
+    for (const i of indexes) {
+      const id = this.shardFor(keyOf(items[i]!));
+      const group = groups.get(id);
+      if (group === undefined) groups.set(id, [i]);
+      else group.push(i);
+    }
+    await Promise.all(
+      [...groups].map(async ([shardId, group]) => {
+        const answer = await call(shardId, group.map((i) => items[i]!)).catch((err: unknown) => err);
+        group.forEach((i, j) => (results[i] = Array.isArray(answer) ? answer[j]! : failedEntry(keyOf(items[i]!), answer)));
+      }),
+    );
+  }
+
+  /** A `wrong_shard` means our map may be old: re-read it. Either way wait a little, growing. */
+  private async settle(code: string, attempt: number): Promise<void> {
+    if (code === 'wrong_shard') await refreshBriefly(this.table);
+    await new Promise((r) => setTimeout(r, Math.min(BACKOFF_MS_MAX, 5 * 2 ** attempt)));
+  }
+}

@@ -1,0 +1,104 @@
+import type Router from '@koa/router';
+import type Koa from 'koa';
+import { BATCH_ENTRIES_MAX, EPOCH_HEADER, jsonBody, KvError, parseWriteOpsBody, requireJson, SlotSet, slotRangesSchema } from '@shardkv/common';
+import { Readable } from 'node:stream';
+import { z } from 'zod';
+import type { ShardNode } from '../node';
+import type { KvStore, StoreView } from '../store';
+import { exportLines, keysIn } from './export';
+
+/** An export waits at most this long for its view's entries to commit (they normally do within a replication round). */
+export const EXPORT_COMMIT_WAIT_MS_MAX = 5000;
+/** Keys one purge call deletes at most; the caller calls again while `more`. */
+export const PURGE_KEYS_PER_CALL_MAX = 50_000;
+
+const exportSchema = z.object({ slots: slotRangesSchema, fromSeq: z.number().int().nonnegative() });
+const purgeSchema = z.object({ slots: slotRangesSchema });
+
+/**
+ * The node's side of a slot migration, driven by the coordinator (services/router/src/migration):
+ * the source leader exports its moving slots, the target leader imports them through its own
+ * log (so they are durable on both target nodes like any write), and either side purges keys
+ * of slots it does not serve (the source after the cutover, the target before a copy starts).
+ * Only a serving leader takes part: whatever it exports is committed, whatever it imports and
+ * purges replicates.
+ */
+export function addMigrationRoutes(router: Router, node: ShardNode, store: KvStore): void {
+  router.post('/internal/export', requireJson, jsonBody(), async (ctx) => {
+    const parsed = exportSchema.safeParse(ctx.request.body);
+    if (!parsed.success) throw new KvError('invalid_body', `bad export request: ${parsed.error.issues[0]?.message}`);
+    const view = await committedView(node, store, ctx);
+    ctx.type = 'application/x-ndjson';
+    ctx.body = Readable.from(closing(view, exportLines(view, new SlotSet(parsed.data.slots), parsed.data.fromSeq)));
+  });
+
+  router.post('/internal/import', requireJson, jsonBody(), async (ctx) => {
+    const ops = parseWriteOpsBody(ctx.request.body);
+    const leader = servingLeader(node, ctx);
+    const stray = ops.find((op) => node.ownership?.importable(op.key) !== true);
+    if (stray !== undefined) throw new KvError('wrong_shard', `import of key ${JSON.stringify(stray.key).slice(0, 80)}: its slot is not one this shard is importing (map version ${node.mapVersion})`, { mapVersion: node.mapVersion });
+    const results = await leader.writeBatch(ops);
+    ctx.body = { imported: ops.length, seq: results[results.length - 1]?.seq ?? 0 };
+  });
+
+  router.post('/internal/purge', requireJson, jsonBody(), async (ctx) => {
+    const parsed = purgeSchema.safeParse(ctx.request.body);
+    if (!parsed.success) throw new KvError('invalid_body', `bad purge request: ${parsed.error.issues[0]?.message}`);
+    servingLeader(node, ctx);
+    ctx.body = await purge(node, store, new SlotSet(parsed.data.slots));
+  });
+}
+
+/** A leader serving now, of the epoch the coordinator addressed (a deposed one refuses: stale_epoch). */
+function servingLeader(node: ShardNode, ctx?: Koa.Context) {
+  const routed = ctx?.get(EPOCH_HEADER) ?? '';
+  if (routed !== '') node.checkRoutedEpoch(Number(routed) || 0);
+  const leader = node.assertLeader();
+  if (!leader.serving) throw new KvError('not_ready', `leader is ${leader.status.state}`);
+  return leader;
+}
+
+/**
+ * A view of the store whose entries are all committed. The leader persists in parallel with its
+ * follower, so its store may hold entries a failover would discard; exporting one could move a
+ * write that never happened. Waits (bounded) for the commit to pass the view's seq.
+ */
+async function committedView(node: ShardNode, store: KvStore, ctx: Koa.Context): Promise<StoreView> {
+  const leader = servingLeader(node, ctx);
+  const view = store.view();
+  const deadline = Date.now() + EXPORT_COMMIT_WAIT_MS_MAX;
+  while (leader.status.committedSeq < view.seq) {
+    if (!leader.serving || Date.now() > deadline) {
+      view.close();
+      throw new KvError('not_ready', `export: entries through ${view.seq} did not commit within ${EXPORT_COMMIT_WAIT_MS_MAX} ms (committed ${leader.status.committedSeq})`);
+    }
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  return view;
+}
+
+function* closing(view: StoreView, lines: Iterable<string>): Generator<string> {
+  try {
+    yield* lines;
+  } finally {
+    view.close();
+  }
+}
+
+/** Deletes keys of slots this shard does not serve, through the log, in batches; at most PURGE_KEYS_PER_CALL_MAX a call. */
+async function purge(node: ShardNode, store: KvStore, slots: SlotSet): Promise<{ deleted: number; more: boolean }> {
+  const leader = servingLeader(node);
+  const served = slots.ranges().find(([from]) => node.ownership?.purgeable(from) !== true);
+  if (node.ownership === undefined || served !== undefined) throw new KvError('bad_request', `purge refused: slot ${served?.[0] ?? '?'} is served by this shard (or it has no slot map)`);
+  const view = store.view();
+  let found;
+  try {
+    found = keysIn(view, slots, PURGE_KEYS_PER_CALL_MAX);
+  } finally {
+    view.close();
+  }
+  for (let i = 0; i < found.keys.length; i += BATCH_ENTRIES_MAX) {
+    await leader.writeBatch(found.keys.slice(i, i + BATCH_ENTRIES_MAX).map((key) => ({ op: 'del' as const, key })));
+  }
+  return { deleted: found.keys.length, more: found.more };
+}
