@@ -34,10 +34,25 @@ export function createShardApp(deps: ShardAppDeps): Koa {
 }
 
 function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps): void {
-  router.get('/get', (ctx) => {
+  // A request that names the epoch it was routed by (a smart client, see the client's direct
+  // routing) is served only by the leader of that epoch or a newer one, reads included: a node
+  // demoted since the client read the map refuses it (not_leader, stale_epoch), so a direct read
+  // is as linearizable as one through the router. Without the header any role answers, as before
+  // (tools and tests read followers directly).
+  const routedLeader: Koa.Middleware = (ctx, next) => {
+    const routed = ctx.get(EPOCH_HEADER);
+    if (routed === '') return next();
+    node.checkRoutedEpoch(Number(routed) || 0);
+    const leader = node.assertLeader();
+    if (!leader.serving) throw new KvError('not_ready', `leader is ${leader.status.state}`);
+    ctx.state['leader'] = leader;
+    return next();
+  };
+  router.get('/get', routedLeader, (ctx) => {
     const key = parseKeyQuery(ctx.querystring);
     node.checkKey(key, 'read');
-    const value = node.get(key);
+    const leader = ctx.state['leader'] as Leader | undefined;
+    const value = leader === undefined ? node.get(key) : leader.get(key);
     if (value === undefined) throw new KvError('key_not_found', 'key not found', { key });
     ctx.body = { key, value };
   });
@@ -64,13 +79,13 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
     (ctx.state['leader'] as Leader).assertReadable();
     return next();
   };
-  router.post('/put', leaderOnly, requireJson, jsonBody(), async (ctx) => {
+  router.post('/put', routedLeader, leaderOnly, requireJson, jsonBody(), async (ctx) => {
     const { key, value } = parsePutBody(ctx.request.body);
     node.checkKey(key, 'write');
     const { seq } = await node.write({ op: 'put', key, value });
     ctx.body = { key, seq };
   });
-  router.delete('/delete', leaderOnly, async (ctx) => {
+  router.delete('/delete', routedLeader, leaderOnly, async (ctx) => {
     const key = parseKeyQuery(ctx.querystring);
     node.checkKey(key, 'write');
     const { seq, existed } = await node.write({ op: 'del', key });
@@ -79,7 +94,7 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
 
   // The batch API: one result per entry. The writes are sequenced in the order given, in one
   // event-loop turn, so they travel to the follower and commit together.
-  router.post('/mput', leaderOnly, requireJson, jsonBody(), async (ctx) => {
+  router.post('/mput', routedLeader, leaderOnly, requireJson, jsonBody(), async (ctx) => {
     ctx.body = { results: await writeAll(node, parseMputBody(ctx.request.body).map((e) => ({ op: 'put', key: e.key, value: e.value }))) };
   });
   // The router's coalesced single-key writes (puts and deletes); internal, as it trusts the caller
@@ -101,7 +116,7 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
     };
     ctx.body = { results: parseMgetBody(ctx.request.body).map((key) => readOne(get, key)) };
   };
-  router.post('/mget', requireJson, jsonBody(), readAll);
+  router.post('/mget', routedLeader, requireJson, jsonBody(), readAll);
   // The router's reads (its coalesced GETs and its /mget): only a serving leader answers, so a
   // deposed leader refuses the whole batch (nothing read) and the router asks the new one.
   router.post('/internal/read', servingLeader, readableLeader, requireJson, jsonBody(), readAll);
