@@ -1,6 +1,9 @@
-import { errorCode, LOAD_CONTENT_TYPE, type EntryResult, type LoadAnswer, type PutEntry } from '@shardkv/common';
+import { LOAD_CONTENT_TYPE, type EntryResult, type LoadAnswer, type PutEntry } from '@shardkv/common';
 import { Readable } from 'node:stream';
 import { Pool } from 'undici';
+import { decodeAnswer, neverSent, noAnswer } from './errors';
+
+export { KvClientError } from './errors';
 
 /**
  * A typed client for the shardkv API (through the routers). Every call has a deadline; every
@@ -25,22 +28,6 @@ export interface BatchResult {
   ok: number;
   failed: number;
 }
-
-export class KvClientError extends Error {
-  override name = 'KvClientError';
-  constructor(
-    message: string,
-    /** HTTP status, 0 when no answer arrived. */
-    readonly status: number,
-    readonly code: string,
-    readonly outcome: 'definite' | 'indeterminate',
-  ) {
-    super(message);
-  }
-}
-
-/** Connection failures that prove the request never left: it may go to another router. */
-const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
 
 export class KvClient {
   readonly urls: string[];
@@ -143,23 +130,14 @@ export class KvClient {
         res = await this.pools[this.current]!.request({ method, path, headers, body: body(), signal });
         break;
       } catch (err) {
-        const notSent = NOT_SENT.has(errorCode(err) ?? '');
-        if (notSent && tried < this.pools.length && !signal.aborted) {
+        if (neverSent(err) && tried < this.pools.length && !signal.aborted) {
           this.current = (this.current + 1) % this.pools.length;
           continue;
         }
-        const why = signal.aborted && signal.reason instanceof Error ? signal.reason.message : err instanceof Error ? err.message : String(err);
-        const reason = `${method} ${path}: no answer from ${this.url} (${why})`;
-        throw new KvClientError(reason, 0, notSent ? 'unreachable' : 'no_answer', notSent ? 'definite' : 'indeterminate');
+        throw noAnswer(`${method} ${path}`, this.url, err, signal);
       }
     }
-    const text = await res.body.text();
-    if (absent.includes(res.statusCode)) return undefined;
-    const parsed = text === '' ? undefined : (JSON.parse(text) as unknown);
-    if (res.statusCode >= 200 && res.statusCode < 300) return parsed;
-    const error = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
-    const outcome = res.statusCode >= 500 && res.statusCode !== 503 ? 'indeterminate' : 'definite';
-    throw new KvClientError(error?.message ?? `HTTP ${res.statusCode}`, res.statusCode, error?.code ?? 'http_error', outcome);
+    return decodeAnswer(res.statusCode, await res.body.text(), absent);
   }
 }
 
