@@ -5,6 +5,7 @@ import { SingleBar, Presets } from 'cli-progress';
 import { Command, InvalidArgumentError } from 'commander';
 import { writeFileSync } from 'node:fs';
 import { generate } from './gen';
+import { addShardCommands } from './shard';
 import { loadFile, REQUEST_BYTES_DEFAULT, validateFile, type LoadProgress, type LoadSummary } from './load';
 
 /**
@@ -103,6 +104,8 @@ function reportFailures(file: string, s: LoadSummary): void {
   if (s.malformedUnlisted > 0) process.stderr.write(`${file}: ${s.malformedUnlisted} more malformed line(s) skipped without their numbers (a router lists ${LOAD_MALFORMED_LISTED_MAX} per request; --strict lists them all)\n`);
   if (s.stoppedAt !== undefined) process.stderr.write(`kv load stopped at line ${s.stoppedAt.line} (${s.stoppedAt.why}); resume with --from-line ${s.stoppedAt.line}\n`);
 }
+
+addShardCommands(program, { withClient, fail, int });
 
 program
   .command('gen')

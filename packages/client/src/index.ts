@@ -1,9 +1,14 @@
-import { errorCode, LOAD_CONTENT_TYPE, type EntryResult, type LoadAnswer, type PutEntry } from '@shardkv/common';
+import { LOAD_CONTENT_TYPE, type ClusterMap, type EntryResult, type LoadAnswer, type MigrationView, type PutEntry } from '@shardkv/common';
 import { Readable } from 'node:stream';
 import { Pool } from 'undici';
+import { DirectRouting, type Method } from './direct';
+import { decodeAnswer, neverSent, noAnswer } from './errors';
+
+export { KvClientError } from './errors';
 
 /**
- * A typed client for the shardkv API (through the routers). Every call has a deadline; every
+ * A typed client for the shardkv API (through the routers, or with `routing: 'direct'` straight
+ * to the shards' leaders for key operations). Every call has a deadline; every
  * failure is a KvClientError that says whether the request definitely had no effect
  * (`outcome: 'definite'`: 4xx, 503) or may have (`'indeterminate'`: 504, a lost connection, a
  * timeout), so callers know when a retry could apply a write twice.
@@ -18,6 +23,13 @@ export interface KvClientOptions {
   timeoutMs?: number;
   /** Bearer token for /admin/* calls. */
   adminToken?: string;
+  /**
+   * `router` (default): every call goes through a router. `direct`: get/put/delete and the
+   * batches go straight to the owning shard's leader by the router's `/cluster/map` (see
+   * direct.ts); stale reads, loads and admin calls still use the router, as does everything on a
+   * cluster whose map has no hash slots.
+   */
+  routing?: 'router' | 'direct';
 }
 
 export interface BatchResult {
@@ -26,26 +38,11 @@ export interface BatchResult {
   failed: number;
 }
 
-export class KvClientError extends Error {
-  override name = 'KvClientError';
-  constructor(
-    message: string,
-    /** HTTP status, 0 when no answer arrived. */
-    readonly status: number,
-    readonly code: string,
-    readonly outcome: 'definite' | 'indeterminate',
-  ) {
-    super(message);
-  }
-}
-
-/** Connection failures that prove the request never left: it may go to another router. */
-const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
-
 export class KvClient {
   readonly urls: string[];
   private readonly pools: Pool[];
   private readonly timeoutMs: number;
+  private readonly direct: DirectRouting | undefined;
   /** The router that answered last: calls start there. */
   private current = 0;
 
@@ -58,6 +55,8 @@ export class KvClient {
     if (this.urls.length === 0) throw new Error('KvClient needs at least one router URL');
     this.pools = this.urls.map((u) => new Pool(u, { connections: opts.connections ?? 16 }));
     this.timeoutMs = opts.timeoutMs ?? 10_000;
+    const routerPath = { call: (method: Method, path: string, body: unknown, absent: readonly number[], signal: AbortSignal) => this.call(method, path, body, absent, signal) };
+    this.direct = opts.routing === 'direct' ? new DirectRouting(routerPath, opts.connections ?? 16) : undefined;
   }
 
   /** The router calls go to first. */
@@ -66,27 +65,34 @@ export class KvClient {
   }
 
   async put(key: string, value: string): Promise<{ seq: number }> {
-    return (await this.call('POST', '/put', { key, value })) as { seq: number };
+    return (await this.keyCall(key, 'POST', '/put', { key, value })) as { seq: number };
   }
 
-  /** The value, or undefined when the key does not exist. */
+  /** The value, or undefined when the key does not exist. A stale read goes through the router, which knows the followers' state. */
   async get(key: string, opts: { stale?: boolean } = {}): Promise<string | undefined> {
-    const path = `/get?key=${encodeURIComponent(key)}${opts.stale === true ? '&consistency=stale' : ''}`;
-    const body = (await this.call('GET', path, undefined, [404])) as { value?: string } | undefined;
+    const path = `/get?key=${encodeURIComponent(key)}`;
+    const body = (opts.stale === true ? await this.call('GET', `${path}&consistency=stale`, undefined, [404]) : await this.keyCall(key, 'GET', path, undefined, [404])) as { value?: string } | undefined;
     return body?.value;
   }
 
   /** Whether the key existed. */
   async delete(key: string): Promise<boolean> {
-    return ((await this.call('DELETE', `/delete?key=${encodeURIComponent(key)}`)) as { deleted: boolean }).deleted;
+    return ((await this.keyCall(key, 'DELETE', `/delete?key=${encodeURIComponent(key)}`)) as { deleted: boolean }).deleted;
   }
 
   mput(entries: readonly PutEntry[]): Promise<BatchResult> {
+    if (this.direct !== undefined) return this.direct.batch('mput', entries, AbortSignal.timeout(this.timeoutMs));
     return this.call('POST', '/mput', { entries }) as Promise<BatchResult>;
   }
 
   mget(keys: readonly string[]): Promise<BatchResult> {
+    if (this.direct !== undefined) return this.direct.batch('mget', keys, AbortSignal.timeout(this.timeoutMs));
     return this.call('POST', '/mget', { keys }) as Promise<BatchResult>;
+  }
+
+  /** `GET /cluster/map`: which shard owns which slots, and any migration running. */
+  clusterMap(): Promise<ClusterMap> {
+    return this.call('GET', '/cluster/map') as Promise<ClusterMap>;
   }
 
   /**
@@ -119,47 +125,54 @@ export class KvClient {
     return this.call('GET', '/status');
   }
 
+  /** `POST /admin/shards`: starts moving slots onto a new shard; the migration ends when the map shows none. */
+  addShard(shard: { id: string; leader: string; follower: string }): Promise<{ migration: MigrationView }> {
+    return this.call('POST', '/admin/shards', shard) as Promise<{ migration: MigrationView }>;
+  }
+
+  /** `DELETE /admin/shards/<id>`: starts moving the shard's slots to the others. */
+  removeShard(id: string): Promise<{ migration: MigrationView }> {
+    return this.call('DELETE', `/admin/shards/${encodeURIComponent(id)}`) as Promise<{ migration: MigrationView }>;
+  }
+
   failover(shard: string, unsafe = false): Promise<unknown> {
     return this.call('POST', `/admin/failover?shard=${encodeURIComponent(shard)}${unsafe ? '&unsafe=true' : ''}`);
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.pools.map((p) => p.close()));
+    await Promise.all([...this.pools.map((p) => p.close()), this.direct?.close()]);
   }
 
-  /** One request; `absent` lists statuses that mean "not found" (answered as undefined). */
-  private async call(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, absent: number[] = []): Promise<unknown> {
+  /** A call about one key: to its leader with direct routing, else through a router. */
+  private keyCall(key: string, method: Method, path: string, body?: unknown, absent: readonly number[] = []): Promise<unknown> {
+    const signal = AbortSignal.timeout(this.timeoutMs);
+    return this.direct === undefined ? this.call(method, path, body, absent, signal) : this.direct.one(key, method, path, body, absent, signal);
+  }
+
+  /** One request through a router; `absent` lists statuses that mean "not found" (answered as undefined). */
+  private async call(method: Method, path: string, body?: unknown, absent: readonly number[] = [], signal = AbortSignal.timeout(this.timeoutMs)): Promise<unknown> {
     const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
     if (this.opts.adminToken !== undefined && path.startsWith('/admin/')) headers.authorization = `Bearer ${this.opts.adminToken}`;
     const text = body === undefined ? undefined : JSON.stringify(body);
-    return this.send(method, path, headers, () => text, AbortSignal.timeout(this.timeoutMs), absent);
+    return this.send(method, path, headers, () => text, signal, absent);
   }
 
   /** `body` gives a fresh body for each router tried. */
-  private async send(method: 'GET' | 'POST' | 'DELETE', path: string, headers: Record<string, string>, body: () => string | Readable | undefined, signal: AbortSignal, absent: number[] = []): Promise<unknown> {
+  private async send(method: Method, path: string, headers: Record<string, string>, body: () => string | Readable | undefined, signal: AbortSignal, absent: readonly number[] = []): Promise<unknown> {
     let res;
     for (let tried = 1; ; tried += 1) {
       try {
         res = await this.pools[this.current]!.request({ method, path, headers, body: body(), signal });
         break;
       } catch (err) {
-        const notSent = NOT_SENT.has(errorCode(err) ?? '');
-        if (notSent && tried < this.pools.length && !signal.aborted) {
+        if (neverSent(err) && tried < this.pools.length && !signal.aborted) {
           this.current = (this.current + 1) % this.pools.length;
           continue;
         }
-        const why = signal.aborted && signal.reason instanceof Error ? signal.reason.message : err instanceof Error ? err.message : String(err);
-        const reason = `${method} ${path}: no answer from ${this.url} (${why})`;
-        throw new KvClientError(reason, 0, notSent ? 'unreachable' : 'no_answer', notSent ? 'definite' : 'indeterminate');
+        throw noAnswer(`${method} ${path}`, this.url, err, signal);
       }
     }
-    const text = await res.body.text();
-    if (absent.includes(res.statusCode)) return undefined;
-    const parsed = text === '' ? undefined : (JSON.parse(text) as unknown);
-    if (res.statusCode >= 200 && res.statusCode < 300) return parsed;
-    const error = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
-    const outcome = res.statusCode >= 500 && res.statusCode !== 503 ? 'indeterminate' : 'definite';
-    throw new KvClientError(error?.message ?? `HTTP ${res.statusCode}`, res.statusCode, error?.code ?? 'http_error', outcome);
+    return decodeAnswer(res.statusCode, await res.body.text(), absent);
   }
 }
 
