@@ -172,7 +172,7 @@ export class Cluster {
     return shard;
   }
 
-  private get dataRoot(): string {
+  private get dataDirRoot(): string {
     return resolve(this.opts.dataRoot ?? DEFAULT_DATA_ROOT);
   }
 
@@ -186,7 +186,7 @@ export class Cluster {
 
   private defineShard(s: ClusterShard): void {
     // Any router may coordinate; every shard node knows them all.
-    const storage = (name: string) => ({ DATA_DIR: join(this.dataRoot, name), COORDINATOR_URLS: this.routers.map((r) => r.url).join(',') });
+    const storage = (name: string) => ({ DATA_DIR: join(this.dataDirRoot, name), COORDINATOR_URLS: this.routers.map((r) => r.url).join(',') });
     this.defineProcess(s.follower, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'follower', LEADER_URL: s.leader.url, ...storage(s.follower.name) });
     this.defineProcess(s.leader, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'leader', FOLLOWER_URL: s.follower.url, ...storage(s.leader.name) });
   }
@@ -194,12 +194,12 @@ export class Cluster {
   private defineRouter(r: ClusterNode, i: number): void {
     const endpoints = this.opts.etcdEndpointsFor?.(i) ?? this.opts.etcdEndpoints;
     const etcd: Record<string, string> = endpoints === undefined ? {} : { ETCD_ENDPOINTS: endpoints.join(',') };
-    this.defineProcess(r, ROUTER_SCRIPT, { SHARDS: this.shardsSpec, DATA_DIR: join(this.dataRoot, r.name), ROUTER_ID: r.name, ROUTER_URL: r.url, ...etcd });
+    this.defineProcess(r, ROUTER_SCRIPT, { SHARDS: this.shardsSpec, DATA_DIR: join(this.dataDirRoot, r.name), ROUTER_ID: r.name, ROUTER_URL: r.url, ...etcd });
   }
 
   /** The id `addShard` gives a shard when it is not told one (see `nextShardId`). */
   nextShardId(): string {
-    return nextShardId(this.shards.map((s) => s.id), this.dataRoot);
+    return nextShardId(this.shards.map((s) => s.id), this.dataDirRoot);
   }
 
   /**

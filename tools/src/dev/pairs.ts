@@ -39,7 +39,11 @@ export async function changeTopology(o: CommandOptions, change: (t: Topology) =>
     const now = readClusterFile(o.root);
     if (now === undefined) throw new CommandError('the cluster stopped while it was reloading its topology');
     if (now.reload.seq > before) {
-      if (now.reload.error !== null) throw new CommandError(`the cluster could not apply the topology: ${now.reload.error}`);
+      if (now.reload.error !== null) {
+        // Put the file back: the supervisor runs what it ran, and a later reload or restart must not try this change again.
+        writeTopology(info.dataRoot, topology);
+        throw new CommandError(`the cluster could not apply the topology: ${now.reload.error}`);
+      }
       return now;
     }
     if (Date.now() > deadline) throw new CommandError(`the cluster (pid ${info.pid}) did not apply the topology within ${o.reloadTimeoutMs ?? RELOAD_TIMEOUT_MS} ms; see its output`);
