@@ -1,7 +1,8 @@
 // Static checks of the Docker packaging (this machine has no Docker engine, so nothing is built
 // or started here): docker-compose.yml must pass dclint and describe the cluster the services
 // expect (names, roles, ports, peer URLs, health checks, start-up order, the shared token), both
-// by default and with the "ha" profile (3 etcd members and a second router, with the shell
+// by default, with the "reshard" profile (a fourth shard for online resharding) and with the "ha"
+// profile (3 etcd members and a second router, with the shell
 // variables the file's header documents), and the two Dockerfiles must build on node:20-slim and
 // run as a non-root user.
 //
@@ -54,11 +55,11 @@ interface NodeSpec {
   peerService: string;
 }
 
-const NODES: NodeSpec[] = [];
-for (let i = 0; i < SHARD_COUNT; i++) {
+/** Shard i's two nodes, named and wired as every shard of the file is. */
+function shardNodes(i: number): NodeSpec[] {
   const leader = `shard${i}-leader`;
   const follower = `shard${i}-follower`;
-  NODES.push({
+  return [{
     name: leader,
     shardId: `shard-${i}`,
     role: 'leader',
@@ -66,8 +67,7 @@ for (let i = 0; i < SHARD_COUNT; i++) {
     peerVar: 'FOLLOWER_URL',
     peerUrl: `http://${follower}:${followerPort(i)}`,
     peerService: follower,
-  });
-  NODES.push({
+  }, {
     name: follower,
     shardId: `shard-${i}`,
     role: 'follower',
@@ -75,8 +75,12 @@ for (let i = 0; i < SHARD_COUNT; i++) {
     peerVar: 'LEADER_URL',
     peerUrl: `http://${leader}:${leaderPort(i)}`,
     peerService: leader,
-  });
+  }];
 }
+const NODES: NodeSpec[] = Array.from({ length: SHARD_COUNT }, (_, i) => shardNodes(i)).flat();
+// Profile "reshard": the next shard's pair, for online resharding (POST /admin/shards adds it).
+const RESHARD_NODES = shardNodes(SHARD_COUNT);
+const RESHARD_SERVICES = [...RESHARD_NODES.map((n) => n.name)].sort();
 const LEADERS = NODES.filter((n) => n.role === 'leader').map((n) => n.name);
 const DEFAULT_SERVICES = ['router', ...NODES.map((n) => n.name)].sort();
 
@@ -87,9 +91,9 @@ const ETCD_IMAGE = /^quay\.io\/coreos\/etcd:v3\.([4-9]|\d\d)\.\d+$/;
 const ROUTERS: Record<string, { port: number; id: string }> = { router: { port: ROUTER_PORT, id: 'router-1' }, 'router-2': { port: 5010, id: 'router-2' } };
 const HA_SERVICES = [...DEFAULT_SERVICES, ...ETCD_MEMBERS, 'router-2'].sort();
 /** The services built from this repository, held to the same checks (health, restart, HOST, token). */
-const OUR_SERVICES = [...DEFAULT_SERVICES, 'router-2'];
+const OUR_SERVICES = [...DEFAULT_SERVICES, 'router-2', ...RESHARD_SERVICES];
 /** Every profile combination a user can start; each must be a closed set with distinct host ports. */
-const PROFILE_SETS: string[][] = [[], ['ha'], ['loadtest'], ['ha', 'loadtest']];
+const PROFILE_SETS: string[][] = [[], ['ha'], ['loadtest'], ['ha', 'loadtest'], ['reshard'], ['ha', 'reshard']];
 
 const isDict = (v: unknown): v is Dict => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -216,7 +220,8 @@ function composeProblems(doc: unknown, header: string = composeText): string[] {
     ...profileProblems(services),
     ...Object.entries(services).flatMap(([name, value]) => serviceProblems(name, value, services)),
     ...Object.keys(ROUTERS).flatMap((name) => routerProblems(name, services[name])),
-    ...NODES.flatMap((node) => nodeProblems(node, services[node.name])),
+    ...[...NODES, ...RESHARD_NODES].flatMap((node) => nodeProblems(node, services[node.name])),
+    ...reshardProfileProblems(services),
     ...etcdProblems(services),
     ...haEnvProblems(services, documentedHaShell(header)),
   ];
@@ -247,6 +252,27 @@ function profileProblems(services: Record<string, unknown>): string[] {
     }
   }
   return problems;
+}
+
+/** "reshard" adds exactly the next shard's pair, which no other profile starts. */
+function reshardProfileProblems(services: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  const added = activeServices(services, ['reshard']).filter((n) => !DEFAULT_SERVICES.includes(n));
+  if (JSON.stringify(added) !== JSON.stringify(RESHARD_SERVICES)) problems.push(`"reshard" adds [${added.join(', ')}], expected [${RESHARD_SERVICES.join(', ')}]`);
+  for (const name of RESHARD_SERVICES) {
+    const svc = services[name];
+    if (!isDict(svc)) continue; // reported as a wrong "reshard" set
+    if (JSON.stringify(svc.profiles) !== '["reshard"]') problems.push(`${name}: profiles is ${JSON.stringify(svc.profiles)}, expected ["reshard"]`);
+    const dataDir = envOf(svc).get('DATA_DIR');
+    if (dataDir === undefined || dataDir === null || !volumesOf(svc).some((v) => v === `${name}-data:${dataDir}`)) problems.push(`${name}: DATA_DIR is not on its own volume ${name}-data`);
+  }
+  return problems;
+}
+
+/** The admin request the "reshard" comment documents: `{"id","leader","follower"}` as JSON. */
+function documentedReshardBody(text: string): Dict | undefined {
+  const m = /^ *#.*-d '(\{"id":"[^']*\})'/m.exec(text);
+  return m === null ? undefined : (JSON.parse(m[1]!) as Dict);
 }
 
 function serviceProblems(name: string, value: unknown, services: Record<string, unknown>): string[] {
@@ -386,7 +412,7 @@ function haEnvProblems(services: Record<string, unknown>, shell: Record<string, 
   if (r2Default === undefined || r2Default === '' || /^https?:\/\//.test(r2Default)) problems.push(`router-2: ETCD_ENDPOINTS is ${String(r2Default)} without the HA variables; it must be no endpoint list, so that router-2 refuses to start instead of using another control plane than the first router`);
   if (effectiveEnv(router, 'ETCD_ENDPOINTS', shell) !== ETCD_CLIENT_URLS) problems.push(`router: ETCD_ENDPOINTS is ${String(effectiveEnv(router, 'ETCD_ENDPOINTS', shell))} with the documented HA command, expected ${ETCD_CLIENT_URLS}`);
   const routerUrls = [router, router2].map((r) => String(envOf(r).get('ROUTER_URL'))).sort();
-  for (const node of NODES) {
+  for (const node of [...NODES, ...RESHARD_NODES]) {
     const svc = services[node.name];
     if (!isDict(svc)) continue;
     const urls = (effectiveEnv(svc, 'COORDINATOR_URLS', shell) ?? '').split(',').sort();
@@ -489,6 +515,14 @@ describe('docker-compose.yml', () => {
     });
   });
 
+  it('adds only shard3-leader and shard3-follower with "reshard", and documents the admin request that adds them', () => {
+    const services = (parseCompose(composeText) as { services: Record<string, unknown> }).services;
+    expect(activeServices(services, ['reshard'])).toEqual([...DEFAULT_SERVICES, ...RESHARD_SERVICES].sort());
+    expect(composeText).toMatch(/^ *# +CLUSTER_TOKEN=\.\.\. docker compose --profile reshard up --build -d shard3-leader shard3-follower$/m);
+    const [leader, follower] = RESHARD_NODES;
+    expect(documentedReshardBody(composeText)).toEqual({ id: leader!.shardId, leader: `http://${leader!.name}:${leader!.port}`, follower: `http://${follower!.name}:${follower!.port}` });
+  });
+
   it('keeps the artillery load generator out of the default profile, aimed at the router', () => {
     const doc = parseCompose(composeText) as { services: Record<string, Dict> };
     const artillery = doc.services.artillery;
@@ -573,6 +607,14 @@ describe('the checks catch mistakes', () => {
     ['a wrong SHARDS map', (s) => (env(s.router!).SHARDS = 'shard-0=http://shard0-leader:5001,http://shard0-follower:6001'), /router: SHARDS/],
     ['a missing restart policy', (s) => delete s['shard1-leader']!.restart, /shard1-leader: restart/],
     ['a missing build', (s) => delete s.router!.build, /router: no build section/],
+    ['shard-3 in the default profile', (s) => delete s['shard3-leader']!.profiles, /default-profile services/],
+    ['shard-3 without its follower', (s) => delete s['shard3-follower'], /"reshard" adds \[shard3-leader\]/],
+    ['shard-3 on another shard\'s port', (s) => (env(s['shard3-leader']!).PORT = '5003'), /shard3-leader: PORT is 5003/],
+    ['shard-3\'s leader pointing at shard-2', (s) => (env(s['shard3-leader']!).FOLLOWER_URL = 'http://shard2-follower:6003'), /shard3-leader: FOLLOWER_URL/],
+    ['shard-3 sharing a volume', (s) => (s['shard3-follower']!.volumes = ['shard2-follower-data:/data']), /shard3-follower: DATA_DIR is not on its own volume/],
+    ['shard-3 without a healthcheck', (s) => delete s['shard3-follower']!.healthcheck, /shard3-follower: no healthcheck/],
+    ['shard-3 not waiting for its follower', (s) => delete (s['shard3-leader']!.depends_on as Dict)['shard3-follower'], /shard3-leader: depends_on is \[router\]/],
+    ['shard-3 unaware of router-2 under "ha"', (s) => (env(s['shard3-follower']!).COORDINATOR_URLS = 'http://router:5000'), /shard3-follower: COORDINATOR_URLS is \[http:\/\/router:5000\] with the documented HA command/],
   ])('flags %s', (_what, change, expected) => {
     const problems = mutate(change);
     expect(problems.some((p) => expected.test(p))).toBe(true);

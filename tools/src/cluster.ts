@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { request } from 'undici';
 import { loopbackAddress } from './partition';
-import { freePort } from './ports';
+import { freePort, portIsFree } from './ports';
 import { DEFAULT_RESTART, Supervised, type LineSink, type RestartPolicy } from './supervisor';
 
 const ROOT = resolve(__dirname, '..', '..');
@@ -10,9 +11,17 @@ export const ROUTER_SCRIPT = resolve(ROOT, 'services/router/dist/main.js');
 export const SHARD_SCRIPT = resolve(ROOT, 'services/shard/dist/main.js');
 /** `npm start` keeps every node's data under the repository's `data/` (`npm run reset` wipes it). */
 export const DEFAULT_DATA_ROOT = resolve(ROOT, 'data');
+/** How many used shard ids `nextShardId` passes over before it gives up. */
+const SHARD_ID_SKIPS_MAX = 1000;
 
 export interface ClusterOptions {
   shardCount?: number;
+  /**
+   * The shards by id (`shard-N`), instead of `shard-0`..`shard-<shardCount - 1>`: a cluster that
+   * gained or lost shards by resharding restarts with the ids it has now. A port left out is
+   * chosen like any other (`ports`).
+   */
+  shards?: ShardPlan[];
   /** `default`: router 5000, leader i 5001+i, follower i 6001+i. `free`: ports the OS picks (tests). */
   ports?: 'default' | 'free';
   /** Shared secret for /internal/*; a random one per run when not given. */
@@ -46,6 +55,48 @@ export interface ClusterNode {
   host: string;
 }
 
+/** One shard to run: its id (`shard-N`) and, optionally, its nodes' ports. */
+export interface ShardPlan {
+  id: string;
+  leaderPort?: number;
+  followerPort?: number;
+  /**
+   * Whether the routers' shard map holds it, so that they are given it in SHARDS (a router
+   * refuses to start when SHARDS and its stored map name different shards). Default: true for
+   * the shards a cluster is created with, false for one `addShard` starts.
+   */
+  inMap?: boolean;
+}
+
+/** `shard-N`: the form every shard id of a local cluster has (its nodes are `shardN-leader`, `shardN-follower`). */
+const SHARD_ID = /^shard-(0|[1-9]\d{0,3})$/;
+
+export function shardIndex(id: string): number {
+  const m = SHARD_ID.exec(id);
+  if (m === null) throw new Error(`shard id "${id}" is not of the form shard-N`);
+  return Number(m[1]);
+}
+
+/** The default ports of shard-N, as `npm start` and docker-compose.yml give them. */
+export function defaultShardPorts(index: number): { leaderPort: number; followerPort: number } {
+  return { leaderPort: 5001 + index, followerPort: 6001 + index };
+}
+
+/**
+ * The id a new shard gets: one above the highest of `ids`, skipping any whose data directory
+ * exists in `dataRoot`. A removed shard keeps its directory, and a node started on it would come
+ * up as that old shard's node (its epoch and keys), not as a new, empty one.
+ */
+export function nextShardId(ids: readonly string[], dataRoot: string): string {
+  let i = Math.max(-1, ...ids.map(shardIndex)) + 1;
+  const used = (n: number) => [`shard${n}-leader`, `shard${n}-follower`].some((name) => existsSync(join(dataRoot, name)));
+  for (let skipped = 0; used(i); skipped += 1) {
+    if (skipped >= SHARD_ID_SKIPS_MAX) throw new Error(`no unused shard id up to shard-${i} (their data directories exist in ${dataRoot})`);
+    i += 1;
+  }
+  return `shard-${i}`;
+}
+
 export interface ClusterShard {
   id: string;
   leader: ClusterNode;
@@ -58,11 +109,16 @@ export interface ClusterShard {
  */
 export class Cluster {
   private readonly procs = new Map<string, Supervised>();
+  /** Shards running but not (yet) in the routers' map: started to be added, or waiting to be. */
+  private readonly outsideMap = new Set<string>();
+  /** Hands out each process's loopback address under `addresses: 'distinct'`. */
+  private addressIndex = 0;
 
   private constructor(
     readonly routers: ClusterNode[],
     readonly shards: ClusterShard[],
     readonly token: string,
+    private readonly opts: ClusterOptions,
   ) {}
 
   /** The first router (the coordinator of an embedded control plane). */
@@ -71,24 +127,18 @@ export class Cluster {
   }
 
   static async create(opts: ClusterOptions = {}): Promise<Cluster> {
-    const count = opts.shardCount ?? 3;
     const routerCount = opts.routers ?? 1;
     if (routerCount > 1 && opts.etcdEndpoints === undefined && opts.etcdEndpointsFor === undefined) throw new Error('more than one router needs the etcd control plane (etcdEndpoints)');
-    const port = async (fallback: number) => (opts.ports === 'free' ? freePort() : fallback);
-    let index = 0;
-    const node = async (name: string, fallback: number): Promise<ClusterNode> => {
-      const p = await port(fallback);
-      const host = opts.addresses === 'distinct' ? loopbackAddress(index++) : '127.0.0.1';
-      return { name, port: p, host, url: `http://${host}:${p}` };
-    };
-    const routers: ClusterNode[] = [];
-    for (let i = 0; i < routerCount; i += 1) routers.push(await node(i === 0 ? 'router' : `router-${i + 1}`, 5000 + 10 * i));
-    const shards: ClusterShard[] = [];
-    for (let i = 0; i < count; i += 1) {
-      shards.push({ id: `shard-${i}`, leader: await node(`shard${i}-leader`, 5001 + i), follower: await node(`shard${i}-follower`, 6001 + i) });
+    const plans: ShardPlan[] = opts.shards ?? Array.from({ length: opts.shardCount ?? 3 }, (_, i) => ({ id: `shard-${i}` }));
+    if (plans.length === 0) throw new Error('a cluster needs at least one shard');
+    const cluster = new Cluster([], [], opts.token ?? randomBytes(24).toString('hex'), opts);
+    for (let i = 0; i < routerCount; i += 1) cluster.routers.push(await cluster.node(i === 0 ? 'router' : `router-${i + 1}`, opts.ports === 'free' ? undefined : 5000 + 10 * i));
+    for (const plan of plans) {
+      cluster.shards.push(await cluster.planShard(plan));
+      if (plan.inMap === false) cluster.outsideMap.add(plan.id);
     }
-    const cluster = new Cluster(routers, shards, opts.token ?? randomBytes(24).toString('hex'));
-    cluster.define(opts);
+    for (const s of cluster.shards) cluster.defineShard(s);
+    cluster.routers.forEach((r, i) => cluster.defineRouter(r, i));
     return cluster;
   }
 
@@ -96,34 +146,118 @@ export class Cluster {
     return [...this.routers, ...this.shards.flatMap((s) => [s.leader, s.follower])];
   }
 
-  /** The SHARDS value the router reads (same format as in docker-compose.yml). */
+  /** The SHARDS value the router reads (same format as in docker-compose.yml): the shards in its map. */
   get shardsSpec(): string {
-    return this.shards.map((s) => `${s.id}=${s.leader.url},${s.follower.url}`).join(';');
+    return this.shards.filter((s) => !this.outsideMap.has(s.id)).map((s) => `${s.id}=${s.leader.url},${s.follower.url}`).join(';');
   }
 
-  private define(opts: ClusterOptions): void {
-    const sink = opts.sink ?? (() => {});
-    const restart = opts.restart ?? DEFAULT_RESTART;
-    const dataRoot = resolve(opts.dataRoot ?? DEFAULT_DATA_ROOT);
-    const cluster: Record<string, string> = opts.clusterId === undefined ? {} : { CLUSTER_ID: opts.clusterId };
-    const add = (n: ClusterNode, script: string, env: Record<string, string>) => {
-      const own: Record<string, string> = { HOST: n.host, PORT: String(n.port), NODE_NAME: n.name, ...(opts.addresses === 'distinct' ? { SOURCE_ADDRESS: n.host } : {}) };
-      this.procs.set(n.name, new Supervised({ name: n.name, script, env: { CLUSTER_TOKEN: this.token, ...cluster, ...opts.env, ...own, ...env } }, sink, restart));
+  private async node(name: string, port: number | undefined): Promise<ClusterNode> {
+    const p = port ?? (await freePort());
+    const host = this.opts.addresses === 'distinct' ? loopbackAddress(this.addressIndex++) : '127.0.0.1';
+    return { name, port: p, host, url: `http://${host}:${p}` };
+  }
+
+  /** A port given in the plan wins; otherwise the mode's: the default one, or one the OS has free. */
+  private async planShard(plan: ShardPlan): Promise<ClusterShard> {
+    const i = shardIndex(plan.id);
+    if (this.shards.some((s) => s.id === plan.id)) throw new Error(`${plan.id} is already in the cluster`);
+    const fallback = this.opts.ports === 'free' ? { leaderPort: undefined, followerPort: undefined } : defaultShardPorts(i);
+    const shard = {
+      id: plan.id,
+      leader: await this.node(`shard${i}-leader`, plan.leaderPort ?? fallback.leaderPort),
+      follower: await this.node(`shard${i}-follower`, plan.followerPort ?? fallback.followerPort),
     };
+    const taken = this.nodes.find((n) => n.port === shard.leader.port || n.port === shard.follower.port);
+    if (taken !== undefined) throw new Error(`${plan.id} would listen on port ${taken.port}, which ${taken.name} uses`);
+    return shard;
+  }
+
+  private get dataDirRoot(): string {
+    return resolve(this.opts.dataRoot ?? DEFAULT_DATA_ROOT);
+  }
+
+  private defineProcess(n: ClusterNode, script: string, env: Record<string, string>): void {
+    const o = this.opts;
+    const cluster: Record<string, string> = o.clusterId === undefined ? {} : { CLUSTER_ID: o.clusterId };
+    const own: Record<string, string> = { HOST: n.host, PORT: String(n.port), NODE_NAME: n.name, ...(o.addresses === 'distinct' ? { SOURCE_ADDRESS: n.host } : {}) };
+    const spec = { name: n.name, script, env: { CLUSTER_TOKEN: this.token, ...cluster, ...o.env, ...own, ...env } };
+    this.procs.set(n.name, new Supervised(spec, o.sink ?? (() => {}), o.restart ?? DEFAULT_RESTART));
+  }
+
+  private defineShard(s: ClusterShard): void {
     // Any router may coordinate; every shard node knows them all.
-    const storage = (name: string) => ({ DATA_DIR: join(dataRoot, name), COORDINATOR_URLS: this.routers.map((r) => r.url).join(',') });
-    for (const s of this.shards) {
-      add(s.follower, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'follower', LEADER_URL: s.leader.url, ...storage(s.follower.name) });
-      add(s.leader, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'leader', FOLLOWER_URL: s.follower.url, ...storage(s.leader.name) });
-    }
-    const etcd = (i: number): Record<string, string> => {
-      const endpoints = opts.etcdEndpointsFor?.(i) ?? opts.etcdEndpoints;
-      return endpoints === undefined ? {} : { ETCD_ENDPOINTS: endpoints.join(',') };
-    };
-    this.routers.forEach((r, i) => add(r, ROUTER_SCRIPT, { SHARDS: this.shardsSpec, DATA_DIR: join(dataRoot, r.name), ROUTER_ID: r.name, ROUTER_URL: r.url, ...etcd(i) }));
+    const storage = (name: string) => ({ DATA_DIR: join(this.dataDirRoot, name), COORDINATOR_URLS: this.routers.map((r) => r.url).join(',') });
+    this.defineProcess(s.follower, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'follower', LEADER_URL: s.leader.url, ...storage(s.follower.name) });
+    this.defineProcess(s.leader, SHARD_SCRIPT, { SHARD_ID: s.id, ROLE: 'leader', FOLLOWER_URL: s.follower.url, ...storage(s.leader.name) });
   }
 
-  /** Starts every process and waits until each answers /health. */
+  private defineRouter(r: ClusterNode, i: number): void {
+    const endpoints = this.opts.etcdEndpointsFor?.(i) ?? this.opts.etcdEndpoints;
+    const etcd: Record<string, string> = endpoints === undefined ? {} : { ETCD_ENDPOINTS: endpoints.join(',') };
+    this.defineProcess(r, ROUTER_SCRIPT, { SHARDS: this.shardsSpec, DATA_DIR: join(this.dataDirRoot, r.name), ROUTER_ID: r.name, ROUTER_URL: r.url, ...etcd });
+  }
+
+  /** The id `addShard` gives a shard when it is not told one (see `nextShardId`). */
+  nextShardId(): string {
+    return nextShardId(this.shards.map((s) => s.id), this.dataDirRoot);
+  }
+
+  /**
+   * Starts one more leader/follower pair, supervised like the others, and waits until both answer
+   * /health. It is not in the router's shard map yet: `POST /admin/shards` on the router adds it
+   * (see docs/local-resharding.md); then `setInMap(id, true)`, so that a router restarted from
+   * then on is given it in SHARDS.
+   */
+  async addShard(plan: Partial<ShardPlan> = {}, healthyTimeoutMs = 30_000): Promise<ClusterShard> {
+    const shard = await this.planShard({ ...plan, id: plan.id ?? this.nextShardId() });
+    // A port someone else listens on would crash-loop the node, or worse, answer its /health.
+    for (const n of [shard.leader, shard.follower]) if (!(await portIsFree(n.port, n.host))) throw new Error(`${shard.id}: port ${n.port} (${n.name}) is already in use`);
+    this.shards.push(shard);
+    this.defineShard(shard);
+    this.setInMap(shard.id, plan.inMap ?? false);
+    for (const n of [shard.follower, shard.leader]) this.process(n.name).start();
+    try {
+      await this.waitHealthy(healthyTimeoutMs, [shard.follower, shard.leader]);
+    } catch (err) {
+      await this.removeShard(shard.id);
+      throw err;
+    }
+    return shard;
+  }
+
+  /**
+   * Stops a pair for good and forgets it; its data directories stay. Call it once the router has
+   * drained the shard (`DELETE /admin/shards/<id>`): a pair stopped earlier takes its keys with it.
+   */
+  async removeShard(id: string): Promise<void> {
+    const at = this.shards.findIndex((s) => s.id === id);
+    if (at < 0) throw new Error(`no shard ${id} in this cluster`);
+    if (this.shards.length === 1) throw new Error(`${id} is the last shard; a cluster needs at least one`);
+    const [shard] = this.shards.splice(at, 1);
+    this.outsideMap.delete(id);
+    this.updateRouterShards();
+    const names = [shard!.leader.name, shard!.follower.name];
+    await Promise.all(names.map((name) => this.process(name).stop()));
+    for (const name of names) this.procs.delete(name);
+  }
+
+  /** Records whether the routers' map holds shard `id` (added by, or drained for, resharding). */
+  setInMap(id: string, inMap: boolean): void {
+    if (!this.shards.some((s) => s.id === id)) throw new Error(`no shard ${id} in this cluster`);
+    if (inMap) this.outsideMap.delete(id);
+    else this.outsideMap.add(id);
+    this.updateRouterShards();
+  }
+
+  inMap(id: string): boolean {
+    return this.shards.some((s) => s.id === id) && !this.outsideMap.has(id);
+  }
+
+  /** The routers' SHARDS take effect at their next (re)start: a router must be given the shards its stored map holds. */
+  private updateRouterShards(): void {
+    for (const r of this.routers) this.procs.get(r.name)?.setEnv({ SHARDS: this.shardsSpec });
+  }
+
   /**
    * Starts every process and waits until each answers /health and, through the router, every
    * shard's leader serves with its follower in sync: only then does a first write succeed (before
@@ -132,7 +266,9 @@ export class Cluster {
   async start(healthyTimeoutMs = 30_000): Promise<void> {
     for (const p of this.procs.values()) p.start();
     const deadline = Date.now() + healthyTimeoutMs;
-    await this.waitHealthy(healthyTimeoutMs);
+    // A pair outside the map waits, once it has run before, for a coordinator that does not know it.
+    const serving = [...this.routers, ...this.shards.filter((s) => this.inMap(s.id)).flatMap((s) => [s.leader, s.follower])];
+    await this.waitHealthy(healthyTimeoutMs, serving);
     while (!(await this.replicating())) {
       if (Date.now() > deadline) throw new Error(`shards not replicating after ${healthyTimeoutMs} ms (see ${this.router.url}/status)`);
       await new Promise((r) => setTimeout(r, 100));

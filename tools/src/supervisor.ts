@@ -127,6 +127,11 @@ export class Supervised {
     }, delayMs);
   }
 
+  /** Changes the child's environment from its next start (a restart after a crash included); the running child keeps its own. */
+  setEnv(env: Record<string, string>): void {
+    Object.assign(this.spec.env, env);
+  }
+
   /** Sends a signal to the current child (SIGKILL to crash it, SIGSTOP/SIGCONT to pause it). */
   signal(sig: NodeJS.Signals): void {
     if (this.child?.pid === undefined) throw new Error(`${this.spec.name} is not running`);
