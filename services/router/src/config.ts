@@ -78,6 +78,8 @@ const schema = z.object({
   MIGRATION_CUTOVER_LAG_ENTRIES: envInt(2000, 1),
   /** How long the router sends a request again while its key's slot is frozen or has just moved (more than the freeze). */
   CUTOVER_WAIT_MS: envInt(3000, 0, 60_000),
+  /** Fault-harness failpoint: the cutover holds the slots frozen this much longer (0: never; not for production). */
+  MIGRATION_FAILPOINT_FROZEN_PAUSE_MS: envInt(0, 0, 60_000),
 });
 
 export type RouterConfig = ReturnType<typeof loadConfig>;
@@ -126,6 +128,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
       tailRoundsMax: 20,
       retryBackoffMs: 1000,
       pollMs: 200,
+      failpointFrozenPauseMs: c.MIGRATION_FAILPOINT_FROZEN_PAUSE_MS,
     },
     cutoverWaitMs: c.CUTOVER_WAIT_MS,
     nodeName: 'router',

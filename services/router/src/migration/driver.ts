@@ -19,6 +19,11 @@ export interface MigrationLimits {
   retryBackoffMs: number;
   /** How often a coordinator looks for a migration to drive. */
   pollMs: number;
+  /**
+   * A failpoint (etcd's gofail idea) for the fault harness: the cutover waits this long with the
+   * slots frozen, so a test can kill the coordinator inside that window. 0 (the default) in use.
+   */
+  failpointFrozenPauseMs: number;
 }
 
 interface Progress {
@@ -171,6 +176,7 @@ export class MigrationDriver {
       await writeMap(this.store, this.table, leadership, this.table.map, frozen, 'freeze', this.log);
       try {
         const points = await this.freezePoints(leadership, m);
+        if (this.limits.failpointFrozenPauseMs > 0) await this.sleep(this.limits.failpointFrozenPauseMs);
         while (m.moves.some((mv, i) => seqs[i]! < points.get(mv.source)!)) {
           if (Date.now() - startedMs > this.limits.freezeMaxMs) throw new KvError('migrating', `cutover took over ${this.limits.freezeMaxMs} ms`);
           await this.tailAll(m, seqs);
