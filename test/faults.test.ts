@@ -456,7 +456,9 @@ describe('fault tolerance', () => {
     const { follower } = shard(2);
     const before = await status(follower.url);
     const s = before.seq as number;
-    const entry = (seq: number, key: string) => ({ seq, op: 'put', key, value: 'bad' });
+    // Keys of shard-2's own slots: a key of another shard's would be refused (wrong_shard) whatever happened.
+    const [badA, badB] = (await keysOn(cluster, 'shard-2', 2, 'bad')) as [string, string];
+    const entry = (seq: number, key: string) => ({ seq, op: 'put', key: key === 'bad-a' ? badA : key === 'bad-b' ? badB : key, value: 'bad' });
     const cases: Array<[string, string, Record<string, string>]> = [
       ['non-contiguous batch', JSON.stringify({ logStartSeq: s + 1, lastSeq: s + 3, entries: [entry(s + 1, 'bad-a'), entry(s + 3, 'bad-b')] }), {}],
       ['duplicate seq in batch', JSON.stringify({ logStartSeq: s + 1, lastSeq: s + 1, entries: [entry(s + 1, 'bad-a'), entry(s + 1, 'bad-b')] }), {}],
@@ -464,8 +466,8 @@ describe('fault tolerance', () => {
       ['garbage JSON', '{"logStartSeq": 1, "entries": [', {}],
       ['JSON scalar', '42', {}],
       ['missing fields', JSON.stringify({ entries: [] }), {}],
-      ['negative seq', JSON.stringify({ logStartSeq: s + 1, lastSeq: s + 1, entries: [{ seq: -1, op: 'put', key: 'bad-a', value: 'x' }] }), {}],
-      ['unknown op', JSON.stringify({ logStartSeq: s + 1, lastSeq: s + 1, entries: [{ seq: s + 1, op: 'drop', key: 'bad-a' }] }), {}],
+      ['negative seq', JSON.stringify({ logStartSeq: s + 1, lastSeq: s + 1, entries: [{ seq: -1, op: 'put', key: badA, value: 'x' }] }), {}],
+      ['unknown op', JSON.stringify({ logStartSeq: s + 1, lastSeq: s + 1, entries: [{ seq: s + 1, op: 'drop', key: badA }] }), {}],
       ['not JSON content type', 'hello', { 'content-type': 'text/plain' }],
     ];
     for (const [what, body, extra] of cases) {
@@ -475,7 +477,7 @@ describe('fault tolerance', () => {
     }
     const after = await status(follower.url);
     expect({ seq: after.seq, digest: after.digest }).toEqual({ seq: before.seq, digest: before.digest });
-    for (const k of ['bad-a', 'bad-b']) expect((await get(follower.url, k)).status).toBe(404);
+    for (const k of [badA, badB]) expect((await get(follower.url, k)).status).toBe(404);
 
     // The shard still works: a write through the router commits on both replicas.
     const [key] = await keysOn(cluster, 'shard-2', 1, 'after-bad');

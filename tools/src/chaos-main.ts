@@ -1,7 +1,8 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CHAOS_ENV, DEFAULT_CHAOS, DEFAULT_NEMESIS, formatReport, runChaos, startChaosCluster, type ChaosReport } from './chaos';
+import { CHAOS_ENV, DEFAULT_CHAOS, DEFAULT_NEMESIS, formatReport, runChaos, startChaosCluster, type ChaosReport, type ScenarioContext } from './chaos';
+import { reshardLoop } from './reshard-faults';
 import { formatLine } from './format';
 import { HA_FAULTS, haNemesis, startHaEnv, type HaFaultKind } from './ha-faults';
 
@@ -13,7 +14,7 @@ import { HA_FAULTS, haNemesis, startHaEnv, type HaFaultKind } from './ha-faults'
  * nemesis error. Ctrl-C ends the run early (the history so far is still checked); a second
  * Ctrl-C exits at once. The temp directory is removed either way.
  */
-const USAGE = `usage: npm run chaos -- [--ha [--ha-faults <kind,...>] [--max-faults <n>]] [--duration <s>] [--clients <n>] [--keys <n>] [--seed <n>] [--settle <s>] [--keep-history] [--quiet]
+const USAGE = `usage: npm run chaos -- [--ha [--ha-faults <kind,...>] [--max-faults <n>]] [--reshard] [--duration <s>] [--clients <n>] [--keys <n>] [--seed <n>] [--settle <s>] [--keep-history] [--quiet]
   --ha            two routers on a 3-member etcd, every process on its own loopback address; the
                   nemesis kills and pauses routers (the coordinator too), etcd members and leaders,
                   takes etcd's quorum away and cuts links with iptables (needs root)
@@ -25,6 +26,7 @@ const USAGE = `usage: npm run chaos -- [--ha [--ha-faults <kind,...>] [--max-fau
   --seed          seed for operations, keys and faults (default: random, printed)
   --settle        quiet seconds after each fault (default ${DEFAULT_NEMESIS.settleMs / 1000})
   --no-faults     no nemesis: a baseline run
+  --reshard       also add a shard online and remove it again, over and over, beside the other faults
   --keep-history  put every operation in the JSON (large), not only those of failing keys
   --quiet         do not print faults as they happen`;
 
@@ -42,6 +44,7 @@ const OPTIONS = {
   ha: { type: 'boolean', default: false },
   'ha-faults': { type: 'string' },
   'max-faults': { type: 'string' },
+  reshard: { type: 'boolean', default: false },
   'keep-history': { type: 'boolean', default: false },
   quiet: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
@@ -73,6 +76,7 @@ function parse() {
     faults: !values['no-faults'],
     ha: values.ha,
     haFaults: haKinds(values['ha-faults']),
+    reshard: values.reshard,
     maxFaults: values['max-faults'] === undefined ? undefined : num('max-faults', values['max-faults'], 0),
     keepHistory: values['keep-history'],
     quiet: values.quiet,
@@ -152,6 +156,7 @@ async function main(): Promise<number> {
       ...(args.seed === undefined ? {} : { seed: args.seed }),
       nemesis: { enabled: args.faults, settleMs: args.settleMs },
       ...(args.ha && args.faults ? { scenario: haNemesis(own.env!, { kinds: args.haFaults, seed: args.seed ?? Date.now(), settleMs: args.settleMs, holdMs: 2000, pauseMs: 4000, shard: 0, lastStartMs: args.durationMs - 15_000, maxFaults: args.maxFaults }) } : {}),
+      ...(args.reshard ? { beside: (ctx: ScenarioContext) => reshardLoop(own.cluster, ctx, args.settleMs) } : {}),
       keepHistory: args.keepHistory,
       signal: abort.signal,
       log: args.quiet ? () => {} : (line) => console.log(`  [nemesis] ${line}`),

@@ -134,6 +134,8 @@ export interface ChaosOptions {
   log: (line: string) => void;
   /** A scripted nemesis, run instead of the random one (which is then not used). */
   scenario?: (ctx: ScenarioContext) => Promise<void>;
+  /** Runs beside the random nemesis for the whole run (resharding: see reshard-faults.ts); its failure is a nemesis error. */
+  beside?: (ctx: ScenarioContext) => Promise<void>;
 }
 
 export type ChaosInput = Partial<Omit<ChaosOptions, 'nemesis' | 'clusterOptions' | 'mix'>> & {
@@ -499,6 +501,16 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
     stopRun.abort();
   };
 
+  const beside = async () => {
+    try {
+      await opts.beside?.({ cluster, now, log: opts.log, signal: stopRun.signal, record: (f) => scenarioFaults.push(f) });
+    } catch (err) {
+      if (!stopRun.signal.aborted) nemesisErrors.push(`beside the nemesis: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    }
+  };
+
+  // The shards the random nemesis faults: those the run started with (resharding adds and removes others meanwhile).
+  const faultable = [...cluster.shards];
   const nemesis = async () => {
     const n = opts.nemesis;
     if (opts.scenario !== undefined) return scenario();
@@ -511,7 +523,7 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
       while (!stopRun.signal.aborted && faults.length < (n.maxFaults ?? Number.POSITIVE_INFINITY)) {
         if (now() + n.pauseMaxMs + n.finalQuietMs > opts.durationMs) break;
         const { kind, role } = cover.shift() ?? combos[Math.floor(random() * combos.length)]!;
-        const shard = cluster.shards[Math.floor(random() * cluster.shards.length)]!;
+        const shard = faultable[Math.floor(random() * faultable.length)]!;
         const { node, roleSource } = await nodeWithRole(shard, role, n.roleProbeTimeoutMs);
         const proc = cluster.process(node.name);
         const restartsBefore = proc.restarts;
@@ -562,7 +574,7 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
     const clientsDone = Promise.all(clients).then(() => {
       elapsedMs = now();
     });
-    await Promise.all([clientsDone, nemesis()]);
+    await Promise.all([clientsDone, nemesis(), beside()]);
   } finally {
     clearTimeout(timer);
     stopRun.abort(); // whatever happened, no client or fault outlives the run

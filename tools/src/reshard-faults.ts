@@ -131,3 +131,21 @@ async function readPlacement(routerUrl: string): Promise<PlacementReport> {
   );
   return { mapVersion: map.version, migration: map.migration !== null, shards, totalKeys: shards.reduce((n, s) => n + s.keys[0], 0) };
 }
+
+/**
+ * `npm run chaos -- --reshard`: beside the random nemesis, a shard is added and removed again,
+ * over and over, each after `settleMs` of quiet, until the run ends (a migration the end
+ * interrupts is left to the cluster's stop).
+ */
+export async function reshardLoop(cluster: Cluster, ctx: ScenarioContext, settleMs: number): Promise<void> {
+  const settle = () => new Promise((r) => setTimeout(r, settleMs));
+  while (!ctx.signal.aborted) {
+    await settle();
+    if (ctx.signal.aborted) return;
+    const added = await addOnline(cluster, ctx);
+    ctx.record(added);
+    await settle();
+    if (ctx.signal.aborted) return;
+    ctx.record(await removeOnline(cluster, added.figures!['shard'] as string, ctx));
+  }
+}

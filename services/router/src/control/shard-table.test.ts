@@ -66,6 +66,8 @@ describe('ShardTable', () => {
     const t2 = await ShardTable.load(store, moved, quiet);
     expect(t2.map.version).toBe(2);
     expect(t2.state('shard-0')).toMatchObject({ leader: 'http://l:8000', follower: 'http://f:8000', epoch: 1 });
+    // Only the addresses change: every key stays where it is (the slot owners are kept).
+    expect(t2.map.slots).toEqual(t1.map.slots);
     t2.close();
   });
 

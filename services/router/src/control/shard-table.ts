@@ -192,7 +192,7 @@ async function adoptMoved(store: MetaStore, kv: Map<string, Versioned>, map: Sha
     await store.put(shardKey(a.id), JSON.stringify(record), v.revision);
   }
   const byId = new Map(moved.map((a) => [a.id, a]));
-  const next: ShardMap = { version: map.version + 1, shards: map.shards.map((s) => (byId.has(s.id) ? { ...s, nodes: [byId.get(s.id)!.leader, byId.get(s.id)!.follower] } : s)) };
+  const next: ShardMap = { ...map, version: map.version + 1, shards: map.shards.map((s) => (byId.has(s.id) ? { ...s, nodes: [byId.get(s.id)!.leader, byId.get(s.id)!.follower] } : s)) };
   const res = await store.put(MAP_KEY, JSON.stringify(next), kv.get(MAP_KEY)!.revision);
   if (!res.ok) throw new Error('the shard map changed while this router adopted new node addresses; start it again');
   log.warn({ moved: describe, mapVersion: next.version }, 'shard nodes have new addresses: adopted');

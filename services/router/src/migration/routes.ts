@@ -1,5 +1,6 @@
 import type Router from '@koa/router';
-import { jsonBody, KvError, requireJson, SLOT_COUNT, type ClusterMap } from '@shardkv/common';
+import { isKvError, jsonBody, KvError, requireJson, SLOT_COUNT, type ClusterMap, type MigrationView } from '@shardkv/common';
+import { request } from 'undici';
 import type Koa from 'koa';
 import { z } from 'zod';
 import type { ShardTable } from '../control/shard-table';
@@ -21,14 +22,35 @@ export function addReshardRoutes(router: Router, table: ShardTable, migrations: 
   router.post('/admin/shards', admin, requireJson, jsonBody(), async (ctx) => {
     const parsed = addSchema.safeParse(ctx.request.body);
     if (!parsed.success) throw new KvError('invalid_body', `add a shard with {"id","leader","follower"}: ${parsed.error.issues[0]?.path.join('.')} ${parsed.error.issues[0]?.message}`);
-    ctx.status = 202;
-    ctx.body = { migration: await migrations.add(parsed.data) };
+    await onCoordinator(ctx, JSON.stringify(parsed.data), () => migrations.add(parsed.data));
   });
 
   router.delete('/admin/shards/:id', admin, async (ctx) => {
-    ctx.status = 202;
-    ctx.body = { migration: await migrations.remove(ctx.params['id']!) };
+    await onCoordinator(ctx, undefined, () => migrations.remove(ctx.params['id']!));
   });
+}
+
+const FORWARDED_HEADER = 'x-shardkv-forwarded';
+const FORWARD_TIMEOUT_MS = 10_000;
+
+/**
+ * Starts a migration here if this router coordinates; otherwise hands the request, once, to the
+ * router that does (the control plane names it), so that any router takes admin commands.
+ */
+async function onCoordinator(ctx: Koa.Context, body: string | undefined, start: () => Promise<MigrationView>): Promise<void> {
+  try {
+    ctx.body = { migration: await start() };
+    ctx.status = 202;
+  } catch (err) {
+    const target = isKvError(err, 'not_coordinator') ? err.details['coordinator'] : undefined;
+    if (typeof target !== 'string' || ctx.get(FORWARDED_HEADER) !== '') throw err;
+    const res = await request(`${target}${ctx.path}`, { method: ctx.method as 'POST' | 'DELETE', body, headers: { authorization: ctx.get('authorization'), 'content-type': 'application/json', [FORWARDED_HEADER]: '1' }, signal: AbortSignal.timeout(FORWARD_TIMEOUT_MS) }).catch(() => {
+      throw err;
+    });
+    ctx.status = res.statusCode;
+    ctx.type = 'application/json';
+    ctx.body = await res.body.text();
+  }
 }
 
 function clusterMap(table: ShardTable, migrations: MigrationDriver): ClusterMap {
