@@ -61,8 +61,9 @@ export interface ShardPlan {
   leaderPort?: number;
   followerPort?: number;
   /**
-   * Whether the routers' shard map holds it, so that they are given it in SHARDS (a router
-   * refuses to start when SHARDS and its stored map name different shards). Default: true for
+   * Whether the routers' shard map holds it, so that they are given it in SHARDS (the stored slot
+   * map is what routers route by; SHARDS agreeing with it keeps their start-up quiet and seeds
+   * the same map after a reset of the control plane). Default: true for
    * the shards a cluster is created with, false for one `addShard` starts.
    */
   inMap?: boolean;
