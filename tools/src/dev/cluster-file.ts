@@ -1,5 +1,6 @@
 import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pidAlive } from '@shardkv/common';
 
 /**
  * `data/cluster.json`: what a running `npm start` / `npm run start:ha` tells the shard commands,
@@ -58,15 +59,6 @@ export function readClusterFile(root: string): ClusterFile | undefined {
 export function runningCluster(root: string): ClusterFile {
   const info = readClusterFile(root);
   if (info === undefined) throw new CommandError(`no local cluster is running (${clusterFilePath(root)} does not exist): start one with \`npm start\` or \`npm run start:ha\``);
-  if (!isAlive(info.pid)) throw new CommandError(`the cluster in ${clusterFilePath(root)} is not running (supervisor pid ${info.pid} is gone): start it again with \`npm start\``);
+  if (!pidAlive(info.pid)) throw new CommandError(`the cluster in ${clusterFilePath(root)} is not running (supervisor pid ${info.pid} is gone): start it again with \`npm start\``);
   return info;
-}
-
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
