@@ -8,7 +8,7 @@ import { KvClient } from '@shardkv/client';
 import { SLOT_COUNT } from '@shardkv/common';
 import { formatReport, runChaos, type ChaosReport, type ScenarioContext, type ScenarioFault } from '@shardkv/tools/dist/chaos';
 import { addOnline, placementReport, removeOnline, type PlacementReport } from '@shardkv/tools/dist/reshard-faults';
-import { expectClean, startCluster, type TestCluster } from './helpers';
+import { expectClean, http, startCluster, type TestCluster } from './helpers';
 
 const PRELOADED = 20_000;
 const preKey = (i: number) => `pre:${i}`;
@@ -131,4 +131,22 @@ describe('online resharding under concurrent clients', () => {
     expectPlacement(after, ['shard-0', 'shard-1', 'shard-2']);
     await expectDataIntact(report, after);
   }, 180_000);
+
+  test('a leader refuses migration writes it must not take: an abandoned copy\'s import, a key it is not importing, a purge of its own slots', async () => {
+    const leader = cluster!.shards[0]!.leader.url;
+    const auth = { authorization: `Bearer ${cluster!.token}` };
+    const before = await http('GET', `${leader}/status`);
+    const stale = await http('POST', `${leader}/internal/import`, { copy: 'abandoned', ops: [{ op: 'put', key: 'ghost', value: 'x' }] }, auth);
+    expect({ status: stale.status, code: stale.body.error?.code }).toEqual({ status: 409, code: 'wrong_shard' });
+    const own = await http('POST', `${leader}/internal/purge`, { slots: [[0, 4096]] }, auth);
+    expect({ status: own.status, code: own.body.error?.code }).toEqual({ status: 400, code: 'bad_request' });
+    // A copy it was told of, but a key of a slot it is not importing (no migration runs).
+    const map = (await http('GET', `${cluster!.router.url}/cluster/map`)).body as { slots: Array<[number, number, string]> };
+    const [from, to] = map.slots.find(([, , owner]) => owner !== 'shard-0')!;
+    expect((await http('POST', `${leader}/internal/purge`, { slots: [[from, to]], copy: 'probe' }, auth)).status).toBe(200);
+    const notIncoming = await http('POST', `${leader}/internal/import`, { copy: 'probe', ops: [{ op: 'put', key: 'ghost', value: 'x' }] }, auth);
+    expect({ status: notIncoming.status, code: notIncoming.body.error?.code }).toEqual({ status: 409, code: 'wrong_shard' });
+    const after = await http('GET', `${leader}/status`);
+    expect({ seq: after.body.seq, keys: after.body.keys }).toEqual({ seq: before.body.seq, keys: before.body.keys });
+  });
 });

@@ -2,6 +2,8 @@ import { BATCH_ENTRIES_MAX, EPOCH_HEADER, KvError, type RpcClient, type SlotRang
 
 /** One import request carries at most this many bytes of keys and values (the shard's body limit is 2 MiB). */
 export const IMPORT_BATCH_BYTES_MAX = 512 * 1024;
+/** Import batches of a snapshot in flight at once (the target's replication pipelines them). */
+export const SNAPSHOT_IMPORTS_IN_FLIGHT_MAX = 4;
 /** Deadline of one export's start and of each stall of its stream, and of one import or purge call. */
 export const COPY_CALL_TIMEOUT_MS = 10_000;
 
@@ -9,6 +11,11 @@ export const COPY_CALL_TIMEOUT_MS = 10_000;
 export interface Endpoint {
   node: RpcClient;
   epoch: number;
+}
+
+/** A target of one copy: its leader, and the copy's id (imports of an abandoned copy are refused). */
+export interface Target extends Endpoint {
+  copy: string;
 }
 
 export interface CopyResult {
@@ -26,13 +33,16 @@ export interface CopyResult {
  * `fromSeq - 1`. Puts and deletes are whole values, so replaying a batch whose answer was lost
  * converges to the same state: an indeterminate import is sent again, never skipped.
  */
-export async function copySlots(source: Endpoint, target: Endpoint, slots: SlotRanges, fromSeq: number, signal: AbortSignal, onItems: (n: number) => void): Promise<CopyResult> {
+export async function copySlots(source: Endpoint, target: Target, slots: SlotRanges, fromSeq: number, signal: AbortSignal, onItems: (n: number) => void): Promise<CopyResult> {
   const lines = await source.node.lines({ method: 'POST', path: '/internal/export', body: JSON.stringify({ slots, fromSeq }), headers: { [EPOCH_HEADER]: String(source.epoch) }, timeoutMs: COPY_CALL_TIMEOUT_MS, signal });
   const it = lines[Symbol.asyncIterator]();
   try {
     const first = await it.next();
     if (first.done === true) throw new KvError('upstream_connection_lost', 'export stream ended before its header');
     const header = JSON.parse(first.value) as { kind: 'full' | 'tail' | 'restart'; seq: number };
+    // A snapshot's keys are distinct, so its batches may be in flight together; a tail's entries
+    // may repeat a key, so they go one batch after another, in order.
+    const imports = new ImportWindow(target, header.kind === 'full' ? SNAPSHOT_IMPORTS_IN_FLIGHT_MAX : 1, signal, onItems);
     let batch: WriteOp[] = [];
     let bytes = 0;
     let items = 0;
@@ -40,8 +50,8 @@ export async function copySlots(source: Endpoint, target: Endpoint, slots: SlotR
       const value = JSON.parse(next.value) as unknown;
       if (isTrailer(value)) {
         if (value.seq !== header.seq || value.items !== items) throw new KvError('internal', `export trailer says ${value.items} items at ${value.seq}, got ${items} at ${header.seq}`);
-        if (batch.length > 0) await importBatch(target, batch, signal);
-        onItems(batch.length);
+        if (batch.length > 0) await imports.send(batch);
+        await imports.drain();
         return { seq: header.seq, items, restart: header.kind === 'restart' };
       }
       const op = toOp(value);
@@ -49,8 +59,7 @@ export async function copySlots(source: Endpoint, target: Endpoint, slots: SlotR
       items += 1;
       bytes += op.key.length + (op.op === 'put' ? op.value.length : 0);
       if (batch.length >= BATCH_ENTRIES_MAX || bytes >= IMPORT_BATCH_BYTES_MAX) {
-        await importBatch(target, batch, signal);
-        onItems(batch.length);
+        await imports.send(batch);
         batch = [];
         bytes = 0;
       }
@@ -61,19 +70,57 @@ export async function copySlots(source: Endpoint, target: Endpoint, slots: SlotR
   }
 }
 
-/** Deletes the keys of `slots` on a leader that does not serve them (a partial earlier copy, or what moved away). */
-export async function purgeSlots(leader: Endpoint, slots: SlotRanges, signal: AbortSignal): Promise<number> {
+/** Import batches in flight, at most `max`; the first failure is thrown by the next `send` or by `drain`. */
+class ImportWindow {
+  private readonly pending = new Set<Promise<void>>();
+  private failure: unknown;
+
+  constructor(
+    private readonly target: Target,
+    private readonly max: number,
+    private readonly signal: AbortSignal,
+    private readonly onItems: (n: number) => void,
+  ) {}
+
+  async send(ops: WriteOp[]): Promise<void> {
+    while (this.pending.size >= this.max) await Promise.race(this.pending);
+    this.check();
+    const p: Promise<void> = importBatch(this.target, ops, this.signal).then(
+      () => this.onItems(ops.length),
+      (err: unknown) => {
+        this.failure ??= err;
+      },
+    );
+    this.pending.add(p);
+    void p.finally(() => this.pending.delete(p));
+  }
+
+  async drain(): Promise<void> {
+    await Promise.all(this.pending);
+    this.check();
+  }
+
+  private check(): void {
+    if (this.failure !== undefined) throw this.failure;
+  }
+}
+
+/**
+ * Deletes the keys of `slots` on a leader that does not serve them (a partial earlier copy, or
+ * what moved away). A target's purge names the copy it starts (`copy`).
+ */
+export async function purgeSlots(leader: Endpoint, slots: SlotRanges, signal: AbortSignal, copy?: string): Promise<number> {
   let deleted = 0;
   for (;;) {
     signal.throwIfAborted();
-    const r = await leader.node.json<{ deleted: number; more: boolean }>({ method: 'POST', path: '/internal/purge', body: JSON.stringify({ slots }), headers: { [EPOCH_HEADER]: String(leader.epoch) }, timeoutMs: COPY_CALL_TIMEOUT_MS * 3, signal });
+    const r = await leader.node.json<{ deleted: number; more: boolean }>({ method: 'POST', path: '/internal/purge', body: JSON.stringify({ slots, ...(copy === undefined ? {} : { copy }) }), headers: { [EPOCH_HEADER]: String(leader.epoch) }, timeoutMs: COPY_CALL_TIMEOUT_MS * 3, signal });
     deleted += r.deleted;
     if (!r.more) return deleted;
   }
 }
 
-async function importBatch(target: Endpoint, ops: WriteOp[], signal: AbortSignal): Promise<void> {
-  const body = JSON.stringify({ ops });
+async function importBatch(target: Target, ops: WriteOp[], signal: AbortSignal): Promise<void> {
+  const body = JSON.stringify({ copy: target.copy, ops });
   for (let attempt = 1; ; attempt += 1) {
     signal.throwIfAborted();
     try {

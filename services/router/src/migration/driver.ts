@@ -1,10 +1,11 @@
 import { KvError, type Logger, type MigrationView } from '@shardkv/common';
+import { randomUUID } from 'node:crypto';
 import type { Leadership, MetaStore } from '../control/meta-store';
 import { initialRecord, shardKey, type Migration, type ShardAddress, type ShardMap } from '../control/records';
 import type { ShardTable } from '../control/shard-table';
 import type { Coordinator } from '../coordinator';
 import type { Nodes } from '../shards';
-import { copySlots, purgeSlots, type Endpoint } from './copy';
+import { copySlots, purgeSlots, type Endpoint, type Target } from './copy';
 import { writeMap } from './map-writer';
 import { migrationPlan, slotCount } from './plan';
 
@@ -42,6 +43,8 @@ interface Progress {
  */
 export class MigrationDriver {
   private progress: Progress | undefined;
+  /** The copy under way into each target (its id was named by the purge that started it). */
+  private readonly targets = new Map<string, Target>();
   private readonly stopping = new AbortController();
   private loop: Promise<void> | undefined;
 
@@ -133,9 +136,12 @@ export class MigrationDriver {
   private async copyAll(m: Migration): Promise<number[]> {
     this.progress = { keysCopied: 0, entriesTailed: 0, lagEntries: null, phase: 'copying' };
     const seqs: number[] = [];
+    // One copy id per target for this attempt: imports of an earlier, abandoned one are refused.
+    this.targets.clear();
+    for (const id of new Set(m.moves.map((mv) => mv.target))) this.targets.set(id, { ...this.leaderOf(id), copy: randomUUID() });
     for (const move of m.moves) {
-      const target = this.leaderOf(move.target);
-      await purgeSlots(target, move.slots, this.stopping.signal);
+      const target = this.targets.get(move.target)!;
+      await purgeSlots(target, move.slots, this.stopping.signal, target.copy);
       const snap = await copySlots(this.leaderOf(move.source), target, move.slots, 0, this.stopping.signal, (n) => (this.progress!.keysCopied += n));
       seqs.push(snap.seq);
     }
@@ -152,7 +158,7 @@ export class MigrationDriver {
   private async tailAll(m: Migration, seqs: number[]): Promise<number> {
     let items = 0;
     for (const [i, move] of m.moves.entries()) {
-      const r = await copySlots(this.leaderOf(move.source), this.leaderOf(move.target), move.slots, seqs[i]! + 1, this.stopping.signal, (n) => (this.progress!.entriesTailed += n));
+      const r = await copySlots(this.leaderOf(move.source), this.targets.get(move.target)!, move.slots, seqs[i]! + 1, this.stopping.signal, (n) => (this.progress!.entriesTailed += n));
       if (r.restart) throw new KvError('internal', `the log of ${move.source} no longer reaches seq ${seqs[i]! + 1}: copying again`);
       seqs[i] = r.seq;
       items += r.items;

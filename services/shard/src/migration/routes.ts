@@ -13,7 +13,18 @@ export const EXPORT_COMMIT_WAIT_MS_MAX = 5000;
 export const PURGE_KEYS_PER_CALL_MAX = 50_000;
 
 const exportSchema = z.object({ slots: slotRangesSchema, fromSeq: z.number().int().nonnegative() });
-const purgeSchema = z.object({ slots: slotRangesSchema });
+const copyId = z.string().min(1).max(100);
+/** `copy`: the target's purge before a copy names it; from then on only that copy's imports are taken. */
+const purgeSchema = z.object({ slots: slotRangesSchema, copy: copyId.optional() });
+const importSchema = z.object({ copy: copyId, ops: z.array(z.unknown()) });
+
+/**
+ * The copy a target leader takes imports from: set by the purge that starts it. An import of an
+ * abandoned copy (a batch whose answer was lost, arriving after the copy was started again) is
+ * refused, so it cannot bring back a key the new copy's snapshot no longer has. Kept in memory:
+ * a new leader takes no import until the next copy's purge names one.
+ */
+const currentCopy = new WeakMap<ShardNode, string>();
 
 /**
  * The node's side of a slot migration, driven by the coordinator (services/router/src/migration):
@@ -33,8 +44,11 @@ export function addMigrationRoutes(router: Router, node: ShardNode, store: KvSto
   });
 
   router.post('/internal/import', requireJson, jsonBody(), async (ctx) => {
-    const ops = parseWriteOpsBody(ctx.request.body);
+    const body = importSchema.safeParse(ctx.request.body);
+    if (!body.success) throw new KvError('invalid_body', `bad import: ${body.error.issues[0]?.message}`);
+    const ops = parseWriteOpsBody({ ops: body.data.ops });
     const leader = servingLeader(node, ctx);
+    if (currentCopy.get(node) !== body.data.copy) throw new KvError('wrong_shard', `import of copy ${body.data.copy}, which is not the copy this leader takes (${currentCopy.get(node) ?? 'none'}): it was abandoned`);
     const stray = ops.find((op) => node.ownership?.importable(op.key) !== true);
     if (stray !== undefined) throw new KvError('wrong_shard', `import of key ${JSON.stringify(stray.key).slice(0, 80)}: its slot is not one this shard is importing (map version ${node.mapVersion})`, { mapVersion: node.mapVersion });
     const results = await leader.writeBatch(ops);
@@ -45,6 +59,7 @@ export function addMigrationRoutes(router: Router, node: ShardNode, store: KvSto
     const parsed = purgeSchema.safeParse(ctx.request.body);
     if (!parsed.success) throw new KvError('invalid_body', `bad purge request: ${parsed.error.issues[0]?.message}`);
     servingLeader(node, ctx);
+    if (parsed.data.copy !== undefined) currentCopy.set(node, parsed.data.copy);
     ctx.body = await purge(node, store, new SlotSet(parsed.data.slots));
   });
 }
@@ -88,8 +103,12 @@ function* closing(view: StoreView, lines: Iterable<string>): Generator<string> {
 /** Deletes keys of slots this shard does not serve, through the log, in batches; at most PURGE_KEYS_PER_CALL_MAX a call. */
 async function purge(node: ShardNode, store: KvStore, slots: SlotSet): Promise<{ deleted: number; more: boolean }> {
   const leader = servingLeader(node);
-  const served = slots.ranges().find(([from]) => node.ownership?.purgeable(from) !== true);
-  if (node.ownership === undefined || served !== undefined) throw new KvError('bad_request', `purge refused: slot ${served?.[0] ?? '?'} is served by this shard (or it has no slot map)`);
+  // Every slot is checked: one of them served here would delete keys this shard owns.
+  const owned = node.ownership;
+  const served = owned === undefined ? undefined : slots.ranges().flatMap(([from, to]) => Array.from({ length: to - from }, (_, i) => from + i)).find((slot) => !owned.purgeable(slot));
+  if (owned === undefined || served !== undefined) throw new KvError('bad_request', `purge refused: ${owned === undefined ? 'this node has no slot map' : `slot ${served} is served by this shard`}`);
+  // Entries sequenced before this call (an import of an abandoned copy) must be in the view.
+  await persistedThrough(leader.status.lastSeq, store);
   const view = store.view();
   let found;
   try {
@@ -101,4 +120,12 @@ async function purge(node: ShardNode, store: KvStore, slots: SlotSet): Promise<{
     await leader.writeBatch(found.keys.slice(i, i + BATCH_ENTRIES_MAX).map((key) => ({ op: 'del' as const, key })));
   }
   return { deleted: found.keys.length, more: found.more };
+}
+
+async function persistedThrough(seq: number, store: KvStore): Promise<void> {
+  const deadline = Date.now() + EXPORT_COMMIT_WAIT_MS_MAX;
+  while (store.seq < seq) {
+    if (Date.now() > deadline) throw new KvError('not_ready', `purge: entries through ${seq} not persisted within ${EXPORT_COMMIT_WAIT_MS_MAX} ms`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
 }
