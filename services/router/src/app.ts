@@ -54,7 +54,7 @@ export function createRouterApp(deps: RouterAppDeps): Koa {
 
 function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
   const { nodes, table, leaders } = deps;
-  const routing = new Routing(table, deps.cutoverWaitMs);
+  const routing = new Routing(table, deps.cutoverWaitMs, deps.batching.timeoutMs);
   const shardOf = (key: string) => table.state(routing.shardFor(key));
   const batchers = shardBatchers(deps);
 
@@ -62,11 +62,11 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
   // own result, in the order given. A shard that fails fails only its own entries.
   router.post('/mput', requireJson, jsonBody(), async (ctx) => {
     const entries = parseMputBody(ctx.request.body);
-    ctx.body = await routing.many(entries, (e) => e.key, (shardId, group) => leaders.writes(shardId, group.map((e) => ({ op: 'put', key: e.key, value: e.value }))));
+    ctx.body = await routing.many(entries, (e) => e.key, (shardId, group, ms) => leaders.writes(shardId, group.map((e) => ({ op: 'put', key: e.key, value: e.value })), ms));
   });
   router.post('/mget', requireJson, jsonBody(), async (ctx) => {
     const keys = parseMgetBody(ctx.request.body);
-    ctx.body = await routing.many(keys, (k) => k, (shardId, group) => leaders.reads(shardId, group));
+    ctx.body = await routing.many(keys, (k) => k, (shardId, group, ms) => leaders.reads(shardId, group, ms));
   });
 
   // The bulk path (see load.ts): the body streams through bounded per-shard chunks.
@@ -96,7 +96,7 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
   // each client still gets its own answer, as if it had been sent alone.
   router.post('/put', requireJson, jsonBody(), async (ctx) => {
     const { key, value } = parsePutBody(ctx.request.body);
-    const r = await routing.one(key, (shardId) => batchers.writes(shardId).submit({ op: 'put', key, value }));
+    const r = await routing.one(key, (shardId, since) => batchers.writes(shardId).submit({ op: 'put', key, value }, since));
     if (!r.ok) throw entryError(r);
     ctx.body = { key, seq: r.seq };
   });
@@ -109,14 +109,14 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
       const res = await nodes.get(shardOf(key).follower).request({ method: 'GET', path: `/get?${keyQuery(key)}`, idempotent: true }).catch(() => undefined);
       if (res !== undefined && (res.status === 200 || res.status === 404)) return passThrough(ctx, res);
     }
-    const r = await routing.one(key, (shardId) => batchers.reads(shardId).submit(key));
+    const r = await routing.one(key, (shardId, since) => batchers.reads(shardId).submit(key, since));
     if (!r.ok) throw entryError(r);
     ctx.body = { key, value: r.value };
   });
 
   router.delete('/delete', async (ctx) => {
     const key = parseKeyQuery(ctx.querystring);
-    const r = await routing.one(key, (shardId) => batchers.writes(shardId).submit({ op: 'del', key }));
+    const r = await routing.one(key, (shardId, since) => batchers.writes(shardId).submit({ op: 'del', key }, since));
     if (!r.ok) throw entryError(r);
     ctx.body = { key, deleted: r.deleted, seq: r.seq };
   });

@@ -14,6 +14,19 @@ function manualSend() {
 const turn = () => new Promise((r) => setImmediate(r));
 
 describe('Batcher', () => {
+  test('a resent request keeps the deadline of its arrival: it leaves with what is left, or not at all', async () => {
+    const { calls, send } = manualSend();
+    const now = Date.now();
+    const b = new Batcher(send, LIMITS, () => 0, () => now);
+    const resent = b.submit('a', now - 3000);
+    const expired = expect(b.submit('b', now - 6000)).rejects.toMatchObject({ code: 'shard_unavailable', outcome: 'definite' });
+    await turn();
+    expect(calls.map((c) => [c.items, c.timeoutMs])).toEqual([[['a'], 2000]]);
+    calls[0]!.answer(['A']);
+    await expect(resent).resolves.toBe('A');
+    await expired;
+  });
+
   test('a lone request leaves in the next event-loop turn, alone', async () => {
     const { calls, send } = manualSend();
     const b = new Batcher(send, LIMITS);

@@ -51,12 +51,13 @@ export class Batcher<I, R> {
     return this.inFlight;
   }
 
-  submit(item: I): Promise<R> {
+  /** `since`: when the client's request arrived (a resent one keeps its first deadline). */
+  submit(item: I, since: number = this.now()): Promise<R> {
     if (this.queue.length >= this.limits.queueMax) {
       return Promise.reject(new KvError('router_busy', `${this.queue.length} requests already wait for this shard; nothing was sent, retry later`));
     }
     return new Promise<R>((resolve, reject) => {
-      this.queue.push({ item, bytes: this.sizeOf(item), enqueuedAt: this.now(), resolve, reject });
+      this.queue.push({ item, bytes: this.sizeOf(item), enqueuedAt: since, resolve, reject });
       this.schedule();
     });
   }
@@ -73,16 +74,19 @@ export class Batcher<I, R> {
 
   private flush(): void {
     while (this.queue.length > 0 && this.inFlight < this.limits.inFlightMax) {
-      const batch = this.take();
-      // Every item in the batch arrived no earlier than the first, so none is kept past its own deadline.
-      const leftMs = this.limits.timeoutMs - (this.now() - batch[0]!.enqueuedAt);
-      if (leftMs <= 0) {
-        const err = new KvError('shard_unavailable', `waited ${this.limits.timeoutMs} ms in the router for the shard's earlier requests; nothing was sent`);
-        for (const p of batch) p.reject(err);
-        continue;
+      // The batch gets the time its most urgent item has left, so none is kept past its own
+      // deadline (a resent item keeps its first one, so queue order is not deadline order); an
+      // item whose deadline has passed is not sent.
+      const now = this.now();
+      const leftOf = (p: Pending<I, R>) => this.limits.timeoutMs - (now - p.enqueuedAt);
+      const batch: Array<Pending<I, R>> = [];
+      for (const p of this.take()) {
+        if (leftOf(p) > 0) batch.push(p);
+        else p.reject(new KvError('shard_unavailable', `waited ${this.limits.timeoutMs} ms in the router for the shard's earlier requests; nothing was sent`));
       }
+      if (batch.length === 0) continue;
       this.inFlight += 1;
-      this.dispatch(batch, leftMs);
+      this.dispatch(batch, Math.min(...batch.map(leftOf)));
     }
   }
 

@@ -26,35 +26,35 @@ describe('Routing (entries whose slot moved)', () => {
   test('a wrong_shard answer makes the router re-read the map and send the key to its new owner', async () => {
     const t = table('shard-0', 'shard-3');
     const sent: string[] = [];
-    const r = await new Routing(asTable(t), 1000).one('k', async (shard) => {
+    const r = await new Routing(asTable(t), 1000, 5000).one('k', async (shard) => {
       sent.push(shard);
       return shard === 'shard-0' ? refused('k', 'wrong_shard') : ok('k');
     });
     expect({ ok: r.ok, sent, refreshes: t.refreshes }).toEqual({ ok: true, sent: ['shard-0', 'shard-3'], refreshes: 1 });
   });
 
-  test('a migrating answer is waited out on the same shard, without re-reading the map', async () => {
+  test('a migrating answer is waited out on the same shard, without re-reading the map; every resend keeps the first deadline', async () => {
     const t = table('shard-1');
-    let calls = 0;
-    const r = await new Routing(asTable(t), 1000).one('k', async () => ((calls += 1) < 4 ? refused('k', 'migrating') : ok('k')));
-    expect({ ok: r.ok, calls, refreshes: t.refreshes }).toEqual({ ok: true, calls: 4, refreshes: 0 });
+    const sinces: number[] = [];
+    const r = await new Routing(asTable(t), 1000, 5000).one('k', async (_shard, since) => (sinces.push(since) < 4 ? refused('k', 'migrating') : ok('k')));
+    expect({ ok: r.ok, calls: sinces.length, refreshes: t.refreshes, oneDeadline: new Set(sinces).size }).toEqual({ ok: true, calls: 4, refreshes: 0, oneDeadline: 1 });
   });
 
   test('gives up at its deadline with the definite refusal, and never resends other failures', async () => {
     const t = table('shard-1');
     const started = Date.now();
-    const r = await new Routing(asTable(t), 150).one('k', async () => refused('k', 'migrating'));
+    const r = await new Routing(asTable(t), 150, 5000).one('k', async () => refused('k', 'migrating'));
     expect({ ok: r.ok, code: r.ok ? null : r.error.code, outcome: r.ok ? null : r.outcome }).toEqual({ ok: false, code: 'migrating', outcome: 'definite' });
     expect(Date.now() - started).toBeLessThan(150 + 200);
     let calls = 0;
-    const other = await new Routing(asTable(t), 1000).one('k', async () => ((calls += 1), refused('k', 'no_replica')));
+    const other = await new Routing(asTable(t), 1000, 5000).one('k', async () => ((calls += 1), refused('k', 'no_replica')));
     expect({ ok: other.ok, calls }).toEqual({ ok: false, calls: 1 });
   });
 
   test('a batch resends only its moved entries, to the new owner, and keeps the others’ results in order', async () => {
     const t = table('a', 'b');
     const calls: Array<[string, string[]]> = [];
-    const out = await new Routing(asTable(t), 1000).many(['k1', 'k2', 'k3'], (k) => k, async (shard, group) => {
+    const out = await new Routing(asTable(t), 1000, 5000).many(['k1', 'k2', 'k3'], (k) => k, async (shard, group) => {
       calls.push([shard, group]);
       return group.map((k) => (shard === 'a' && k === 'k2' ? refused(k, 'wrong_shard') : ok(k)));
     });

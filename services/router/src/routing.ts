@@ -11,23 +11,30 @@ import { refreshBriefly } from './leaders';
 const MOVED: ReadonlySet<string> = new Set(['wrong_shard', 'migrating']);
 const BACKOFF_MS_MAX = 50;
 
-export type ShardCall<T> = (shardId: string, group: T[]) => Promise<EntryResult[]>;
+/** One shard's part of a batch, within `timeoutMs` (what is left of the request's deadline). */
+export type ShardCall<T> = (shardId: string, group: T[], timeoutMs: number) => Promise<EntryResult[]>;
 
+/**
+ * Every resend stays within the request's own deadline (`deadlineMs`, the router's upstream
+ * deadline from the request's arrival), so a request that waited out a cutover still ends in time.
+ */
 export class Routing {
   constructor(
     private readonly table: ShardTable,
     private readonly waitMs: number,
+    private readonly deadlineMs: number,
   ) {}
 
   shardFor(key: string): string {
     return this.table.placement.shardFor(key);
   }
 
-  /** One key: sent to its shard, and again while the slot is moving (see MOVED). */
-  async one(key: string, send: (shardId: string) => Promise<EntryResult>): Promise<EntryResult> {
-    const deadline = Date.now() + this.waitMs;
+  /** One key: sent to its shard, and again while the slot is moving (see MOVED); `since` is when the request arrived. */
+  async one(key: string, send: (shardId: string, since: number) => Promise<EntryResult>): Promise<EntryResult> {
+    const since = Date.now();
+    const deadline = since + Math.min(this.waitMs, this.deadlineMs);
     for (let attempt = 0; ; attempt += 1) {
-      const r = await send(this.shardFor(key));
+      const r = await send(this.shardFor(key), since);
       if (r.ok || !MOVED.has(r.error.code) || Date.now() >= deadline) return r;
       await this.settle(r.error.code, attempt);
     }
@@ -37,9 +44,10 @@ export class Routing {
   async many<T>(items: T[], keyOf: (item: T) => string, call: ShardCall<T>): Promise<{ results: EntryResult[]; ok: number; failed: number }> {
     const results: EntryResult[] = new Array(items.length);
     let pending = items.map((_, i) => i);
-    const deadline = Date.now() + this.waitMs;
+    const since = Date.now();
+    const deadline = since + Math.min(this.waitMs, this.deadlineMs);
     for (let attempt = 0; pending.length > 0; attempt += 1) {
-      await this.round(items, pending, keyOf, call, results);
+      await this.round(items, pending, keyOf, call, results, Math.max(1, this.deadlineMs - (Date.now() - since)));
       const moved = pending.filter((i) => !results[i]!.ok && MOVED.has((results[i] as { error: { code: string } }).error.code));
       if (moved.length === 0 || Date.now() >= deadline) break;
       await this.settle((results[moved[0]!] as { error: { code: string } }).error.code, attempt);
@@ -49,7 +57,7 @@ export class Routing {
     return { results, ok, failed: results.length - ok };
   }
 
-  private async round<T>(items: T[], indexes: number[], keyOf: (item: T) => string, call: ShardCall<T>, results: EntryResult[]): Promise<void> {
+  private async round<T>(items: T[], indexes: number[], keyOf: (item: T) => string, call: ShardCall<T>, results: EntryResult[], timeoutMs: number): Promise<void> {
     const groups = new Map<string, number[]>();
     for (const i of indexes) {
       const id = this.shardFor(keyOf(items[i]!));
@@ -59,7 +67,7 @@ export class Routing {
     }
     await Promise.all(
       [...groups].map(async ([shardId, group]) => {
-        const answer = await call(shardId, group.map((i) => items[i]!)).catch((err: unknown) => err);
+        const answer = await call(shardId, group.map((i) => items[i]!), timeoutMs).catch((err: unknown) => err);
         group.forEach((i, j) => (results[i] = Array.isArray(answer) ? answer[j]! : failedEntry(keyOf(items[i]!), answer)));
       }),
     );
