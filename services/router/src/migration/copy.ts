@@ -119,6 +119,11 @@ export async function purgeSlots(leader: Endpoint, slots: SlotRanges, signal: Ab
   }
 }
 
+/** Definite refusals a short wait cures (the target's queue is full, its follower is briefly away). */
+const TRANSIENT: ReadonlySet<string> = new Set(['replication_queue_full', 'no_replica', 'storage_unavailable']);
+const IMPORT_ATTEMPTS_MAX = 10;
+const IMPORT_BACKOFF_MS_MAX = 1000;
+
 async function importBatch(target: Target, ops: WriteOp[], signal: AbortSignal): Promise<void> {
   const body = JSON.stringify({ copy: target.copy, ops });
   for (let attempt = 1; ; attempt += 1) {
@@ -127,9 +132,12 @@ async function importBatch(target: Target, ops: WriteOp[], signal: AbortSignal):
       await target.node.json({ method: 'POST', path: '/internal/import', body, headers: { [EPOCH_HEADER]: String(target.epoch) }, timeoutMs: COPY_CALL_TIMEOUT_MS, signal });
       return;
     } catch (err) {
-      // Definite refusals (not the leader any more, stale epoch) end this copy: the driver starts
-      // it again against the shard's new leader. A lost answer is sent again, as said above.
-      if (!(err instanceof KvError) || err.outcome === 'definite' || attempt >= 3) throw err;
+      // Other definite refusals (not the leader any more, stale epoch, an abandoned copy) end this
+      // copy: the driver starts it again against the shard's leader. A lost answer is sent again,
+      // as said above, and so is a transient refusal, after a pause.
+      const again = err instanceof KvError && (err.outcome === 'indeterminate' || TRANSIENT.has(err.code));
+      if (!again || attempt >= IMPORT_ATTEMPTS_MAX) throw err;
+      if (err.outcome === 'definite') await new Promise((r) => setTimeout(r, Math.min(IMPORT_BACKOFF_MS_MAX, 50 * 2 ** attempt)));
     }
   }
 }
