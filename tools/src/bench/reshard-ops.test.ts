@@ -1,4 +1,4 @@
-import { movedSlots, OpLog, parseRouterLine, percentile } from './reshard-ops';
+import { movedSlots, OpLog, parseRouterLine, percentile, phaseDurations } from './reshard-ops';
 
 // bench:reshard's pure parts: which slots moved, the figures of a window of operations, and the
 // router log lines it reads its cutover and migration figures from.
@@ -68,14 +68,34 @@ describe('op log windows', () => {
 });
 
 describe('router log lines', () => {
-  it('reads the cutover, the end of a migration and a thaw, and ignores other lines', () => {
-    const cut = '{"level":40,"time":1700000000123,"migration":"m1","frozenMs":87,"msg":"cutover committed: the moved slots are served by their new shards"}';
-    expect(parseRouterLine(cut)).toEqual({ kind: 'cutover', atMs: 1700000000123, migration: 'm1', frozenMs: 87 });
+  it('reads the cutover (ISO time, as the nodes log it), the end of a migration and a thaw (epoch ms time), and ignores other lines', () => {
+    const cut = '{"level":40,"time":"2026-12-02T21:37:36.123Z","migration":"m1","frozenMs":87,"msg":"cutover committed: the moved slots are served by their new shards"}';
+    expect(parseRouterLine(cut)).toEqual({ kind: 'cutover', atMs: Date.UTC(2026, 11, 2, 21, 37, 36, 123), migration: 'm1', frozenMs: 87 });
     const fin = '{"level":40,"time":5,"migration":"m1","kind":"add","shard":"shard-3","keysCopied":250000,"movedKeysDeleted":249000,"msg":"migration finished"}';
     expect(parseRouterLine(fin)).toEqual({ kind: 'finished', atMs: 5, migration: 'm1', keysCopied: 250000, movedKeysDeleted: 249000 });
     const thaw = '{"level":40,"time":6,"mapVersion":4,"why":"thaw: cutover took over 1000 ms","msg":"shard map changed"}';
     expect(parseRouterLine(thaw)).toEqual({ kind: 'thaw', atMs: 6, why: 'thaw: cutover took over 1000 ms' });
     expect(parseRouterLine('{"level":40,"time":7,"why":"freeze","msg":"shard map changed"}')).toBeUndefined();
     expect(parseRouterLine('not json')).toBeUndefined();
+  });
+});
+
+describe('phase durations', () => {
+  it('times each phase until the next change, merging repeats, the last one until the end', () => {
+    const changes = [
+      { atMs: 0, state: 'none', phase: null },
+      { atMs: 500, state: 'copying', phase: 'copying' },
+      { atMs: 4500, state: 'copying', phase: 'tailing' },
+      { atMs: 5000, state: 'frozen', phase: 'cutover' },
+      { atMs: 5100, state: 'cleanup', phase: 'cutover' },
+      { atMs: 5200, state: 'cleanup', phase: 'cleanup' },
+    ];
+    expect(phaseDurations(changes, 8000)).toEqual([
+      { label: 'none', ms: 500 },
+      { label: 'copying', ms: 4000 },
+      { label: 'tailing', ms: 500 },
+      { label: 'cutover', ms: 200 },
+      { label: 'cleanup', ms: 2800 },
+    ]);
   });
 });

@@ -109,7 +109,7 @@ export function movedSlots(before: SlotRuns, after: SlotRuns): number[] {
   return moved;
 }
 
-/** What the benchmark reads from the router's log (pino JSON lines; `atMs` is the line's own `time`, epoch ms). */
+/** What the benchmark reads from the router's log (pino JSON lines; `atMs` is the line's own `time` as epoch ms). */
 export type RouterEvent =
   | { kind: 'cutover'; atMs: number; migration: string; frozenMs: number }
   | { kind: 'finished'; atMs: number; migration: string; keysCopied: number | null; movedKeysDeleted: number }
@@ -125,10 +125,28 @@ export function parseRouterLine(line: string): RouterEvent | undefined {
     return undefined;
   }
   const msg = typeof rec['msg'] === 'string' ? rec['msg'] : '';
-  const atMs = Number(rec['time']);
+  const atMs = logTimeMs(rec['time']);
   if (msg.startsWith('cutover committed')) return { kind: 'cutover', atMs, migration: String(rec['migration']), frozenMs: Number(rec['frozenMs']) };
   if (msg === 'migration finished') return { kind: 'finished', atMs, migration: String(rec['migration']), keysCopied: rec['keysCopied'] === null ? null : Number(rec['keysCopied']), movedKeysDeleted: Number(rec['movedKeysDeleted']) };
   if (msg === 'shard map changed' && typeof rec['why'] === 'string' && rec['why'].startsWith('thaw')) return { kind: 'thaw', atMs, why: rec['why'] };
   if (msg.startsWith('migration step failed')) return { kind: 'stepFailed', atMs, err: String(rec['err']) };
   return undefined;
+}
+
+/** How long each phase lasted, from the changes a poll of the map saw (consecutive equal labels merged); `endMs` closes the last. */
+export function phaseDurations(changes: ReadonlyArray<{ atMs: number; state: string; phase: string | null }>, endMs: number): Array<{ label: string; ms: number }> {
+  const out: Array<{ label: string; ms: number }> = [];
+  changes.forEach((c, i) => {
+    const label = c.phase ?? c.state;
+    const ms = (changes[i + 1]?.atMs ?? endMs) - c.atMs;
+    const last = out[out.length - 1];
+    if (last !== undefined && last.label === label) last.ms += ms;
+    else out.push({ label, ms });
+  });
+  return out;
+}
+
+/** A log line's `time`: the nodes write ISO strings (packages/common/src/log.ts), pino's default is epoch ms. */
+export function logTimeMs(time: unknown): number {
+  return typeof time === 'string' ? Date.parse(time) : Number(time);
 }
