@@ -73,8 +73,9 @@ async function measure(tmp: string, watch: LogWatch, signal: AbortSignal, held: 
   held.clients.push(client, admin);
   const set = keySet(KEYS, VALUE_BYTES);
   console.log(`loading ${KEYS} keys through POST /load ...`);
-  const { seconds: loadSeconds } = await loadKeys(client, set);
-  console.log(`loaded in ${loadSeconds.toFixed(1)} s; ${CONCURRENCY} client loops start`);
+  const load = await loadKeys(client, set);
+  const retried = Object.entries(load.retriedByCode).map(([code, n]) => `${n} ${code}`).join(', ');
+  console.log(`loaded in ${load.seconds.toFixed(1)} s${retried === '' ? '' : ` (entries sent again after a failure: ${retried})`}; ${CONCURRENCY} client loops start`);
   const ops = new OpLog();
   held.loops = startLoops(client, set, CONCURRENCY, ops);
   const baseline = await quietWindow(ops, WARMUP_MS, BASELINE_MS, signal);
@@ -90,7 +91,7 @@ async function measure(tmp: string, watch: LogWatch, signal: AbortSignal, held: 
   await held.loops.stop();
   const config = { keys: KEYS, concurrency: CONCURRENCY, baselineSeconds: BASELINE_MS / 1000, quietSeconds: QUIET_MS / 1000, migrationMinutesMax: MIGRATION_MS_MAX / 60_000 };
   const nodeWarnings = { count: watch.warningCount, kept: watch.warnings };
-  return { config, loadSeconds, loadAverage1mAtStart, baseline, quiet, add: { migration: added, figures: migrationFigures(added, ops) }, remove: { migration: removed, figures: migrationFigures(removed, ops) }, nodeWarnings };
+  return { config, load, loadAverage1mAtStart, baseline, quiet, add: { migration: added, figures: migrationFigures(added, ops) }, remove: { migration: removed, figures: migrationFigures(removed, ops) }, nodeWarnings };
 }
 
 /** The loops' figures over `windowMs` after `skipMs`, nothing else happening. */

@@ -98,7 +98,10 @@ function context(spec: MigrationSpec): ScenarioContext {
 export const CUTOVER_MARGIN_MS = 1000;
 
 export interface MigrationFigures {
+  /** From the start of the step (the new pair started, or the DELETE sent) until its end (the map shows no migration, the removed pair stopped). */
   wallMs: number;
+  /** While the coordinator's map showed the migration (the windows below are this one). */
+  migrationMs: number;
   /** Every op that ended during the migration. */
   during: WindowStats;
   /** Ops on keys of moved slots during the whole migration. */
@@ -114,12 +117,23 @@ export function migrationFigures(m: Migration, ops: OpLog): MigrationFigures {
   for (const s of m.movedSlots) moved[s] = 1;
   const isMoved = (slot: number) => moved[slot] === 1;
   const c = m.cutover;
+  const { fromMs, toMs } = shownWindow(m);
   const cutoverWindow = c === undefined ? undefined : { fromMs: c.atMs - c.frozenMs - CUTOVER_MARGIN_MS, toMs: c.atMs + CUTOVER_MARGIN_MS };
   return {
     wallMs: m.endMs - m.startMs,
-    during: ops.window(m.startMs, m.endMs),
-    movedKeys: ops.window(m.startMs, m.endMs, isMoved),
+    migrationMs: toMs - fromMs,
+    during: ops.window(fromMs, toMs),
+    movedKeys: ops.window(fromMs, toMs, isMoved),
     cutoverWindow: cutoverWindow === undefined ? undefined : { ...cutoverWindow, movedKeys: ops.window(cutoverWindow.fromMs, cutoverWindow.toMs, isMoved) },
     keysMovedFraction: m.shardKeys / m.totalKeys,
   };
+}
+
+/** When the map first showed the migration, and when it first showed none again (the step's own bounds where the poll saw neither). */
+function shownWindow(m: Migration): { fromMs: number; toMs: number } {
+  const shown = (state: string) => state !== 'none' && state !== 'unknown';
+  const first = m.phases.findIndex((p) => shown(p.state));
+  if (first < 0) return { fromMs: m.startMs, toMs: m.endMs };
+  const end = m.phases.slice(first).find((p) => p.state === 'none');
+  return { fromMs: m.phases[first]!.atMs, toMs: end?.atMs ?? m.endMs };
 }
