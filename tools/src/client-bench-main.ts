@@ -1,8 +1,9 @@
 import { KvClient } from '@shardkv/client';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { medianRun, type Run } from './bench/config';
+import { envInt, medianRun, type Run } from './bench/config';
+import { machineLine } from './bench/report';
 import { NoSlotMapError, requireSlotMap, runLoops, type ClientOp } from './bench/client-loops';
 import { Cluster } from './cluster';
 import { formatLine } from './format';
@@ -85,8 +86,7 @@ async function measure(clients: Record<Side, KvClient>, keys: string[]): Promise
 }
 
 function report(results: Results): void {
-  const m = cpus();
-  console.log(`\nmachine: ${m.length} x ${m[0]?.model ?? 'unknown'}, load average ${loadavg()[0]!.toFixed(1)} (shared: other work may run beside the benchmark)`);
+  console.log(`\n${machineLine()}`);
   console.log('medians            router                          direct                          direct/router');
   for (const op of OPS) {
     const r = medianRun(results[op].router);
@@ -104,13 +104,6 @@ function fmt(r: Run): string {
 function sink(name: string, line: string): void {
   nodeLines.push(formatLine(name, line));
   if (nodeLines.length > NODE_LINES_KEPT_MAX) nodeLines.shift();
-}
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  const n = raw === undefined ? fallback : Number(raw);
-  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got ${raw}`);
-  return n;
 }
 
 main().catch((err: unknown) => {

@@ -1,8 +1,9 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, createReadStream, createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { machineLine } from './bench/report';
 import { Cluster } from './cluster';
 import { freePort } from './ports';
 import { formatSummary, procCpuTime, profilerEnv, readCpuTime, readProfile, summarizeProfile, type CpuTime } from './profile';
@@ -58,9 +59,8 @@ async function main(): Promise<void> {
     pids.set('kv load', kvPid);
     const redis = await redisPipe(file, tmp);
     const oursRate = loaded / ours;
-    const m = cpus();
     console.log('');
-    console.log(`machine: ${m.length} x ${m[0]?.model ?? 'unknown'}, load average ${loadavg()[0]!.toFixed(1)} (shared: other work may run beside the benchmark)`);
+    console.log(machineLine());
     console.log(`kv load (3 shards, replicated, fsync'd)  ${ours.toFixed(1)} s  ${Math.round(oursRate)} keys/s${loaded === KEYS ? '' : `  (only ${loaded} of ${KEYS} keys loaded: see kv load's report above)`}`);
     if (typeof redis === 'string') console.log(`redis-cli --pipe: skipped (${redis})`);
     else console.log(`redis-cli --pipe (appendfsync everysec)  ${redis.seconds.toFixed(1)} s  ${Math.round(KEYS / redis.seconds)} keys/s\nratio (target >= 0.5x)                  ${(oursRate / (KEYS / redis.seconds)).toFixed(2)}x`);

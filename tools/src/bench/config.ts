@@ -132,6 +132,14 @@ export function median(values: number[]): number {
 
 export const fmtRun = (r: Run): string => `${r.rps.toFixed(0)} req/s p99 ${r.p99Ms.toFixed(1)} ms${r.errors > 0 ? ` ${r.errors} errors` : ''}`;
 
+/** A positive whole number from the environment, or `fallback` when unset. */
+export function envInt(name: string, fallback: number, env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env[name];
+  const n = raw === undefined ? fallback : Number(raw);
+  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got ${raw}`);
+  return n;
+}
+
 export function progress(line: string): void {
   console.log(`  ${line}`);
 }

@@ -76,6 +76,12 @@ export function machine(loadAverage1mAtStart: number) {
   return { cpus: c.length, model: c[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30), kernel: release(), node: process.version, loadAverage1mAtStart, loadAverage1m: loadavg()[0]! };
 }
 
+/** The one-line machine summary the single-purpose benches print beside their figures. */
+export function machineLine(): string {
+  const c = cpus();
+  return `machine: ${c.length} x ${c[0]?.model ?? 'unknown'}, load average ${loadavg()[0]!.toFixed(1)} (shared: other work may run beside the benchmark)`;
+}
+
 export function writeReport(r: Report): void {
   const m = machine(r.loadAverage1mAtStart);
   const g = goals(r);
