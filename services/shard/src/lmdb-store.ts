@@ -210,6 +210,7 @@ export class LmdbStore implements KvStore {
       size: state.keys,
       digest: state.digest,
       logStartSeq: state.logStartSeq,
+      stable: true,
       *pairs() {
         for (const { key, value } of kv.getRange({ transaction })) yield [key, value];
       },

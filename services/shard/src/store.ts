@@ -52,6 +52,12 @@ export interface StoreView {
   readonly digest: string;
   /** The first entry still held in the log window (`seq + 1` when the window is empty). */
   readonly logStartSeq: number;
+  /**
+   * Whether the view stays valid while the store takes writes (an LMDB read transaction does),
+   * so that a long read may yield to the event loop between its pieces. A view that is not
+   * (the memory store's live Map) is read in one synchronous pass.
+   */
+  readonly stable: boolean;
   pairs(): Iterable<[string, string]>;
   /** The logged entries `fromSeq ... seq`, JSON-encoded as they were sequenced. */
   entries(fromSeq: number): Iterable<string>;
@@ -184,6 +190,7 @@ export class MemoryStore implements KvStore {
       size: this.map.size,
       digest: this.sum.hex(),
       logStartSeq,
+      stable: false,
       *pairs() {
         let n = 0;
         for (const pair of map) {

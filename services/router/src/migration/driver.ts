@@ -45,6 +45,8 @@ export class MigrationDriver {
   private progress: Progress | undefined;
   /** The copy under way into each target (its id was named by the purge that started it). */
   private readonly targets = new Map<string, Target>();
+  /** Keys the sources have purged so far, per migration (its cleanup may take several attempts). */
+  private readonly purged = new Map<string, number>();
   private readonly stopping = new AbortController();
   private loop: Promise<void> | undefined;
 
@@ -220,10 +222,15 @@ export class MigrationDriver {
   /** The sources delete what moved (through their logs), then the migration ends. */
   private async cleanup(leadership: Leadership, m: Migration): Promise<void> {
     if (this.progress !== undefined) this.progress.phase = 'cleanup';
-    let deleted = 0;
-    for (const move of m.moves) deleted += await purgeSlots(this.leaderOf(move.source), move.slots, this.stopping.signal);
+    // Counted over every attempt of this cleanup (a retried purge finds only what is left).
+    let deleted = this.purged.get(m.id) ?? 0;
+    for (const move of m.moves) {
+      const n = await purgeSlots(this.leaderOf(move.source), move.slots, this.stopping.signal);
+      this.purged.set(m.id, (deleted += n));
+    }
     const ids = this.table.map.shards.map((s) => s.id);
     await writeMap(this.store, this.table, leadership, this.table.map, migrationPlan.finish(this.table.map), 'finished', this.log);
+    this.purged.delete(m.id);
     this.log.warn({ migration: m.id, kind: m.kind, shard: m.shard, keysCopied: this.progress?.keysCopied ?? null, movedKeysDeleted: deleted }, 'migration finished');
     await this.pushShards(leadership, ids);
   }

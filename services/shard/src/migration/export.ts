@@ -12,13 +12,25 @@ import type { StoreView } from '../store';
  * failover could undo is ever copied.
  */
 export const EXPORT_CHUNK_BYTES = 64 * 1024;
+/**
+ * Pairs scanned between two yields to the event loop. Checking a pair's slot costs an MD5, and
+ * most pairs of a shard are not moving: scanning a 300k-key shard in one go held the event loop
+ * for most of a second, long enough for the coordinator's health checks to fail the leader over.
+ */
+export const SCAN_PAIRS_PER_TURN = 4096;
 
-export function* exportLines(view: StoreView, slots: SlotSet, fromSeq: number): Generator<string> {
+const nextTurn = () => new Promise<void>((r) => setImmediate(r));
+
+export async function* exportLines(view: StoreView, slots: SlotSet, fromSeq: number): AsyncGenerator<string> {
   const kind = fromSeq === 0 ? 'full' : fromSeq > view.seq || fromSeq >= view.logStartSeq ? 'tail' : 'restart';
   let chunk = `${JSON.stringify({ kind, seq: view.seq })}\n`;
   let items = 0;
   const lines = kind === 'full' ? pairLines(view, slots) : kind === 'tail' ? entryLines(view, slots, fromSeq) : [];
   for (const line of lines) {
+    if (line === TURN) {
+      await nextTurn();
+      continue;
+    }
     items += 1;
     chunk += `${line}\n`;
     if (chunk.length >= EXPORT_CHUNK_BYTES) {
@@ -29,8 +41,15 @@ export function* exportLines(view: StoreView, slots: SlotSet, fromSeq: number): 
   yield `${chunk}${JSON.stringify({ end: true, seq: view.seq, items })}\n`;
 }
 
+/** Marks a point where a stable view's scan lets the event loop run (see SCAN_PAIRS_PER_TURN). */
+const TURN = '';
+
 function* pairLines(view: StoreView, slots: SlotSet): Generator<string> {
-  for (const pair of view.pairs()) if (slots.has(slotOf(pair[0]))) yield JSON.stringify(pair);
+  let scanned = 0;
+  for (const pair of view.pairs()) {
+    if (slots.has(slotOf(pair[0]))) yield JSON.stringify(pair);
+    if ((scanned += 1) % SCAN_PAIRS_PER_TURN === 0 && view.stable) yield TURN;
+  }
 }
 
 function* entryLines(view: StoreView, slots: SlotSet, fromSeq: number): Generator<string> {
@@ -41,9 +60,11 @@ function* entryLines(view: StoreView, slots: SlotSet, fromSeq: number): Generato
 }
 
 /** Every key of `slots` in the view, at most `max` of them (a purge deletes them in bounded batches). */
-export function keysIn(view: StoreView, slots: SlotSet, max: number): { keys: string[]; more: boolean } {
+export async function keysIn(view: StoreView, slots: SlotSet, max: number): Promise<{ keys: string[]; more: boolean }> {
   const keys: string[] = [];
+  let scanned = 0;
   for (const [key] of view.pairs()) {
+    if ((scanned += 1) % SCAN_PAIRS_PER_TURN === 0 && view.stable) await nextTurn();
     if (!slots.has(slotOf(key))) continue;
     if (keys.length === max) return { keys, more: true };
     keys.push(key);

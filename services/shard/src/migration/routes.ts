@@ -11,6 +11,8 @@ import { exportLines, keysIn } from './export';
 export const EXPORT_COMMIT_WAIT_MS_MAX = 5000;
 /** Keys one purge call deletes at most; the caller calls again while `more`. */
 export const PURGE_KEYS_PER_CALL_MAX = 50_000;
+/** Delete batches of a purge in flight at once. */
+export const PURGE_BATCHES_IN_FLIGHT_MAX = 4;
 
 const exportSchema = z.object({ slots: slotRangesSchema, fromSeq: z.number().int().nonnegative() });
 const copyId = z.string().min(1).max(100);
@@ -92,7 +94,7 @@ async function committedView(node: ShardNode, store: KvStore, ctx: Koa.Context):
   return view;
 }
 
-function* closing(view: StoreView, lines: Iterable<string>): Generator<string> {
+async function* closing(view: StoreView, lines: AsyncIterable<string>): AsyncGenerator<string> {
   try {
     yield* lines;
   } finally {
@@ -112,13 +114,14 @@ async function purge(node: ShardNode, store: KvStore, slots: SlotSet): Promise<{
   const view = store.view();
   let found;
   try {
-    found = keysIn(view, slots, PURGE_KEYS_PER_CALL_MAX);
+    found = await keysIn(view, slots, PURGE_KEYS_PER_CALL_MAX);
   } finally {
     view.close();
   }
-  for (let i = 0; i < found.keys.length; i += BATCH_ENTRIES_MAX) {
-    await leader.writeBatch(found.keys.slice(i, i + BATCH_ENTRIES_MAX).map((key) => ({ op: 'del' as const, key })));
-  }
+  // Distinct keys, so the delete batches may be in flight together (the log pipelines them).
+  const batches: Array<Array<{ op: 'del'; key: string }>> = [];
+  for (let i = 0; i < found.keys.length; i += BATCH_ENTRIES_MAX) batches.push(found.keys.slice(i, i + BATCH_ENTRIES_MAX).map((key) => ({ op: 'del' as const, key })));
+  for (let i = 0; i < batches.length; i += PURGE_BATCHES_IN_FLIGHT_MAX) await Promise.all(batches.slice(i, i + PURGE_BATCHES_IN_FLIGHT_MAX).map((b) => leader.writeBatch(b)));
   return { deleted: found.keys.length, more: found.more };
 }
 
