@@ -3,7 +3,7 @@ import { BATCH_ENTRIES_MAX, EPOCH_HEADER, KvError, type RpcClient, type SlotRang
 /** One import request carries at most this many bytes of keys and values (the shard's body limit is 2 MiB). */
 export const IMPORT_BATCH_BYTES_MAX = 512 * 1024;
 /** Import batches of a snapshot in flight at once (the target's replication pipelines them). */
-export const SNAPSHOT_IMPORTS_IN_FLIGHT_MAX = 4;
+export const SNAPSHOT_IMPORTS_IN_FLIGHT_MAX = 2;
 /** Deadline of one export's start and of each stall of its stream, and of one import or purge call. */
 export const COPY_CALL_TIMEOUT_MS = 10_000;
 

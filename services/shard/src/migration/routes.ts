@@ -12,7 +12,7 @@ export const EXPORT_COMMIT_WAIT_MS_MAX = 5000;
 /** Keys one purge call deletes at most; the caller calls again while `more`. */
 export const PURGE_KEYS_PER_CALL_MAX = 50_000;
 /** Delete batches of a purge in flight at once. */
-export const PURGE_BATCHES_IN_FLIGHT_MAX = 4;
+export const PURGE_BATCHES_IN_FLIGHT_MAX = 1;
 
 const exportSchema = z.object({ slots: slotRangesSchema, fromSeq: z.number().int().nonnegative() });
 const copyId = z.string().min(1).max(100);
