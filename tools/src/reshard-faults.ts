@@ -1,5 +1,5 @@
 import { KvClient } from '@shardkv/client';
-import { ownersOf, type ClusterMap } from '@shardkv/common';
+import { migrationEnded, ownersOf, type ClusterMap, type MigrationStarted } from '@shardkv/common';
 import { request } from 'undici';
 import type { ScenarioContext, ScenarioFault } from './chaos';
 import type { Cluster, ClusterShard } from './cluster';
@@ -32,10 +32,11 @@ export async function addOnline(cluster: Cluster, ctx: ScenarioContext, o: Resha
   const startMs = ctx.now();
   const client = admin(cluster);
   try {
-    const { migration } = await client.addShard({ id: shard.id, leader: shard.leader.url, follower: shard.follower.url });
+    const started = await client.addShard({ id: shard.id, leader: shard.leader.url, follower: shard.follower.url });
+    const { migration } = started;
     cluster.setInMap(shard.id, true);
     ctx.log(`reshard: adding ${shard.id}, ${migration.slotsMoving} slots moving`);
-    const figures = await follow(cluster, client, migration.id, ctx, o);
+    const figures = await follow(cluster, client, started, ctx, o);
     return { kind: 'reshardAdd', name: `add ${shard.id}${o.fault === undefined ? '' : ` (${o.fault} while ${o.at})`}`, startMs, endMs: ctx.now(), figures: { ...figures, shard: shard.id, slotsMoving: migration.slotsMoving } };
   } finally {
     await client.close();
@@ -47,9 +48,10 @@ export async function removeOnline(cluster: Cluster, id: string, ctx: ScenarioCo
   const startMs = ctx.now();
   const client = admin(cluster);
   try {
-    const { migration } = await client.removeShard(id);
+    const started = await client.removeShard(id);
+    const { migration } = started;
     ctx.log(`reshard: removing ${id}, ${migration.slotsMoving} slots moving`);
-    const figures = await follow(cluster, client, migration.id, ctx, o);
+    const figures = await follow(cluster, client, started, ctx, o);
     await cluster.removeShard(id);
     return { kind: 'reshardRemove', name: `remove ${id}${o.fault === undefined ? '' : ` (${o.fault} while ${o.at})`}`, startMs, endMs: ctx.now(), figures: { ...figures, shard: id, slotsMoving: migration.slotsMoving } };
   } finally {
@@ -57,8 +59,13 @@ export async function removeOnline(cluster: Cluster, id: string, ctx: ScenarioCo
   }
 }
 
-/** Polls the map until migration `id` has ended, doing the fault once at its trigger. */
-async function follow(cluster: Cluster, client: KvClient, id: string, ctx: ScenarioContext, o: ReshardOptions): Promise<Record<string, number | string | boolean>> {
+/**
+ * Polls the map until the migration has ended, doing the fault once at its trigger. Either
+ * router may answer, and one that lags may show an older map: only a newer map than the one
+ * that recorded the migration counts (migrationEnded).
+ */
+async function follow(cluster: Cluster, client: KvClient, started: MigrationStarted, ctx: ScenarioContext, o: ReshardOptions): Promise<Record<string, number | string | boolean>> {
+  const id = started.migration.id;
   const deadline = Date.now() + (o.timeoutMs ?? 120_000);
   const figures: Record<string, number | string | boolean> = {};
   let faulted = o.fault === undefined;
@@ -68,9 +75,9 @@ async function follow(cluster: Cluster, client: KvClient, id: string, ctx: Scena
     ctx.signal.throwIfAborted();
     const map = await client.clusterMap().catch(() => undefined); // the router may be the one killed
     const m = map?.migration;
-    if (map !== undefined && (m === null || m?.id !== id)) return { ...figures, keysCopied: copied, mapVersion: map.version };
+    if (map !== undefined && migrationEnded(map, started)) return { ...figures, keysCopied: copied, mapVersion: map.version };
     copied = Math.max(copied, m?.progress?.keysCopied ?? 0);
-    if (!faulted && m !== undefined && m !== null && reached(m, o.at!)) {
+    if (!faulted && m !== undefined && m !== null && m.id === id && reached(m, o.at!)) {
       figures['faulted'] = await doFault(cluster, map!, o.fault!);
       figures['faultAtMs'] = ctx.now();
       ctx.log(`reshard: ${o.fault} (${figures['faulted']}) while ${o.at}`);

@@ -49,8 +49,9 @@ beforeAll(async () => {
       }
       if (req.url === '/status') return send(200, status);
       if (req.method === 'POST' && req.url === '/admin/shards') {
-        if (addAnswer.status === 202) map = { ...map, migration };
-        return send(addAnswer.status, addAnswer.body);
+        if (addAnswer.status !== 202) return send(addAnswer.status, addAnswer.body);
+        map = { ...map, version: map.version + 1, migration };
+        return send(202, { ...(addAnswer.body as object), mapVersion: map.version });
       }
       send(404, { error: { code: 'route_not_found', message: 'no route' } });
     });
@@ -112,7 +113,7 @@ test('add sends the shard with the admin token and waits until the map shows no 
   const add = requests.find((q) => q.url === '/admin/shards')!;
   expect({ method: add.method, auth: add.auth, body: JSON.parse(add.body) as unknown }).toEqual({ method: 'POST', auth: `Bearer ${TOKEN}`, body: { id: 'shard-2', leader: 'http://127.0.0.1:5003', follower: 'http://127.0.0.1:6003' } });
   expect(r.stdout).toContain('migration mig-1 started: add shard-2, 1365 slots moving: shard-0 -> shard-2 (683), shard-1 -> shard-2 (682)');
-  expect(r.stdout).toMatch(/done: add shard-2 in [\d.]+ s; map version 5/);
+  expect(r.stdout).toMatch(/done: add shard-2 in [\d.]+ s; map version 6/);
   expect(requests.filter((q) => q.url === '/cluster/map').length).toBe(3);
 });
 

@@ -1,5 +1,5 @@
 import type { KvClient } from '@shardkv/client';
-import type { ClusterMap, MigrationView } from '@shardkv/common';
+import { migrationEnded, type ClusterMap, type MigrationStarted, type MigrationView } from '@shardkv/common';
 import { Presets, SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
 
@@ -39,11 +39,11 @@ export function addShardCommands(program: Command, deps: ShardDeps): void {
     .requiredOption('--leader <url>', "the new shard's leader")
     .requiredOption('--follower <url>', "the new shard's follower")
     .action(async (id: string, o: WaitOptions & { leader: string; follower: string }) => {
-      await deps.withClient(async (c) => finish(c, (await c.addShard({ id, leader: o.leader, follower: o.follower })).migration, o, deps));
+      await deps.withClient(async (c) => finish(c, await c.addShard({ id, leader: o.leader, follower: o.follower }), o, deps));
     });
   waiting(shard.command('remove <id>').description("move a shard's slots to the others, then drop it"))
     .action(async (id: string, o: WaitOptions) => {
-      await deps.withClient(async (c) => finish(c, (await c.removeShard(id)).migration, o, deps));
+      await deps.withClient(async (c) => finish(c, await c.removeShard(id), o, deps));
     });
   shard
     .command('list')
@@ -56,7 +56,8 @@ export function addShardCommands(program: Command, deps: ShardDeps): void {
 }
 
 /** After a migration started: report it, and unless --no-wait, follow it until the map shows none. */
-async function finish(c: KvClient, started: MigrationView, o: WaitOptions, deps: ShardDeps): Promise<void> {
+async function finish(c: KvClient, answer: MigrationStarted, o: WaitOptions, deps: ShardDeps): Promise<void> {
+  const started = answer.migration;
   process.stdout.write(`migration ${started.id} started: ${describeMigration(started)}\n`);
   if (!o.wait) return;
   const startedMs = Date.now();
@@ -64,13 +65,13 @@ async function finish(c: KvClient, started: MigrationView, o: WaitOptions, deps:
   try {
     for (;;) {
       const map = await c.clusterMap();
-      if (map.migration === null || map.migration.id !== started.id) {
+      if (migrationEnded(map, answer)) {
         show.stop();
         process.stdout.write(`done: ${started.kind} ${started.shard} in ${((Date.now() - startedMs) / 1000).toFixed(1)} s; map version ${map.version}\n`);
         return;
       }
-      show.update(map.migration);
-      if (Date.now() - startedMs > o.waitMs) show.stop(), deps.fail(`migration ${started.id} still ${map.migration.state} after ${o.waitMs} ms; it goes on (see kv shard list)`, 3);
+      if (map.migration !== null) show.update(map.migration);
+      if (Date.now() - startedMs > o.waitMs) show.stop(), deps.fail(`migration ${started.id} still ${map.migration?.state ?? 'running'} after ${o.waitMs} ms; it goes on (see kv shard list)`, 3);
       await new Promise((resolve) => setTimeout(resolve, o.pollMs));
     }
   } finally {

@@ -1,4 +1,4 @@
-import { LOAD_CONTENT_TYPE, type ClusterMap, type EntryResult, type LoadAnswer, type MigrationView, type PutEntry } from '@shardkv/common';
+import { LOAD_CONTENT_TYPE, type ClusterMap, type EntryResult, type LoadAnswer, type MigrationStarted, type MigrationView, type PutEntry } from '@shardkv/common';
 import { Readable } from 'node:stream';
 import { Pool } from 'undici';
 import { DirectRouting, type Method } from './direct';
@@ -126,13 +126,13 @@ export class KvClient {
   }
 
   /** `POST /admin/shards`: starts moving slots onto a new shard; the migration ends when the map shows none. */
-  addShard(shard: { id: string; leader: string; follower: string }): Promise<{ migration: MigrationView }> {
-    return this.call('POST', '/admin/shards', shard) as Promise<{ migration: MigrationView }>;
+  addShard(shard: { id: string; leader: string; follower: string }): Promise<MigrationStarted> {
+    return this.call('POST', '/admin/shards', shard) as Promise<MigrationStarted>;
   }
 
   /** `DELETE /admin/shards/<id>`: starts moving the shard's slots to the others. */
-  removeShard(id: string): Promise<{ migration: MigrationView }> {
-    return this.call('DELETE', `/admin/shards/${encodeURIComponent(id)}`) as Promise<{ migration: MigrationView }>;
+  removeShard(id: string): Promise<MigrationStarted> {
+    return this.call('DELETE', `/admin/shards/${encodeURIComponent(id)}`) as Promise<MigrationStarted>;
   }
 
   failover(shard: string, unsafe = false): Promise<unknown> {

@@ -118,3 +118,18 @@ export interface MigrationView {
   /** Known only on the coordinator driving it; null elsewhere. */
   progress: { keysCopied: number; entriesTailed: number; lagEntries: number | null; phase: string } | null;
 }
+
+/** The 202 answer of `POST /admin/shards` and `DELETE /admin/shards/<id>`: the migration, and the map version that recorded it. */
+export interface MigrationStarted {
+  migration: MigrationView;
+  mapVersion: number;
+}
+
+/**
+ * Whether `map` shows the migration `started` over. Only a map newer than the one that recorded
+ * it counts: every router serves the map, and one that lags (not the coordinator) may still show
+ * an older map with no migration in it.
+ */
+export function migrationEnded(map: ClusterMap, started: MigrationStarted): boolean {
+  return map.version > started.mapVersion && (map.migration === null || map.migration.id !== started.migration.id);
+}

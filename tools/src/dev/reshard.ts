@@ -1,4 +1,4 @@
-import type { ClusterMap, MigrationView } from '@shardkv/common';
+import { migrationEnded, type ClusterMap, type MigrationStarted, type MigrationView } from '@shardkv/common';
 import { request } from 'undici';
 import { CommandError, runningCluster, type ClusterFile } from './cluster-file';
 import { setInMap, sleep, startPair, stopPair, type CommandOptions } from './pairs';
@@ -23,7 +23,7 @@ export async function addShardCommand(o: CommandOptions): Promise<void> {
   const pair = await startPair(o);
   o.out(`${pair.id} is up: leader ${pair.leader.url}, follower ${pair.follower.url}`);
   const map = await clusterMap(info);
-  let migrationId: string | undefined;
+  let started: MigrationStarted | undefined;
   if (map.shards.some((s) => s.id === pair.id)) o.out(`${pair.id} is already in the router's map (an earlier shard:add asked for it)`);
   else {
     const res = await admin(info, 'POST', '/admin/shards', { id: pair.id, leader: pair.leader.url, follower: pair.follower.url });
@@ -33,11 +33,11 @@ export async function addShardCommand(o: CommandOptions): Promise<void> {
       await stopPair(o, pair.id);
       throw new CommandError(`POST /admin/shards refused ${pair.id}: ${describeError(res)}`);
     }
-    migrationId = (res.body as { migration?: { id?: string } }).migration?.id;
-    o.out(`router accepted ${pair.id}: migration ${migrationId ?? '(no id)'} started`);
+    started = res.body as MigrationStarted;
+    o.out(`router accepted ${pair.id}: migration ${started.migration.id} started`);
   }
   await setInMap(o, pair.id, true);
-  const done = await waitForMigration(o, info, migrationId);
+  const done = await waitForMigration(o, info, started);
   const slots = slotsOf(done, pair.id);
   if (!done.shards.some((s) => s.id === pair.id)) throw new CommandError(`the migration ended without ${pair.id} in the map (aborted?); see ${info.routers[0]}/cluster/map`);
   o.out(`done: ${pair.id} serves ${slots} slots; the cluster has ${done.shards.length} shards (map version ${done.version})`);
@@ -48,15 +48,15 @@ export async function removeShardCommand(o: CommandOptions, id: string): Promise
   const listed = readTopology(info.dataRoot)?.shards.map((s) => s.id) ?? [];
   if (!listed.includes(id)) throw new CommandError(`no shard ${id} in this cluster (it runs ${listed.join(', ') || 'none'})`);
   const map = await clusterMap(info);
-  let migrationId: string | undefined;
+  let started: MigrationStarted | undefined;
   if (!map.shards.some((s) => s.id === id)) o.out(`${id} is not in the router's map (already drained, or never added)`);
   else {
     const res = await admin(info, 'DELETE', `/admin/shards/${encodeURIComponent(id)}`);
     if (res.status !== 202) throw new CommandError(`DELETE /admin/shards/${id} refused: ${describeError(res)}; nothing changed`);
-    migrationId = (res.body as { migration?: { id?: string } }).migration?.id;
-    o.out(`router accepted: draining ${id} into the other shards (migration ${migrationId ?? '(no id)'})`);
+    started = res.body as MigrationStarted;
+    o.out(`router accepted: draining ${id} into the other shards (migration ${started.migration.id})`);
   }
-  const done = await waitForMigration(o, info, migrationId);
+  const done = await waitForMigration(o, info, started);
   if (done.shards.some((s) => s.id === id)) throw new CommandError(`the migration ended with ${id} still in the map (aborted?); its pair keeps running; see ${info.routers[0]}/cluster/map`);
   const left = await stopPair(o, id);
   o.out(`done: ${id} is out of the map and its pair is stopped; ${left.shards.length} shards remain (map version ${done.version})`);
@@ -130,7 +130,8 @@ async function clusterMap(info: ClusterFile): Promise<ClusterMap> {
  * line whenever its progress changes. A router that does not answer for a while (restarting) is
  * waited for, within the same deadline.
  */
-async function waitForMigration(o: CommandOptions, info: ClusterFile, migrationId: string | undefined): Promise<ClusterMap> {
+/** Until the map shows `started` over (a lagging router's older map does not count: see migrationEnded); with none, until it shows no migration. */
+async function waitForMigration(o: CommandOptions, info: ClusterFile, started: MigrationStarted | undefined): Promise<ClusterMap> {
   const timeoutMs = o.migrationTimeoutMs ?? MIGRATION_TIMEOUT_MS;
   const deadline = Date.now() + timeoutMs;
   let last = '';
@@ -143,7 +144,7 @@ async function waitForMigration(o: CommandOptions, info: ClusterFile, migrationI
       last = 'unreachable';
     }
     const m = map?.migration;
-    if (map !== undefined && (m === null || m === undefined || (migrationId !== undefined && m.id !== migrationId))) return map;
+    if (map !== undefined && (started === undefined ? m === null : migrationEnded(map, started))) return map;
     if (m !== undefined && m !== null && describeMigration(m) !== last) o.out((last = describeMigration(m)));
     if (Date.now() > deadline) throw new CommandError(`the migration is still running after ${timeoutMs} ms; it goes on in the router: watch ${info.routers[0]}/cluster/map`);
     await sleep(o.mapPollMs ?? MAP_POLL_MS);

@@ -1,5 +1,5 @@
 import type Router from '@koa/router';
-import { isKvError, jsonBody, KvError, requireJson, SLOT_COUNT, type ClusterMap, type MigrationView } from '@shardkv/common';
+import { isKvError, jsonBody, KvError, requireJson, SLOT_COUNT, type ClusterMap, type MigrationStarted, type MigrationView } from '@shardkv/common';
 import { request } from 'undici';
 import type Koa from 'koa';
 import { z } from 'zod';
@@ -22,11 +22,11 @@ export function addReshardRoutes(router: Router, table: ShardTable, migrations: 
   router.post('/admin/shards', admin, requireJson, jsonBody(), async (ctx) => {
     const parsed = addSchema.safeParse(ctx.request.body);
     if (!parsed.success) throw new KvError('invalid_body', `add a shard with {"id","leader","follower"}: ${parsed.error.issues[0]?.path.join('.')} ${parsed.error.issues[0]?.message}`);
-    await onCoordinator(ctx, JSON.stringify(parsed.data), () => migrations.add(parsed.data));
+    await onCoordinator(ctx, table, JSON.stringify(parsed.data), () => migrations.add(parsed.data));
   });
 
   router.delete('/admin/shards/:id', admin, async (ctx) => {
-    await onCoordinator(ctx, undefined, () => migrations.remove(ctx.params['id']!));
+    await onCoordinator(ctx, table, undefined, () => migrations.remove(ctx.params['id']!));
   });
 }
 
@@ -37,9 +37,11 @@ const FORWARD_TIMEOUT_MS = 10_000;
  * Starts a migration here if this router coordinates; otherwise hands the request, once, to the
  * router that does (the control plane names it), so that any router takes admin commands.
  */
-async function onCoordinator(ctx: Koa.Context, body: string | undefined, start: () => Promise<MigrationView>): Promise<void> {
+async function onCoordinator(ctx: Koa.Context, table: ShardTable, body: string | undefined, start: () => Promise<MigrationView>): Promise<void> {
   try {
-    ctx.body = { migration: await start() };
+    const migration = await start();
+    // The version that recorded it: a client waits for a newer map without it (see migrationEnded).
+    ctx.body = { migration, mapVersion: table.map.version } satisfies MigrationStarted;
     ctx.status = 202;
   } catch (err) {
     const target = isKvError(err, 'not_coordinator') ? err.details['coordinator'] : undefined;
