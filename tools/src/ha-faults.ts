@@ -519,11 +519,13 @@ export function haNemesis(env: HaEnv, o: HaNemesisOptions): (ctx: ScenarioContex
   return async (ctx) => {
     const random = rng(o.seed);
     const cover = shuffle(o.kinds, random);
+    // The shards the run started with: with --reshard others come and go (appended, then removed).
+    const shardCount = env.cluster.shards.length;
     let count = 0;
     await sleep(1000);
     while (!ctx.signal.aborted && ctx.now() < o.lastStartMs && count < (o.maxFaults ?? Number.POSITIVE_INFINITY)) {
       const kind = cover.shift() ?? o.kinds[Math.floor(random() * o.kinds.length)]!;
-      const shard = Math.floor(random() * env.cluster.shards.length);
+      const shard = Math.floor(random() * shardCount);
       ctx.record({ kind, ...(await HA_FAULTS[kind](env, ctx, { ...o, shard })) });
       count += 1;
       await sleep(o.settleMs);

@@ -21,6 +21,23 @@ export interface ReshardOptions {
 }
 
 const POLL_MS = 10;
+/** Admin calls refused because no router coordinates right now (an election, etcd without quorum) are sent again this long. */
+const ADMIN_RETRY_MS = 30_000;
+const ADMIN_RETRY_CODES: ReadonlySet<string> = new Set(['not_coordinator', 'coordinator_unavailable']);
+
+/** An admin call, sent again while it is refused only because no coordinator can take it (definite: nothing done). */
+async function adminCall<T>(call: () => Promise<T>, signal: AbortSignal): Promise<T> {
+  const deadline = Date.now() + ADMIN_RETRY_MS;
+  for (;;) {
+    try {
+      return await call();
+    } catch (err) {
+      const e = err as { code?: string; outcome?: string };
+      if (!ADMIN_RETRY_CODES.has(e.code ?? '') || e.outcome !== 'definite' || Date.now() > deadline || signal.aborted) throw err;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
 
 function admin(cluster: Cluster): KvClient {
   return new KvClient(cluster.routers.map((r) => r.url), { adminToken: cluster.token, timeoutMs: 5000 });
@@ -32,7 +49,11 @@ export async function addOnline(cluster: Cluster, ctx: ScenarioContext, o: Resha
   const startMs = ctx.now();
   const client = admin(cluster);
   try {
-    const started = await client.addShard({ id: shard.id, leader: shard.leader.url, follower: shard.follower.url });
+    const started = await adminCall(() => client.addShard({ id: shard.id, leader: shard.leader.url, follower: shard.follower.url }), ctx.signal).catch(async (err: unknown) => {
+      // Refused (definite): the pair never joined and goes. An unknown outcome leaves it running.
+      if ((err as { outcome?: string }).outcome === 'definite') await cluster.removeShard(shard.id);
+      throw err;
+    });
     const { migration } = started;
     cluster.setInMap(shard.id, true);
     ctx.log(`reshard: adding ${shard.id}, ${migration.slotsMoving} slots moving`);
@@ -48,7 +69,7 @@ export async function removeOnline(cluster: Cluster, id: string, ctx: ScenarioCo
   const startMs = ctx.now();
   const client = admin(cluster);
   try {
-    const started = await client.removeShard(id);
+    const started = await adminCall(() => client.removeShard(id), ctx.signal);
     const { migration } = started;
     ctx.log(`reshard: removing ${id}, ${migration.slotsMoving} slots moving`);
     const figures = await follow(cluster, client, started, ctx, o);
