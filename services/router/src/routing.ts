@@ -35,8 +35,9 @@ export class Routing {
     const deadline = since + Math.min(this.waitMs, this.deadlineMs);
     for (let attempt = 0; ; attempt += 1) {
       const r = await send(this.shardFor(key), since);
-      if (r.ok || !MOVED.has(r.error.code) || Date.now() >= deadline) return r;
-      await this.settle(r.error.code, attempt);
+      const code = movedCode(r);
+      if (code === undefined || Date.now() >= deadline) return r;
+      await this.settle(code, attempt);
     }
   }
 
@@ -48,9 +49,9 @@ export class Routing {
     const deadline = since + Math.min(this.waitMs, this.deadlineMs);
     for (let attempt = 0; pending.length > 0; attempt += 1) {
       await this.round(items, pending, keyOf, call, results, Math.max(1, this.deadlineMs - (Date.now() - since)));
-      const moved = pending.filter((i) => !results[i]!.ok && MOVED.has((results[i] as { error: { code: string } }).error.code));
+      const moved = pending.filter((i) => movedCode(results[i]!) !== undefined);
       if (moved.length === 0 || Date.now() >= deadline) break;
-      await this.settle((results[moved[0]!] as { error: { code: string } }).error.code, attempt);
+      await this.settle(movedCode(results[moved[0]!]!)!, attempt);
       pending = moved;
     }
     const ok = results.filter((r) => r.ok).length;
@@ -78,4 +79,9 @@ export class Routing {
     if (code === 'wrong_shard') await refreshBriefly(this.table);
     await new Promise((r) => setTimeout(r, Math.min(BACKOFF_MS_MAX, 5 * 2 ** attempt)));
   }
+}
+
+/** The code of an entry refused because its slot is moving or has moved, else undefined. */
+function movedCode(r: EntryResult): string | undefined {
+  return !r.ok && MOVED.has(r.error.code) ? r.error.code : undefined;
 }

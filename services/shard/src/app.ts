@@ -41,11 +41,7 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
   // (tools and tests read followers directly).
   const routedLeader: Koa.Middleware = (ctx, next) => {
     const routed = ctx.get(EPOCH_HEADER);
-    if (routed === '') return next();
-    node.checkRoutedEpoch(Number(routed) || 0);
-    const leader = node.assertLeader();
-    if (!leader.serving) throw new KvError('not_ready', `leader is ${leader.status.state}`);
-    ctx.state['leader'] = leader;
+    if (routed !== '') ctx.state['leader'] = node.servingLeader(routed);
     return next();
   };
   router.get('/get', routedLeader, (ctx) => {
@@ -66,11 +62,7 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
   // sequenced: one routed by an older epoch than this node knows (the router's map is old), or
   // arriving at a node that is not a serving leader.
   const servingLeader: Koa.Middleware = (ctx, next) => {
-    const routed = ctx.get(EPOCH_HEADER);
-    if (routed !== '') node.checkRoutedEpoch(Number(routed) || 0);
-    const leader = node.assertLeader();
-    if (!leader.serving) throw new KvError('not_ready', `leader is ${leader.status.state}`);
-    ctx.state['leader'] = leader;
+    ctx.state['leader'] = node.servingLeader(ctx.get(EPOCH_HEADER));
     return next();
   };
   // A batch of reads is then read through that Leader, not the node: had the role changed while

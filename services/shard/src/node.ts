@@ -225,6 +225,18 @@ export class ShardNode {
     return this.assertLeader().writeBatch(ops);
   }
 
+  /**
+   * The leader role serving now, for a request routed by `routedEpoch` (the x-shardkv-epoch
+   * header; '' when absent): refused with stale_epoch when this node knows a newer epoch, with
+   * not_leader or not_ready when it is not a serving leader.
+   */
+  servingLeader(routedEpoch: string): Leader {
+    if (routedEpoch !== '') this.checkRoutedEpoch(Number(routedEpoch) || 0);
+    const leader = this.assertLeader();
+    if (!leader.serving) throw new KvError('not_ready', `leader is ${leader.status.state}`);
+    return leader;
+  }
+
   /** The leader role, or the error a client should get: 409 not_leader (naming it) or 503 not_ready. */
   assertLeader(): Leader {
     const now = this.current;

@@ -14,6 +14,8 @@ export type Access = 'read' | 'write';
  */
 export class Ownership {
   readonly mapVersion: number;
+  /** Slots this shard serves (frozen ones included). */
+  readonly ownedCount: number;
   private readonly owners: string[];
   private readonly frozen: SlotSet;
   private readonly incoming: SlotSet;
@@ -24,6 +26,7 @@ export class Ownership {
   ) {
     this.mapVersion = config.mapVersion;
     this.owners = ownersOf(config.owners);
+    this.ownedCount = this.owners.filter((o) => o === shardId).length;
     this.frozen = new SlotSet(config.frozen);
     this.incoming = new SlotSet(config.incoming);
   }
@@ -50,10 +53,5 @@ export class Ownership {
   /** Slots of this shard frozen now. */
   get frozenCount(): number {
     return this.frozen.count;
-  }
-
-  /** Slots this shard serves (frozen ones included). */
-  get ownedCount(): number {
-    return this.owners.filter((o) => o === this.shardId).length;
   }
 }

@@ -49,7 +49,7 @@ export function addMigrationRoutes(router: Router, node: ShardNode, store: KvSto
     const body = importSchema.safeParse(ctx.request.body);
     if (!body.success) throw new KvError('invalid_body', `bad import: ${body.error.issues[0]?.message}`);
     const ops = parseWriteOpsBody({ ops: body.data.ops });
-    const leader = servingLeader(node, ctx);
+    const leader = node.servingLeader(ctx.get(EPOCH_HEADER));
     if (currentCopy.get(node) !== body.data.copy) throw new KvError('wrong_shard', `import of copy ${body.data.copy}, which is not the copy this leader takes (${currentCopy.get(node) ?? 'none'}): it was abandoned`);
     const stray = ops.find((op) => node.ownership?.importable(op.key) !== true);
     if (stray !== undefined) throw new KvError('wrong_shard', `import of key ${JSON.stringify(stray.key).slice(0, 80)}: its slot is not one this shard is importing (map version ${node.mapVersion})`, { mapVersion: node.mapVersion });
@@ -60,19 +60,10 @@ export function addMigrationRoutes(router: Router, node: ShardNode, store: KvSto
   router.post('/internal/purge', requireJson, jsonBody(), async (ctx) => {
     const parsed = purgeSchema.safeParse(ctx.request.body);
     if (!parsed.success) throw new KvError('invalid_body', `bad purge request: ${parsed.error.issues[0]?.message}`);
-    servingLeader(node, ctx);
+    node.servingLeader(ctx.get(EPOCH_HEADER));
     if (parsed.data.copy !== undefined) currentCopy.set(node, parsed.data.copy);
     ctx.body = await purge(node, store, new SlotSet(parsed.data.slots));
   });
-}
-
-/** A leader serving now, of the epoch the coordinator addressed (a deposed one refuses: stale_epoch). */
-function servingLeader(node: ShardNode, ctx?: Koa.Context) {
-  const routed = ctx?.get(EPOCH_HEADER) ?? '';
-  if (routed !== '') node.checkRoutedEpoch(Number(routed) || 0);
-  const leader = node.assertLeader();
-  if (!leader.serving) throw new KvError('not_ready', `leader is ${leader.status.state}`);
-  return leader;
 }
 
 /**
@@ -81,15 +72,13 @@ function servingLeader(node: ShardNode, ctx?: Koa.Context) {
  * write that never happened. Waits (bounded) for the commit to pass the view's seq.
  */
 async function committedView(node: ShardNode, store: KvStore, ctx: Koa.Context): Promise<StoreView> {
-  const leader = servingLeader(node, ctx);
+  const leader = node.servingLeader(ctx.get(EPOCH_HEADER));
   const view = store.view();
-  const deadline = Date.now() + EXPORT_COMMIT_WAIT_MS_MAX;
-  while (leader.status.committedSeq < view.seq) {
-    if (!leader.serving || Date.now() > deadline) {
-      view.close();
-      throw new KvError('not_ready', `export: entries through ${view.seq} did not commit within ${EXPORT_COMMIT_WAIT_MS_MAX} ms (committed ${leader.status.committedSeq})`);
-    }
-    await new Promise((r) => setTimeout(r, 2));
+  try {
+    await until(() => leader.status.committedSeq >= view.seq, () => leader.serving, `export: entries through ${view.seq} did not commit`);
+  } catch (err) {
+    view.close();
+    throw err;
   }
   return view;
 }
@@ -104,13 +93,14 @@ async function* closing(view: StoreView, lines: AsyncIterable<string>): AsyncGen
 
 /** Deletes keys of slots this shard does not serve, through the log, in batches; at most PURGE_KEYS_PER_CALL_MAX a call. */
 async function purge(node: ShardNode, store: KvStore, slots: SlotSet): Promise<{ deleted: number; more: boolean }> {
-  const leader = servingLeader(node);
+  const leader = node.servingLeader('');
   // Every slot is checked: one of them served here would delete keys this shard owns.
   const owned = node.ownership;
   const served = owned === undefined ? undefined : slots.ranges().flatMap(([from, to]) => Array.from({ length: to - from }, (_, i) => from + i)).find((slot) => !owned.purgeable(slot));
   if (owned === undefined || served !== undefined) throw new KvError('bad_request', `purge refused: ${owned === undefined ? 'this node has no slot map' : `slot ${served} is served by this shard`}`);
   // Entries sequenced before this call (an import of an abandoned copy) must be in the view.
-  await persistedThrough(leader.status.lastSeq, store);
+  const through = leader.status.lastSeq;
+  await until(() => store.seq >= through, () => true, `purge: entries through ${through} were not persisted`);
   const view = store.view();
   let found;
   try {
@@ -125,10 +115,14 @@ async function purge(node: ShardNode, store: KvStore, slots: SlotSet): Promise<{
   return { deleted: found.keys.length, more: found.more };
 }
 
-async function persistedThrough(seq: number, store: KvStore): Promise<void> {
+/**
+ * Waits (polling, bounded by EXPORT_COMMIT_WAIT_MS_MAX) until `done`; 503 not_ready if it does
+ * not come in time or `valid` stops holding (the leader stopped serving).
+ */
+async function until(done: () => boolean, valid: () => boolean, what: string): Promise<void> {
   const deadline = Date.now() + EXPORT_COMMIT_WAIT_MS_MAX;
-  while (store.seq < seq) {
-    if (Date.now() > deadline) throw new KvError('not_ready', `purge: entries through ${seq} not persisted within ${EXPORT_COMMIT_WAIT_MS_MAX} ms`);
+  while (!done()) {
+    if (!valid() || Date.now() > deadline) throw new KvError('not_ready', `${what} within ${EXPORT_COMMIT_WAIT_MS_MAX} ms`);
     await new Promise((r) => setTimeout(r, 2));
   }
 }
