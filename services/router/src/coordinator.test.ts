@@ -20,10 +20,10 @@ const opts = { healthIntervalMs: 10, healthTimeoutMs: 10, healthFailures: 3, min
 const SELF = { id: 'router-a', url: 'http://router-a:5000' };
 
 /** A coordinator over an embedded control plane in `controlDir`, already elected (no timers run). */
-async function coordinator(controlDir: string, nodes: NodeApi, o: CoordinatorOptions = opts): Promise<{ c: Coordinator; table: ShardTable; store: FileMetaStore; leadership: Leadership }> {
+async function coordinator(controlDir: string, nodes: NodeApi, o: CoordinatorOptions = opts, log = quiet): Promise<{ c: Coordinator; table: ShardTable; store: FileMetaStore; leadership: Leadership }> {
   const store = FileMetaStore.open(controlDir);
   const table = await ShardTable.load(store, [{ id: 's0', leader: A, follower: B }], quiet);
-  const c = new Coordinator(table, store, nodes, o, SELF, quiet);
+  const c = new Coordinator(table, store, nodes, o, SELF, log);
   const leadership = await store.campaign(SELF);
   (c as unknown as { lead(l: Leadership): void }).lead(leadership);
   return { c, table, store, leadership };
@@ -122,6 +122,29 @@ describe('Coordinator', () => {
     const x = await coordinator(newDir(), nodes, { ...opts, startupGraceMs: 60_000 });
     await rounds(x, 5);
     expect(x.table.state('s0')).toMatchObject({ epoch: 1, leader: A });
+    await x.store.close();
+  });
+
+  test('a new coordinator configures each shard\'s follower before its leader, so a restarted leader finds its follower configured', async () => {
+    const nodes = new FakeNodes();
+    const x = await coordinator(newDir(), nodes);
+    await rounds(x, 1);
+    expect(nodes.pushed.map(([url, cfg]) => [url, cfg.role])).toEqual([[B, 'follower'], [A, 'leader']]);
+    await x.store.close();
+  });
+
+  test('a node never seen answering is warned about only once the start-up grace is over; a node seen before, once per outage', async () => {
+    const nodes = new FakeNodes();
+    nodes.down.add(A);
+    const log = createLogger('test', 'silent');
+    const warned = jest.spyOn(log, 'warn');
+    const x = await coordinator(newDir(), nodes, { ...opts, startupGraceMs: 60_000 }, log);
+    await rounds(x, 5);
+    expect(warned).not.toHaveBeenCalled();
+    // B answered during this leadership: its outage is a fault from the third failed check on.
+    nodes.down.add(B);
+    await rounds(x, 5);
+    expect(warned.mock.calls.map((c) => [(c[0] as { node?: string }).node, c[1]])).toEqual([[B, 'node not answering health checks']]);
     await x.store.close();
   });
 

@@ -68,6 +68,8 @@ export interface NodeReport {
 
 interface Health {
   failures: number;
+  /** This outage was logged as a warning (once per outage). */
+  downLogged: boolean;
   /** Answered at least once during this leadership. */
   seen: boolean;
   /** Has taken a configuration from this leadership (so it refuses the previous coordinator's). */
@@ -79,7 +81,7 @@ interface Health {
 
 /** A node as a new leadership first knows it: nothing seen yet. */
 function freshHealth(): Health {
-  return { failures: 0, seen: false, announced: false, seenSeq: 0, report: undefined };
+  return { failures: 0, downLogged: false, seen: false, announced: false, seenSeq: 0, report: undefined };
 }
 
 /** Pure decisions: the next state of a shard, or the same state when nothing changes. */
@@ -159,10 +161,16 @@ export class Coordinator {
         continue;
       }
       this.lead(leadership);
-      this.log.warn({ router: this.self.id, generation: leadership.generation }, 'elected coordinator');
+      // Info: being elected is how every router starts coordinating, and nothing needs doing. What
+      // may need an operator is a coordinator losing its role (below), or a router dying (its
+      // supervisor says so); the nodes' own faults are warned about as they are seen.
+      this.log.info({ router: this.self.id, generation: leadership.generation }, 'elected coordinator');
       await this.healthLoop(leadership);
       this.leadership = undefined;
-      this.log.warn({ router: this.self.id, generation: leadership.generation }, 'no longer the coordinator');
+      // A warning only when it was not asked for: a lease lost (control plane unreachable, a
+      // pause) or a deposed write. Resigning because this router stops is the end of a clean run.
+      const asked = this.stopping.signal.aborted;
+      this.log[asked ? 'info' : 'warn']({ router: this.self.id, generation: leadership.generation, ...(asked ? { why: 'router stopping' } : {}) }, 'no longer the coordinator');
     }
   }
 
@@ -277,19 +285,30 @@ export class Coordinator {
     try {
       h.report = await this.api.status(url, this.opts.healthTimeoutMs, generation);
       h.failures = 0;
+      h.downLogged = false;
       h.seen = true;
       h.seenSeq = Math.max(h.seenSeq, h.report.seq);
     } catch (err) {
       h.failures += 1;
       h.report = undefined;
       // Logged once per outage, when it starts to count: a node down for minutes is one line.
-      if (h.failures === this.opts.healthFailures) this.log.warn({ node: url, failures: h.failures, err: err instanceof Error ? err.message : String(err) }, 'node not answering health checks');
+      // A node never seen to answer, early in this leadership, is starting (a cold start brings
+      // every process up at once), not down: it is warned about once the start-up grace is over.
+      if (h.failures >= this.opts.healthFailures && !h.downLogged && this.outageCounts(h)) {
+        h.downLogged = true;
+        this.log.warn({ node: url, failures: h.failures, seenBefore: h.seen, err: err instanceof Error ? err.message : String(err) }, 'node not answering health checks');
+      }
     }
+  }
+
+  /** Whether a node's failed checks count: it answered before in this leadership, or the start-up grace is over. */
+  private outageCounts(h: Health): boolean {
+    return h.seen || Date.now() - this.leadingSinceMs >= this.opts.startupGraceMs;
   }
 
   private leaderDown(url: string): boolean {
     const h = this.health.get(url)!;
-    return h.failures >= this.opts.healthFailures && (h.seen || Date.now() - this.leadingSinceMs >= this.opts.startupGraceMs);
+    return h.failures >= this.opts.healthFailures && this.outageCounts(h);
   }
 
   /**
@@ -311,7 +330,10 @@ export class Coordinator {
     }
     // A new coordinator also sends every node its current configuration once: from then on the
     // node refuses the previous coordinator's commands, should that one still be talking.
-    for (const url of [s.leader, s.follower]) {
+    // The follower first: a leader configured with an in-sync follower at once asks it for what
+    // it lacks, and a follower still in standby (a restart) would refuse; the leader would have
+    // to wait for it. (The nodes check epochs themselves: the order is for speed, not safety.)
+    for (const url of [s.follower, s.leader]) {
       const h = this.health.get(url)!;
       if (h.report !== undefined && (!h.announced || decide.needsPush(s, url, h.report, this.table.map.slots === undefined ? 0 : this.table.map.version))) await this.push(leadership, s, url);
     }

@@ -28,6 +28,12 @@ const schema = z
      */
     READ_LEASE_MS: envInt(1000, 10),
     REPORT_RETRY_MS: envInt(1000, 10),
+    /**
+     * A starting leader that has not reached its follower yet waits this long before it reports
+     * it lost (serving nothing meanwhile): at a cold start the follower may simply not be up yet.
+     * Like COORDINATOR_STARTUP_GRACE_MS on the router.
+     */
+    FOLLOWER_STARTUP_GRACE_MS: envInt(5000, 0),
     STORAGE: z.enum(['lmdb', 'memory']).default('lmdb'),
     DATA_DIR: envOptionalString(),
     /** Stored in every data directory: a directory from another cluster is refused at start-up. */
@@ -64,6 +70,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     sourceAddress: c.SOURCE_ADDRESS,
     readLeaseMs: c.READ_LEASE_MS,
     reportRetryMs: c.REPORT_RETRY_MS,
+    followerStartupGraceMs: c.FOLLOWER_STARTUP_GRACE_MS,
     storage: c.STORAGE,
     dataDir: resolve(c.DATA_DIR ?? join('data', nodeName)),
     clusterId: c.CLUSTER_ID,

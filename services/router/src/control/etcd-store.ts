@@ -231,7 +231,8 @@ class EtcdLeadership implements Leadership {
     if (!this.active) return Promise.resolve();
     this.active = false;
     clearTimeout(this.timer);
-    this.log.warn({ generation: this.generation, why }, 'coordinator leadership ended');
+    // Resigning (this router stops, or steps down on purpose) is no fault; a lease lost is.
+    this.log[why === 'resigned' ? 'info' : 'warn']({ generation: this.generation, why }, 'coordinator leadership ended');
     // Revoked rather than left to expire, so that a rival need not wait out the TTL if the
     // server still holds it; if etcd cannot be reached the lease expires there by itself.
     const revoked = this.lease.revoke({ deadline: Date.now() + this.opts.callTimeoutMs }).catch(() => {});

@@ -11,7 +11,16 @@ import { CommittedReads } from './visible';
 export type { CommitMode, WriteResult } from './leader-core';
 export { REJOIN_LAG_ENTRIES_MAX } from './leader-core';
 
-export type LeaderOptions = LeaderCoreOptions;
+export interface LeaderOptions extends LeaderCoreOptions {
+  /**
+   * A starting leader that has not reached its follower yet reports it lost (and may go on
+   * alone) only this long after it started (FOLLOWER_STARTUP_GRACE_MS; 0: at once). At a cold
+   * start every process comes up at once, and a follower slower to listen, or after a restart
+   * still in standby until the coordinator configures it, is not lost. Meanwhile the leader
+   * serves nothing, so nothing is acknowledged without the follower.
+   */
+  followerStartupGraceMs?: number;
+}
 
 /** How a leader starts: its epoch, commit mode, and whether it first takes what its follower has beyond its own seq. */
 export interface LeaderStart {
@@ -248,10 +257,12 @@ export class Leader {
    * `seq`. The follower can be ahead: it may persist an entry before the leader does, so a leader
    * killed in between restarts without entries that are committed on the follower (and an
    * in-memory leader restarts with nothing). Serving before this could show a client an older
-   * state than one it already saw. Until then reads and writes get 503 not_ready.
+   * state than one it already saw. Until then reads and writes get 503 not_ready. A follower
+   * that does not answer is reported lost only after the start-up grace (see LeaderOptions).
    */
   private async recover(): Promise<void> {
-    let lastError = '';
+    const graceUntilMs = performance.now() + (this.opts.followerStartupGraceMs ?? 0);
+    let lastLogged = '';
     // A promoted follower has every committed entry, and an out-of-sync follower cannot have one
     // we lack: only a leader whose follower is in sync needs to ask it.
     while (this.phase === 'recovering' && this.reconcile && this.mode === 'sync') {
@@ -269,13 +280,28 @@ export class Leader {
           while (this.phase === 'recovering') await this.pause(this.opts.heartbeatIntervalMs);
           return;
         }
-        // Logged once per distinct reason: a follower that is down for minutes is one line, not thousands.
-        if (message !== lastError) this.logger.warn({ err: message, from: this.peer.url }, 'cannot reconcile with follower yet; not serving until it answers');
-        lastError = message;
-        this.events.followerLost(this.epoch);
-        await this.pause(this.opts.retryBackoffMs);
+        const graceLeftMs = graceUntilMs - performance.now();
+        lastLogged = this.reconcileFailed(message, graceLeftMs, lastLogged);
+        // Woken at the end of the grace at the latest: a follower still silent then is reported at once.
+        await this.pause(graceLeftMs > 0 ? Math.min(this.opts.retryBackoffMs, graceLeftMs) : this.opts.retryBackoffMs);
       }
     }
+  }
+
+  /**
+   * A failed reconciliation: within the start-up grace the follower is waited for (it has not
+   * answered yet: a start, not a loss; logged as info, not reported); after it, reported lost on
+   * every attempt (the node reports once per REPORT_RETRY_MS) and logged as a warning. Logged
+   * once per distinct reason and level: a follower down for minutes is one line, not thousands.
+   * Returns what was logged last.
+   */
+  private reconcileFailed(message: string, graceLeftMs: number, lastLogged: string): string {
+    const waiting = graceLeftMs > 0;
+    const logged = `${waiting ? 'info' : 'warn'} ${message}`;
+    if (logged !== lastLogged && waiting) this.logger.info({ err: message, from: this.peer.url, graceLeftMs: Math.round(graceLeftMs) }, 'follower not answering yet; waiting for it before serving');
+    if (logged !== lastLogged && !waiting) this.logger.warn({ err: message, from: this.peer.url }, 'cannot reconcile with follower yet; not serving until it answers');
+    if (!waiting) this.events.followerLost(this.epoch);
+    return logged;
   }
 
   /** Sleeps up to `ms` while recovering; `stop` ends it early. */

@@ -574,6 +574,67 @@ describe('in-memory engine', () => {
   });
 });
 
+describe('start-up grace for a follower that has not answered yet', () => {
+  interface Starting {
+    leader: Leader;
+    follower: Follower;
+    followerStore: KvStore;
+    /** To the follower; down at first. */
+    link: Link;
+    /** The epochs of followerLost reports. */
+    lost: number[];
+  }
+
+  /** A leader over an empty store starting with an in-sync follower behind a link that is down. */
+  function starting(graceMs: number): Starting {
+    const leaderStore = new MemoryStore(WINDOW);
+    const followerStore = new MemoryStore(WINDOW);
+    const lost: number[] = [];
+    const events: LeaderEvents = { followerLost: (epoch) => lost.push(epoch), followerCaughtUp: () => {}, fenced: () => {} };
+    let leader: Leader | undefined;
+    const toLeader = new Link('leader', () => Promise.reject(new Error('follower never sends replicate')), () => leaderStore, () => leader?.serving === true);
+    const follower = new Follower(followerStore, toLeader, { shardId: SHARD, retryBackoffMs: 20 }, quiet);
+    const link = new Link('follower', (body) => follower.onReplicate(replicateRequestSchema.parse(body)), () => followerStore, () => follower.transferable);
+    link.mode = 'down';
+    leader = new Leader(leaderStore, link, { ...options, followerStartupGraceMs: graceMs }, quiet, { epoch: 1, mode: 'sync', reconcile: true }, events);
+    void leader.start();
+    return { leader, follower, followerStore, link, lost };
+  }
+
+  test('a follower that comes up within the grace is reconciled with and never reported lost; nothing is served before', async () => {
+    const w = starting(5000);
+    try {
+      await sleep(100); // several failed attempts (backoff 20 ms)
+      expect(w.lost).toEqual([]);
+      await expect(w.leader.write({ op: 'put', key: 'early', value: 'v' })).rejects.toMatchObject({ code: 'not_ready', status: 503 });
+      w.link.mode = 'up';
+      await until(() => w.leader.serving && w.leader.follower.reachable);
+      await w.leader.write({ op: 'put', key: 'k', value: 'v' });
+      expect(w.followerStore.get('k')).toBe('v');
+      expect(w.lost).toEqual([]);
+    } finally {
+      await w.leader.stop();
+      await w.follower.stop();
+    }
+  });
+
+  test('a follower still silent when the grace ends is reported lost then, as without a grace', async () => {
+    const started = performance.now();
+    const w = starting(150);
+    try {
+      await sleep(75);
+      expect(w.lost).toEqual([]);
+      await until(() => w.lost.length > 0);
+      expect(performance.now() - started).toBeGreaterThanOrEqual(150);
+      expect(w.lost[0]).toBe(1);
+      expect(w.leader.serving).toBe(false);
+    } finally {
+      await w.leader.stop();
+      await w.follower.stop();
+    }
+  });
+});
+
 function record(seq: number, key: string, value = 'x'): LogRecord {
   const entry = { seq, op: 'put' as const, key, value };
   const json = JSON.stringify(entry);
