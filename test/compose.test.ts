@@ -1,10 +1,11 @@
 // Static checks of the Docker packaging (this machine has no Docker engine, so nothing is built
 // or started here): docker-compose.yml must pass dclint and describe the cluster the services
 // expect (names, roles, ports, peer URLs, health checks, start-up order, the shared token), both
-// by default, with the "reshard" profile (a fourth shard for online resharding) and with the "ha"
-// profile (3 etcd members and a second router, with the shell
-// variables the file's header documents), and the two Dockerfiles must build on node:20-slim and
-// run as a non-root user.
+// by default, with the "reshard" profile (a fourth shard for online resharding), with the "ha"
+// profile (3 etcd members and a second router, with the shell variables the file's header
+// documents) and with the "monitoring" profile (Prometheus scraping every process, Grafana with
+// its datasource and dashboard), and the two Dockerfiles must build on node:20-slim and run as a
+// non-root user.
 //
 // The structural checks collect problems instead of stopping at the first one, and the second
 // half of the file feeds them broken variants of the real file, so every check is shown to fail.
@@ -92,8 +93,11 @@ const ROUTERS: Record<string, { port: number; id: string }> = { router: { port: 
 const HA_SERVICES = [...DEFAULT_SERVICES, ...ETCD_MEMBERS, 'router-2'].sort();
 /** The services built from this repository, held to the same checks (health, restart, HOST, token). */
 const OUR_SERVICES = [...DEFAULT_SERVICES, 'router-2', ...RESHARD_SERVICES];
+// Profile "monitoring": Prometheus scraping every process, and Grafana reading it.
+const MONITORING_SERVICES = ['grafana', 'prometheus'];
+const MONITORING_DIR = path.join(ROOT, 'monitoring');
 /** Every profile combination a user can start; each must be a closed set with distinct host ports. */
-const PROFILE_SETS: string[][] = [[], ['ha'], ['loadtest'], ['ha', 'loadtest'], ['reshard'], ['ha', 'reshard']];
+const PROFILE_SETS: string[][] = [[], ['ha'], ['loadtest'], ['ha', 'loadtest'], ['reshard'], ['ha', 'reshard'], ['monitoring'], ['ha', 'monitoring'], ['monitoring', 'reshard']];
 
 const isDict = (v: unknown): v is Dict => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -224,7 +228,50 @@ function composeProblems(doc: unknown, header: string = composeText): string[] {
     ...reshardProfileProblems(services),
     ...etcdProblems(services),
     ...haEnvProblems(services, documentedHaShell(header)),
+    ...monitoringProblems(services),
   ];
+}
+
+/**
+ * "monitoring" adds exactly Prometheus and Grafana. Prometheus mounts monitoring/prometheus.yml,
+ * which scrapes every router and node service on its port, the nodes with the bearer token from
+ * the file its entrypoint writes from CLUSTER_TOKEN; Grafana mounts the provisioning (a
+ * datasource at the prometheus service) and the dashboards.
+ */
+function monitoringProblems(services: Record<string, unknown>, promText = readMonitoring('prometheus.yml')): string[] {
+  const problems: string[] = [];
+  const added = activeServices(services, ['monitoring']).filter((n) => !DEFAULT_SERVICES.includes(n));
+  if (JSON.stringify(added) !== JSON.stringify(MONITORING_SERVICES)) problems.push(`"monitoring" adds [${added.join(', ')}], expected [${MONITORING_SERVICES.join(', ')}]`);
+  const prom = services.prometheus;
+  const grafana = services.grafana;
+  if (!isDict(prom) || !isDict(grafana)) return problems;
+  for (const [name, svc] of [['prometheus', prom], ['grafana', grafana]] as const) {
+    if (JSON.stringify(svc.profiles) !== '["monitoring"]') problems.push(`${name}: profiles is ${JSON.stringify(svc.profiles)}, expected ["monitoring"]`);
+    if (!/^[\w./-]+:v?\d+\.\d+\.\d+$/.test(String(svc.image))) problems.push(`${name}: image ${String(svc.image)} is not pinned to a version`);
+    problems.push(...healthcheckTimingProblems(name, svc));
+  }
+  if (!volumesOf(prom).includes('./monitoring/prometheus.yml:/etc/prometheus/prometheus.yml:ro')) problems.push('prometheus: does not mount ./monitoring/prometheus.yml');
+  const scrape = YAML.parse(promText) as { scrape_configs?: Array<Dict> };
+  const jobs = scrape.scrape_configs ?? [];
+  const targetsOf = (job: Dict | undefined) => ((job?.static_configs as Array<{ targets?: string[] }> | undefined) ?? []).flatMap((c) => c.targets ?? []).sort();
+  const routerJob = jobs.find((j) => targetsOf(j).includes(`router:${ROUTER_PORT}`));
+  const expectedRouters = Object.entries(ROUTERS).map(([n, r]) => `${n}:${r.port}`).sort();
+  if (JSON.stringify(targetsOf(routerJob)) !== JSON.stringify(expectedRouters)) problems.push(`prometheus.yml: router targets are [${targetsOf(routerJob).join(', ')}], expected [${expectedRouters.join(', ')}]`);
+  const nodeJob = jobs.find((j) => targetsOf(j).includes(`${NODES[0]!.name}:${NODES[0]!.port}`));
+  const expectedNodes = [...NODES, ...RESHARD_NODES].map((n) => `${n.name}:${n.port}`).sort();
+  if (JSON.stringify(targetsOf(nodeJob)) !== JSON.stringify(expectedNodes)) problems.push(`prometheus.yml: node targets are [${targetsOf(nodeJob).join(', ')}], expected [${expectedNodes.join(', ')}]`);
+  const auth = nodeJob?.authorization as Dict | undefined;
+  const entrypoint = Array.isArray(prom.entrypoint) ? prom.entrypoint.join(' ') : String(prom.entrypoint ?? '');
+  if (auth?.type !== 'Bearer' || typeof auth.credentials_file !== 'string') problems.push('prometheus.yml: the node job sends no bearer token (nodes serve /metrics only with the cluster token)');
+  else if (!entrypoint.includes(`"$$CLUSTER_TOKEN" > ${auth.credentials_file}`)) problems.push(`prometheus: its entrypoint does not write CLUSTER_TOKEN to ${auth.credentials_file}`);
+  const gv = volumesOf(grafana);
+  if (!gv.includes('./monitoring/grafana/provisioning:/etc/grafana/provisioning:ro') || !gv.some((v) => v.startsWith('./monitoring/grafana/dashboards:'))) problems.push('grafana: does not mount the provisioning and dashboards of ./monitoring/grafana');
+  if (!dependsOn(grafana).has('prometheus')) problems.push('grafana: does not wait for prometheus');
+  return problems;
+}
+
+function readMonitoring(file: string): string {
+  return fs.readFileSync(path.join(MONITORING_DIR, file), 'utf8');
 }
 
 /** The default set is exactly the 7 services, "ha" adds etcd and router-2, and every set is closed. */
@@ -280,8 +327,9 @@ function serviceProblems(name: string, value: unknown, services: Record<string, 
   const problems: string[] = [];
   const env = envOf(value);
   const token = env.get('CLUSTER_TOKEN');
-  // etcd speaks none of our protocol: the shared token is for the routers, the nodes and artillery.
-  if (!ETCD_MEMBERS.includes(name) && (token === undefined || token === null || !REQUIRED_TOKEN.test(token))) {
+  // etcd and Grafana speak none of our protocol: the shared token is for the routers, the nodes,
+  // artillery and Prometheus (which scrapes the nodes with it).
+  if (!ETCD_MEMBERS.includes(name) && name !== 'grafana' && (token === undefined || token === null || !REQUIRED_TOKEN.test(token))) {
     problems.push(`${name}: CLUSTER_TOKEN must be passed as \${CLUSTER_TOKEN:?message}, got ${String(token)}`);
   }
   for (const [dep, condition] of dependsOn(value)) {
@@ -523,6 +571,17 @@ describe('docker-compose.yml', () => {
     expect(documentedReshardBody(composeText)).toEqual({ id: leader!.shardId, leader: `http://${leader!.name}:${leader!.port}`, follower: `http://${follower!.name}:${follower!.port}` });
   });
 
+  it('adds only Prometheus and Grafana with "monitoring", provisioned with the datasource and the dashboard', () => {
+    const services = (parseCompose(composeText) as { services: Record<string, unknown> }).services;
+    expect(activeServices(services, ['monitoring'])).toEqual([...DEFAULT_SERVICES, ...MONITORING_SERVICES].sort());
+    const datasources = YAML.parse(readMonitoring('grafana/provisioning/datasources/prometheus.yml')) as { datasources: Dict[] };
+    expect(datasources.datasources).toEqual([expect.objectContaining({ type: 'prometheus', url: 'http://prometheus:9090', uid: 'shardkv-prometheus' })]);
+    const dashboard = JSON.parse(readMonitoring('grafana/dashboards/shardkv.json')) as { panels: Array<{ targets: Array<{ expr: string; datasource: Dict }> }> };
+    const targets = dashboard.panels.flatMap((p) => p.targets);
+    expect(targets.length).toBeGreaterThan(10);
+    for (const t of targets) expect(t.datasource.uid).toBe('shardkv-prometheus');
+  });
+
   it('keeps the artillery load generator out of the default profile, aimed at the router', () => {
     const doc = parseCompose(composeText) as { services: Record<string, Dict> };
     const artillery = doc.services.artillery;
@@ -614,10 +673,27 @@ describe('the checks catch mistakes', () => {
     ['shard-3 sharing a volume', (s) => (s['shard3-follower']!.volumes = ['shard2-follower-data:/data']), /shard3-follower: DATA_DIR is not on its own volume/],
     ['shard-3 without a healthcheck', (s) => delete s['shard3-follower']!.healthcheck, /shard3-follower: no healthcheck/],
     ['shard-3 not waiting for its follower', (s) => delete (s['shard3-leader']!.depends_on as Dict)['shard3-follower'], /shard3-leader: depends_on is \[router\]/],
+    ['Prometheus in the default profile', (s) => delete s.prometheus!.profiles, /default-profile services/],
+    ['Grafana missing from "monitoring"', (s) => delete s.grafana, /"monitoring" adds \[prometheus\]/],
+    ['an unpinned Grafana', (s) => (s.grafana!.image = 'grafana/grafana:latest'), /grafana: image .* not pinned/],
+    ['Prometheus without its scrape config', (s) => (s.prometheus!.volumes = ['prometheus-data:/prometheus']), /prometheus: does not mount/],
+    ['Prometheus not writing the token file', (s) => (s.prometheus!.entrypoint = ['/bin/prometheus']), /entrypoint does not write CLUSTER_TOKEN/],
+    ['Prometheus without CLUSTER_TOKEN', (s) => delete env(s.prometheus!).CLUSTER_TOKEN, /prometheus: CLUSTER_TOKEN/],
+    ['Grafana on Prometheus\'s host port', (s) => (s.grafana!.ports = ['127.0.0.1:9090:3000']), /host port 9090 is also published/],
     ['shard-3 unaware of router-2 under "ha"', (s) => (env(s['shard3-follower']!).COORDINATOR_URLS = 'http://router:5000'), /shard3-follower: COORDINATOR_URLS is \[http:\/\/router:5000\] with the documented HA command/],
   ])('flags %s', (_what, change, expected) => {
     const problems = mutate(change);
     expect(problems.some((p) => expected.test(p))).toBe(true);
+  });
+
+  it.each<[string, (text: string) => string, RegExp]>([
+    ['a node missing from the scrape targets', (t) => t.replace(', "shard1-follower:6002"', ''), /node targets are/],
+    ['router-2 not scraped', (t) => t.replace(', "router-2:5010"', ''), /router targets are/],
+    ['nodes scraped without the token', (t) => t.replace(/ {4}authorization:\n(?: {6}.*\n)+/, ''), /sends no bearer token/],
+  ])('flags a prometheus.yml with %s', (_what, change, expected) => {
+    const text = readMonitoring('prometheus.yml');
+    expect(monitoringProblems(good.services, text)).toEqual([]);
+    expect(monitoringProblems(good.services, change(text)).some((p) => expected.test(p))).toBe(true);
   });
 
   it('reads the list form of environment like the map form', () => {

@@ -9,9 +9,10 @@ import type { Logger } from './log';
 /**
  * Turns every thrown error into the JSON error shape `{"error":{"code","message"}}` with the
  * status from the error table. Anything unexpected is logged and answered as a 500, never a
- * crash. A request no route matched becomes `route_not_found`.
+ * crash. A request no route matched becomes `route_not_found`. Every error passes here, so
+ * `onError` sees every code answered (the services count them by code).
  */
-export function errorMiddleware(log: Logger): Koa.Middleware {
+export function errorMiddleware(log: Logger, onError: (code: string) => void = () => {}): Koa.Middleware {
   return async (ctx, next) => {
     try {
       await next();
@@ -21,6 +22,7 @@ export function errorMiddleware(log: Logger): Koa.Middleware {
     } catch (err) {
       const kv = toKvError(err);
       if (kv.code === 'internal') log.error({ err, path: ctx.path }, 'unhandled error');
+      onError(kv.code);
       ctx.status = kv.status;
       ctx.body = kv.toBody();
     }

@@ -10,3 +10,4 @@ export * from './batch';
 export * from './rpc';
 export * from './load';
 export * from './slots';
+export * from './metrics';

@@ -1,5 +1,5 @@
 import Router from '@koa/router';
-import { bearer, ERRORS, errorMiddleware, failedEntry, internalAuth, jsonBody, keyQuery, KvError, LOAD_BODY_BYTES_MAX, LOAD_CONTENT_TYPE, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, requireType, shardEventSchema, type EntryFailure, type EntryResult, type ErrorCode, type Logger, type RpcResponse, type WriteOp } from '@shardkv/common';
+import { bearer, countRequests, ERRORS, errorMiddleware, failedEntry, internalAuth, jsonBody, keyQuery, KvError, LOAD_BODY_BYTES_MAX, LOAD_CONTENT_TYPE, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, requireType, serveMetrics, shardEventSchema, type EntryFailure, type EntryResult, type ErrorCode, type Logger, type RpcResponse, type WriteOp } from '@shardkv/common';
 import Koa from 'koa';
 import { Batcher, type BatcherLimits } from './batcher';
 import type { ShardRecord } from './control/records';
@@ -12,6 +12,7 @@ import { Routing } from './routing';
 import { addReshardRoutes } from './migration/routes';
 import { requireAdmin } from './admin-auth';
 import { nodeStatus, type Nodes } from './shards';
+import { batchEntries, http, OPERATIONS, operationSeconds, registry, watchQueues } from './metrics';
 
 export interface RouterAppDeps {
   nodes: Nodes;
@@ -45,7 +46,10 @@ export function createRouterApp(deps: RouterAppDeps): Koa {
   addPublicRoutes(router, deps);
   addCoordinatorRoutes(router, deps);
   addReshardRoutes(router, deps.table, deps.migrations, requireAdmin(deps.adminToken));
-  app.use(errorMiddleware(deps.log));
+  // Public, like /status (which says more): the router's port is the one clients reach anyway.
+  router.get('/metrics', serveMetrics(registry));
+  app.use(countRequests(http, observeOperation));
+  app.use(errorMiddleware(deps.log, (code) => http.errors.inc({ code })));
   app.use(internalAuth(deps.clusterToken));
   app.use(router.routes());
   app.use(router.allowedMethods({ throw: true }));
@@ -126,20 +130,42 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
   });
 }
 
-/** One write batcher and one read batcher per shard, created on first use. */
+function observeOperation(route: string, seconds: number): void {
+  const op = OPERATIONS[route];
+  if (op !== undefined) operationSeconds.observe({ op }, seconds);
+}
+
+/** One write batcher and one read batcher per shard, created on first use; their sizes and queues are measured. */
 function shardBatchers({ batching, leaders }: RouterAppDeps) {
   const writes = new Map<string, Batcher<WriteOp, EntryResult>>();
   const reads = new Map<string, Batcher<string, EntryResult>>();
   const opBytes = (op: WriteOp) => op.key.length + (op.op === 'put' ? op.value.length : 0);
+  watchQueues(function* () {
+    for (const [kind, batchers] of [['write', writes], ['read', reads]] as const) {
+      for (const [shard, b] of batchers) yield { shard, kind, depth: b.queued, inFlight: b.batchesInFlight };
+    }
+  });
   return {
     writes(shardId: string): Batcher<WriteOp, EntryResult> {
       let b = writes.get(shardId);
-      if (b === undefined) writes.set(shardId, (b = new Batcher((ops, ms) => leaders.writes(shardId, ops, ms), batching, opBytes)));
+      if (b === undefined) {
+        const send = (ops: WriteOp[], ms: number) => {
+          batchEntries.observe({ shard: shardId, kind: 'write' }, ops.length);
+          return leaders.writes(shardId, ops, ms);
+        };
+        writes.set(shardId, (b = new Batcher(send, batching, opBytes)));
+      }
       return b;
     },
     reads(shardId: string): Batcher<string, EntryResult> {
       let b = reads.get(shardId);
-      if (b === undefined) reads.set(shardId, (b = new Batcher((keys, ms) => leaders.reads(shardId, keys, ms), batching, (k) => k.length)));
+      if (b === undefined) {
+        const send = (keys: string[], ms: number) => {
+          batchEntries.observe({ shard: shardId, kind: 'read' }, keys.length);
+          return leaders.reads(shardId, keys, ms);
+        };
+        reads.set(shardId, (b = new Batcher(send, batching, (k) => k.length)));
+      }
       return b;
     },
   };

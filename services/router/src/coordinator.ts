@@ -2,6 +2,7 @@ import { KvError, type Logger, type NodeConfig, type ShardEvent, type SlotConfig
 import type { Candidate, Leadership, MetaStore, PutResult } from './control/meta-store';
 import { sameRecord, shardKey, type ShardRecord } from './control/records';
 import type { ShardTable } from './control/shard-table';
+import { decisionReason, decisions, failovers } from './metrics';
 import { slotConfigFor } from './migration/plan';
 
 /**
@@ -376,12 +377,15 @@ export class Coordinator {
     }
     if (res?.ok === true) this.table.apply(next, res.revision);
     else if (await this.landedAnyway(next)) res = { ok: true, revision: this.table.revisionOf(next.id) };
+    const reason = decisionReason(why);
+    decisions.inc({ reason, outcome: res?.ok === true ? 'committed' : res === undefined ? 'unknown' : 'refused' });
     if (res?.ok !== true) {
       if (res?.reason === 'deposed') void leadership.resign();
       // A write that threw may still commit later (etcd may apply it after we gave up).
       if (res === undefined) throw new KvError('decision_unknown', `the control plane did not confirm the decision for ${next.id} (${why}): ${failure}; it may or may not take effect`);
       throw new KvError('coordinator_unavailable', `the decision for ${next.id} (${why}) was not recorded: ${res.reason === 'deposed' ? 'this router is no longer the coordinator' : 'the shard record changed meanwhile'}`);
     }
+    if (next.leader !== before.leader) failovers.inc({ shard: next.id, reason });
     this.log.warn({ shard: next.id, epoch: next.epoch, leader: next.leader, follower: next.follower, inSync: next.inSync, why }, 'shard configuration changed');
   }
 

@@ -2,6 +2,7 @@ import { EPOCH_HEADER, isKvError, KvError, LOAD_CONTENT_TYPE, type ChunkAnswer, 
 import { setMaxListeners } from 'node:events';
 import type { ShardRecord } from './control/records';
 import type { ShardTable } from './control/shard-table';
+import { retries } from './metrics';
 import type { Nodes } from './shards';
 
 /** How long a refused request waits for the shard map to be re-read before it goes by the node's hint. */
@@ -57,6 +58,7 @@ export class Leaders {
       return await this.send(first, call, decode);
     } catch (err) {
       if (!isKvError(err) || !REFUSED.has(err.code)) throw err;
+      retries.inc({ cause: 'leader_refused', code: err.code });
       await refreshBriefly(this.table);
       const now = this.table.state(shardId);
       // The map could not be re-read (cut off from the control plane) or has not caught up yet:

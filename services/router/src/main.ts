@@ -1,4 +1,4 @@
-import { createLogger, listen, stopOnSignals } from '@shardkv/common';
+import { collectProcessMetrics, createLogger, listen, stopOnSignals } from '@shardkv/common';
 import { createRouterApp } from './app';
 import { loadConfig, type RouterConfig } from './config';
 import { EtcdMetaStore } from './control/etcd-store';
@@ -7,6 +7,7 @@ import type { MetaStore } from './control/meta-store';
 import { MapMismatchError, ShardTable } from './control/shard-table';
 import { Coordinator } from './coordinator';
 import { Leaders } from './leaders';
+import { registry, watchRouter } from './metrics';
 import { MigrationDriver } from './migration/driver';
 import { nodeApi, Nodes } from './shards';
 
@@ -25,6 +26,8 @@ async function main(): Promise<void> {
   table.onMapChange((map) => nodes.sync(map));
   const coordinator = new Coordinator(table, store, nodeApi(nodes, config.configPushTimeoutMs), config.coordinator, config.self, log.child({ component: 'coordinator' }));
   const migrations = new MigrationDriver(table, store, nodes, coordinator, config.migration, log.child({ component: 'migration' }));
+  collectProcessMetrics(registry);
+  watchRouter(table, coordinator, migrations);
   const self = { ...config.self, controlPlane: store.kind };
   const app = createRouterApp({ nodes, table, leaders: new Leaders(table, nodes), coordinator, migrations, cutoverWaitMs: config.cutoverWaitMs, self, statusTimeoutMs: config.statusTimeoutMs, clusterToken: config.clusterToken, adminToken: config.adminToken, batching: config.batching, load: config.load, log });
   const server = await listen(app, config.port, config.host);

@@ -1,6 +1,7 @@
 import { failedEntry, type EntryResult } from '@shardkv/common';
 import type { ShardTable } from './control/shard-table';
 import { refreshBriefly } from './leaders';
+import { retries } from './metrics';
 
 /**
  * Entries a shard refused because the key's slot is not its own (`wrong_shard`: a cutover the
@@ -76,6 +77,7 @@ export class Routing {
 
   /** A `wrong_shard` means our map may be old: re-read it. Either way wait a little, growing. */
   private async settle(code: string, attempt: number): Promise<void> {
+    retries.inc({ cause: 'slot_moved', code });
     if (code === 'wrong_shard') await refreshBriefly(this.table);
     await new Promise((r) => setTimeout(r, Math.min(BACKOFF_MS_MAX, 5 * 2 ** attempt)));
   }

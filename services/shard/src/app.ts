@@ -1,9 +1,10 @@
 import Router from '@koa/router';
-import { bearer, COORDINATOR_HEADER, EPOCH_HEADER, errorMiddleware, failedEntry, internalAuth, jsonBody, KvError, LOAD_CHUNK_BODY_BYTES_MAX, LOAD_CONTENT_TYPE, nodeConfigSchema, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, parseWriteOpsBody, readBytes, requireJson, requireType, type EntryResult, type Logger, type WriteOp } from '@shardkv/common';
+import { bearer, COORDINATOR_HEADER, countRequests, EPOCH_HEADER, errorMiddleware, failedEntry, internalAuth, jsonBody, KvError, LOAD_CHUNK_BODY_BYTES_MAX, LOAD_CONTENT_TYPE, nodeConfigSchema, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, parseWriteOpsBody, readBytes, requireJson, requireType, serveMetrics, type EntryResult, type Logger, type WriteOp } from '@shardkv/common';
 import Koa from 'koa';
 import { Readable } from 'node:stream';
 import type { ShardConfig } from './config';
 import { loadChunk } from './load';
+import { http, registry } from './metrics';
 import { addMigrationRoutes } from './migration/routes';
 import type { ShardNode } from './node';
 import type { Leader, WriteResult } from './replication/leader';
@@ -26,7 +27,9 @@ export function createShardApp(deps: ShardAppDeps): Koa {
   addPublicRoutes(router, deps);
   addInternalRoutes(router, deps);
   addMigrationRoutes(router, deps.node, deps.store);
-  app.use(errorMiddleware(deps.log));
+  addMetricsRoute(router, deps.config.clusterToken);
+  app.use(countRequests(http));
+  app.use(errorMiddleware(deps.log, (code) => http.errors.inc({ code })));
   app.use(internalAuth(deps.config.clusterToken));
   app.use(router.routes());
   app.use(router.allowedMethods({ throw: true }));
@@ -189,6 +192,20 @@ function leaderStatus(leader: Leader, followerUrl: string | undefined) {
       lastError: f.lastError ?? null,
     },
   };
+}
+
+/**
+ * GET /metrics needs the cluster token, like /internal/*: a node's port is reachable only on the
+ * cluster's network, and whoever scrapes it (Prometheus) is one more member of that network.
+ * One listen address keeps the nodes' configuration as it is; Prometheus sends the token from a
+ * file (monitoring/prometheus.yml). Without a token configured it is open, as /internal/* is.
+ */
+function addMetricsRoute(router: Router, token: string | undefined): void {
+  const fromCluster = token === undefined ? () => true : bearer(token);
+  router.get('/metrics', (ctx, next) => {
+    if (!fromCluster(ctx.get('authorization'))) throw new KvError('unauthorized', 'GET /metrics on a node needs the cluster token');
+    return next();
+  }, serveMetrics(registry));
 }
 
 function addInternalRoutes(router: Router, { config, store, node }: ShardAppDeps): void {

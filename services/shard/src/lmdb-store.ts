@@ -104,6 +104,12 @@ export class LmdbStore implements KvStore {
     return this.state.keys;
   }
 
+  get diskBytes(): number {
+    // The pages in use up to the last one written: the data file's size, without a stat call.
+    const stats = this.env.getStats() as { pageSize?: number; lastPageNumber?: number };
+    return ((stats.lastPageNumber ?? -1) + 1) * (stats.pageSize ?? 0);
+  }
+
   /** Read on every replication message: kept in memory, written through. */
   get epoch(): number {
     return this.lastEpoch;

@@ -27,6 +27,8 @@ export interface KvStore {
   readonly term: string | undefined;
   setTerm(term: string): Promise<void>;
   readonly size: number;
+  /** Bytes the engine uses on disk (LMDB's pages in use), read at metrics scrapes; undefined when nothing is on disk. */
+  readonly diskBytes: number | undefined;
   get(key: string): string | undefined;
   /**
    * Applies entries `seq + 1 ...` in order, as one transaction that is durable when the promise
@@ -109,6 +111,10 @@ export class MemoryStore implements KvStore {
 
   get size(): number {
     return this.map.size;
+  }
+
+  get diskBytes(): undefined {
+    return undefined;
   }
 
   get epoch(): number {

@@ -1,4 +1,6 @@
 import { KvError, type Logger } from '@shardkv/common';
+import { performance } from 'node:perf_hooks';
+import { catchUpFailures, commitSeconds, recordCatchUp, secondsSince } from '../metrics';
 import type { KvStore } from '../store';
 import { decideReplicate, stateAfterApply, type FollowerState } from './follower-core';
 import { assertContiguous, record, type Entry } from './log';
@@ -158,8 +160,10 @@ export class Follower {
   }
 
   private async persist(entries: Entry[]): Promise<void> {
+    const startMs = performance.now();
     try {
       await this.store.apply(entries.map(record));
+      commitSeconds.observe({ role: 'follower' }, secondsSince(startMs));
     } catch (err) {
       this.logger.error({ err: String(err) }, 'cannot persist replicated entries');
       throw new KvError('storage_unavailable', `follower cannot persist entries: ${err instanceof Error ? err.message : String(err)}`);
@@ -189,7 +193,9 @@ export class Follower {
     else this.logger.debug({ seq: this.store.seq }, 'behind the leader log: catching up');
     while (this.state === 'catching_up') {
       try {
+        const startMs = performance.now();
         const result = await catchUpFrom(this.leader, this.store, this.opts.shardId, { full, signal: this.stopping.signal });
+        recordCatchUp('follower', result.kind, startMs);
         // Our state is now the leader's at some seq: its history, whatever we held before.
         if (this.state === 'catching_up') await this.store.setTerm(term);
         this.lastCatchUp = result;
@@ -212,6 +218,7 @@ export class Follower {
           continue;
         }
         if (this.state !== 'catching_up') return;
+        catchUpFailures.inc({ role: 'follower' });
         this.logger.warn({ err: String(err) }, 'catch-up failed; retrying');
         await new Promise((r) => setTimeout(r, this.opts.retryBackoffMs));
       }

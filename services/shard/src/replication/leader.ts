@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { KvError, type Logger } from '@shardkv/common';
+import { catchUpFailures, commitSeconds, recordCatchUp, replication, secondsSince } from '../metrics';
 import type { KvStore } from '../store';
+import { AckClock } from './ack-clock';
 import { LeaderCore, type CommitMode, type FollowerView, type LeaderCoreOptions, type LeaderEffect, type LeaderEvent, type Report, type WriteResult } from './leader-core';
 import type { LogRecord, Op } from './log';
 import { StaleEpochError, type PeerTransport } from './messages';
@@ -81,6 +83,8 @@ export class Leader {
   private epoch: number;
   private readonly reconcile: boolean;
   private readonly serveNotBeforeMs: number;
+  /** When the entries the follower has not acknowledged were first sent (replication lag in time). */
+  private readonly acks = new AckClock();
 
   constructor(
     private readonly store: KvStore,
@@ -114,6 +118,11 @@ export class Leader {
   get status() {
     const recovering = { state: this.phase, epoch: this.epoch, commitMode: this.mode, lastSeq: this.store.seq, committedSeq: this.store.seq, persistedSeq: this.store.seq, messagesInFlight: 0, storageError: null, queue: { entries: 0, bytes: 0 } };
     return { ...(this.core?.status ?? recovering), recoveryError: this.recoveryError ?? null, pendingKeys: this.reads.pendingKeys };
+  }
+
+  /** Age of the oldest entry sent and not yet acknowledged by the follower (see AckClock). */
+  get replicationLagMs(): number {
+    return this.acks.lagMs(performance.now());
   }
 
   get serving(): boolean {
@@ -214,7 +223,7 @@ export class Leader {
 
   private perform(e: LeaderEffect): void {
     switch (e.type) {
-      case 'send': return this.send(e.msgId, e.body);
+      case 'send': return this.send(e.msgId, e.body, e.fromSeq, e.toSeq);
       case 'persist': return this.persist(e.records);
       case 'committed': return this.reads.onCommit(e.records);
       case 'answer': return this.settle(e.id, (w) => w.resolve(e.results));
@@ -224,18 +233,36 @@ export class Leader {
     }
   }
 
-  private send(msgId: number, body: string): void {
+  /** Sends one message the core built; counted here (messages, bytes, entries), the core keeps no metrics. */
+  private send(msgId: number, body: string, fromSeq: number, toSeq: number): void {
+    const bytes = Buffer.byteLength(body);
+    replication.messagesSent.inc();
+    replication.bytesSent.inc(bytes);
+    if (toSeq >= fromSeq) replication.entriesSent.inc(toSeq - fromSeq + 1);
+    this.acks.sent(toSeq, performance.now());
     this.peer.replicate(body).then(
-      (reply) => this.step({ type: 'replied', msgId, reply, local: { seq: this.store.seq, digest: this.store.digest() }, nowMs: performance.now() }),
-      (err: unknown) => this.step({ type: 'sendFailed', msgId, error: err instanceof Error ? err.message : String(err), staleEpoch: err instanceof StaleEpochError, nowMs: performance.now() }),
+      (reply) => {
+        replication.messagesAcked.inc();
+        replication.bytesAcked.inc(bytes);
+        this.step({ type: 'replied', msgId, reply, local: { seq: this.store.seq, digest: this.store.digest() }, nowMs: performance.now() });
+        this.acks.acked(this.follower.ackedSeq);
+      },
+      (err: unknown) => {
+        replication.sendFailures.inc();
+        this.step({ type: 'sendFailed', msgId, error: err instanceof Error ? err.message : String(err), staleEpoch: err instanceof StaleEpochError, nowMs: performance.now() });
+      },
     );
   }
 
   private persist(records: readonly LogRecord[]): void {
     this.reads.beforePersist(records, (k) => this.store.get(k));
     const throughSeq = records[records.length - 1]!.entry.seq;
+    const startMs = performance.now();
     this.persisting = this.store.apply(records).then(
-      (existed) => this.step({ type: 'persisted', throughSeq, existed, nowMs: performance.now() }),
+      (existed) => {
+        commitSeconds.observe({ role: 'leader' }, secondsSince(startMs));
+        this.step({ type: 'persisted', throughSeq, existed, nowMs: performance.now() });
+      },
       (err: unknown) => this.step({ type: 'persistFailed', error: err instanceof Error ? err.message : String(err), nowMs: performance.now() }),
     );
   }
@@ -267,7 +294,9 @@ export class Leader {
     // we lack: only a leader whose follower is in sync needs to ask it.
     while (this.phase === 'recovering' && this.reconcile && this.mode === 'sync') {
       try {
+        const startMs = performance.now();
         const result = await catchUpFrom(this.peer, this.store, this.opts.shardId, { signal: this.stopping.signal });
+        recordCatchUp('leader', result.kind, startMs);
         this.logger.info({ ...result, from: this.peer.url }, 'reconciled with follower');
         return;
       } catch (err) {
@@ -281,6 +310,7 @@ export class Leader {
           return;
         }
         const graceLeftMs = graceUntilMs - performance.now();
+        catchUpFailures.inc({ role: 'leader' });
         lastLogged = this.reconcileFailed(message, graceLeftMs, lastLogged);
         // Woken at the end of the grace at the latest: a follower still silent then is reported at once.
         await this.pause(graceLeftMs > 0 ? Math.min(this.opts.retryBackoffMs, graceLeftMs) : this.opts.retryBackoffMs);
