@@ -11,6 +11,7 @@ import type { MigrationDriver } from './migration/driver';
 import { Routing } from './routing';
 import { addReshardRoutes } from './migration/routes';
 import { requireAdmin } from './admin-auth';
+import { addConsoleRoutes } from './console';
 import { nodeStatus, type Nodes } from './shards';
 
 export interface RouterAppDeps {
@@ -45,6 +46,7 @@ export function createRouterApp(deps: RouterAppDeps): Koa {
   addPublicRoutes(router, deps);
   addCoordinatorRoutes(router, deps);
   addReshardRoutes(router, deps.table, deps.migrations, requireAdmin(deps.adminToken));
+  addConsoleRoutes(router);
   app.use(errorMiddleware(deps.log));
   app.use(internalAuth(deps.clusterToken));
   app.use(router.routes());
