@@ -116,6 +116,8 @@ function banner(cluster: Cluster, dataRoot: string, etcd: EtcdCluster | undefine
     ...(etcd === undefined ? ['  control plane: embedded in the router (data/router)'] : [`  control plane: etcd ${etcd.endpoints.join(', ')} (any router may coordinate; see /status)`]),
     ...rows,
     '',
+    `Web console: ${r}/ (admin commands need the token below)`,
+    '',
     'Try:',
     `  curl -s -X POST ${last}/put -H 'content-type: application/json' -d '{"key":"hello","value":"world"}'`,
     `  curl -s '${r}/get?key=hello'`,

@@ -1,3 +1,4 @@
+export * from './chromium';
 export * from './cluster';
 export * from './etcd';
 export * from './format';

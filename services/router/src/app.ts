@@ -11,6 +11,7 @@ import type { MigrationDriver } from './migration/driver';
 import { Routing } from './routing';
 import { addReshardRoutes } from './migration/routes';
 import { requireAdmin } from './admin-auth';
+import { addConsoleRoutes } from './console';
 import { nodeStatus, type Nodes } from './shards';
 import { batchEntries, http, OPERATIONS, operationSeconds, registry, watchQueues } from './metrics';
 
@@ -48,6 +49,7 @@ export function createRouterApp(deps: RouterAppDeps): Koa {
   addReshardRoutes(router, deps.table, deps.migrations, requireAdmin(deps.adminToken));
   // Public, like /status (which says more): the router's port is the one clients reach anyway.
   router.get('/metrics', serveMetrics(registry));
+  addConsoleRoutes(router);
   app.use(countRequests(http, observeOperation));
   app.use(errorMiddleware(deps.log, (code) => http.errors.inc({ code })));
   app.use(internalAuth(deps.clusterToken));
