@@ -386,7 +386,9 @@ export class Coordinator {
       throw new KvError('coordinator_unavailable', `the decision for ${next.id} (${why}) was not recorded: ${res.reason === 'deposed' ? 'this router is no longer the coordinator' : 'the shard record changed meanwhile'}`);
     }
     if (next.leader !== before.leader) failovers.inc({ shard: next.id, reason });
-    this.log.warn({ shard: next.id, epoch: next.epoch, leader: next.leader, follower: next.follower, inSync: next.inSync, why }, 'shard configuration changed');
+    // A warning means a fault was found (a node lost, data at risk); recovery and an operator's safe failover are news, not alarms.
+    const level = reason === 'follower_caught_up' || reason === 'admin_failover' ? 'info' : 'warn';
+    this.log[level]({ shard: next.id, epoch: next.epoch, leader: next.leader, follower: next.follower, inSync: next.inSync, why }, 'shard configuration changed');
   }
 
   /**
