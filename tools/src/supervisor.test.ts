@@ -7,6 +7,14 @@ const dir = mkdtempSync(join(tmpdir(), 'shardkv-sup-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const policy = { backoffMinMs: 20, backoffMaxMs: 50, stableAfterMs: 10_000 };
+/** Waits for a condition, not a fixed time: a loaded machine starts a Node child in well over 300 ms. */
+async function until(what: string, ok: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
 
 function script(name: string, code: number): string {
   const file = join(dir, `${name}.js`);
@@ -18,7 +26,7 @@ test('a crashing child is restarted with backoff', async () => {
   const lines: string[] = [];
   const p = new Supervised({ name: 'crash', script: script('crash', 1), env: {} }, (_n, l) => lines.push(l), policy);
   p.start();
-  await sleep(1000);
+  await until('3 restarts', () => p.restarts >= 3);
   await p.stop();
   expect(p.restarts).toBeGreaterThanOrEqual(3);
   expect(p.gaveUp).toBeUndefined();
@@ -28,7 +36,9 @@ test('a child that exits with the configuration-error status is not restarted, a
   const lines: string[] = [];
   const p = new Supervised({ name: 'badconf', script: script('badconf', EXIT_CONFIG), env: {} }, (_n, l) => lines.push(l), policy);
   p.start();
-  await sleep(600);
+  await until('the supervisor to give up', () => p.gaveUp !== undefined);
+  // Time for a restart, had one been scheduled (the backoff is at most 50 ms).
+  await sleep(300);
   expect(p.restarts).toBe(0);
   expect(p.gaveUp).toMatch(/not restarting/);
   expect(lines.join('\n')).toMatch(/badconf cannot start with its configuration/);
