@@ -7,7 +7,7 @@ module.exports = {
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.test.json', isolatedModules: true }] },
   // Integration tests start real processes; one file at a time keeps 2 cores from thrashing.
   maxWorkers: 1,
-  // etcd-server and iptables from Debian, installed once when missing (see the file).
+  // etcd-server, iptables, chromium and prometheus from Debian, installed once when missing (see the file).
   globalSetup: '<rootDir>/test/global-setup.cjs',
   testTimeout: 60_000,
 };

@@ -12,8 +12,10 @@ import type { ChaosReport } from '@shardkv/tools/dist/chaos';
  * Integration tests run the real processes: the same Cluster as `npm start`, on free ports, with
  * the data in a temp directory. `stop()` removes that directory unless the caller passed its own
  * `dataRoot` (to start a second cluster over the same data, then remove it with `removeDataRoot`).
+ * `beforeStart` runs once the ports are chosen, before any process starts (a Prometheus that needs
+ * the addresses gets to start meanwhile); if it throws, nothing is started.
  */
-export async function startCluster(opts: ClusterOptions = {}): Promise<TestCluster> {
+export async function startCluster(opts: ClusterOptions = {}, beforeStart?: (cluster: TestCluster) => Promise<void>): Promise<TestCluster> {
   const logs: string[] = [];
   const ownsData = opts.dataRoot === undefined;
   const dataRoot = opts.dataRoot ?? mkdtempSync(join(tmpdir(), 'shardkv-it-'));
@@ -40,6 +42,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<TestClust
     },
   });
   try {
+    await beforeStart?.(test);
     await cluster.start(30_000);
   } catch (err) {
     await test.stop();

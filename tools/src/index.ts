@@ -4,4 +4,5 @@ export * from './etcd';
 export * from './format';
 export * from './partition';
 export * from './ports';
+export * from './prometheus';
 export * from './supervisor';

@@ -1,5 +1,6 @@
 import type Koa from 'koa';
 import { collectDefaultMetrics, Counter, type Registry } from 'prom-client';
+import { ERRORS, type ErrorCode } from './errors';
 
 /**
  * Request latency buckets, in seconds: from 0.5 ms (a coalesced read on an idle shard) to 5 s
@@ -22,10 +23,18 @@ export interface HttpMetrics {
   errors: Counter<'code'>;
 }
 
+/**
+ * The error counter has a series for every code of the table from the start, at 0: a series that
+ * appears only with its first error makes that error invisible to rate() and increase(), which
+ * need a sample before the change (the Prometheus docs' "avoid missing metrics"). Requests are
+ * not: their statuses are not a fixed set, and a route's first request among many is no loss.
+ */
 export function httpMetrics(prefix: string, registry: Registry): HttpMetrics {
+  const errors = new Counter({ name: `${prefix}_errors_total`, help: 'Requests answered with an error, by error code (the error table)', labelNames: ['code'], registers: [registry] });
+  for (const code of Object.keys(ERRORS) as ErrorCode[]) errors.inc({ code }, 0);
   return {
     requests: new Counter({ name: `${prefix}_requests_total`, help: 'HTTP requests answered, by route pattern, method and status', labelNames: ['route', 'method', 'status'], registers: [registry] }),
-    errors: new Counter({ name: `${prefix}_errors_total`, help: 'Requests answered with an error, by error code (the error table)', labelNames: ['code'], registers: [registry] }),
+    errors,
   };
 }
 

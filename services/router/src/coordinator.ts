@@ -2,7 +2,7 @@ import { KvError, type Logger, type NodeConfig, type ShardEvent, type SlotConfig
 import type { Candidate, Leadership, MetaStore, PutResult } from './control/meta-store';
 import { sameRecord, shardKey, type ShardRecord } from './control/records';
 import type { ShardTable } from './control/shard-table';
-import { decisionReason, decisions, failovers } from './metrics';
+import { decisionReason, decisions, failovers, type DecisionOutcome } from './metrics';
 import { slotConfigFor } from './migration/plan';
 
 /**
@@ -378,7 +378,8 @@ export class Coordinator {
     if (res?.ok === true) this.table.apply(next, res.revision);
     else if (await this.landedAnyway(next)) res = { ok: true, revision: this.table.revisionOf(next.id) };
     const reason = decisionReason(why);
-    decisions.inc({ reason, outcome: res?.ok === true ? 'committed' : res === undefined ? 'unknown' : 'refused' });
+    const outcome: DecisionOutcome = res?.ok === true ? 'committed' : res === undefined ? 'unknown' : 'refused';
+    decisions.inc({ reason, outcome });
     if (res?.ok !== true) {
       if (res?.reason === 'deposed') void leadership.resign();
       // A write that threw may still commit later (etcd may apply it after we gave up).

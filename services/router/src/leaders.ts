@@ -10,6 +10,8 @@ const REFRESH_WAIT_MS = 250;
 
 /** Refusals that prove nothing was done: the request may go once more, after re-reading the map. */
 const REFUSED: ReadonlySet<ErrorCode> = new Set(['not_leader', 'not_ready', 'stale_epoch']);
+// Their retry series start at 0, so that rate() sees the first (see metrics.ts).
+for (const code of REFUSED) retries.inc({ cause: 'leader_refused', code }, 0);
 
 /**
  * The router's calls to shard leaders, in one place: routing by the shard table, the epoch each

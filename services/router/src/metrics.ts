@@ -16,6 +16,12 @@ export const http = httpMetrics('shardkv_router', registry);
 /** The public operations, by the route that serves each. */
 export const OPERATIONS: Readonly<Record<string, string>> = { '/get': 'get', '/put': 'put', '/delete': 'delete', '/mget': 'mget', '/mput': 'mput', '/load': 'load' };
 
+/*
+ * Counters and histograms whose label values are a fixed set start with every series at 0: one
+ * that appears only with its first event makes that event invisible to rate() and increase()
+ * (they need a sample before the change), and failovers or decisions are often single events.
+ */
+
 export const operationSeconds = new Histogram({
   name: 'shardkv_router_operation_duration_seconds',
   help: 'Time from a client request arriving to its answer, by operation (get, put, delete, mget, mput, load)',
@@ -23,6 +29,7 @@ export const operationSeconds = new Histogram({
   buckets: LATENCY_BUCKETS_SECONDS,
   registers: [registry],
 });
+for (const op of Object.values(OPERATIONS)) operationSeconds.zero({ op });
 
 export const batchEntries = new Histogram({
   name: 'shardkv_router_batch_entries',
@@ -46,11 +53,18 @@ export const decisions = new Counter({
   registers: [registry],
 });
 
+/** The shards of the router's map, for the failover series that start at 0 (set by watchRouter). */
+let mapShards: () => Iterable<string> = () => [];
+
 export const failovers = new Counter({
   name: 'shardkv_router_failovers_total',
   help: 'Decisions this router committed that gave a shard a new leader, by reason',
   labelNames: ['shard', 'reason'],
   registers: [registry],
+  // The shards are known only from the map, which changes: each scrape adds the series of a new shard.
+  collect() {
+    for (const shard of mapShards()) for (const reason of FAILOVER_REASONS) this.inc({ shard, reason }, 0);
+  },
 });
 
 /** The `why` of each coordinator decision (coordinator.ts) as a label; anything new counts as `other` until named here. */
@@ -66,6 +80,17 @@ export function decisionReason(why: string): string {
   return REASONS[why] ?? 'other';
 }
 
+/** How coordinator.ts's commit ends: recorded, refused by the control plane, or not confirmed. */
+export type DecisionOutcome = 'committed' | 'refused' | 'unknown';
+const DECISION_OUTCOMES: readonly DecisionOutcome[] = ['committed', 'refused', 'unknown'];
+for (const reason of [...new Set([...Object.values(REASONS), 'other'])]) for (const outcome of DECISION_OUTCOMES) decisions.inc({ reason, outcome }, 0);
+
+/** The reasons of the decisions that can give a shard a new leader (a follower's loss or return cannot). */
+const FAILOVER_REASONS = ['leader_down', 'admin_failover', 'admin_unsafe_failover'].map((r) => {
+  if (!Object.values(REASONS).includes(r)) throw new Error(`failover reason ${r} is not a decision reason`);
+  return r;
+});
+
 /** Queue depth per shard and kind, read at scrape time from the batchers app.ts creates. */
 export type QueueDepths = () => Iterable<{ shard: string; kind: 'read' | 'write'; depth: number; inFlight: number }>;
 
@@ -74,6 +99,7 @@ export type QueueDepths = () => Iterable<{ shard: string; kind: 'read' | 'write'
  * them: the map, the shards' epochs, whether this router coordinates, the migration.
  */
 export function watchRouter(table: ShardTable, coordinator: Coordinator, migrations: MigrationDriver): void {
+  mapShards = () => table.all.map((s) => s.id);
   gauge('shardkv_router_map_version', 'Version of the shard map this router routes by', [], (g) => g.set(table.map.version));
   gauge('shardkv_router_coordinator', '1 while this router is the coordinator, else 0', [], (g) => g.set(coordinator.leading ? 1 : 0));
   gauge('shardkv_router_shard_epoch', 'Epoch of each shard in this router\'s map (each decision raises it)', ['shard'], (g) => {

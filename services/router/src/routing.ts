@@ -10,6 +10,8 @@ import { retries } from './metrics';
  * under that (MIGRATION_FREEZE_MAX_MS), so clients do not see either code.
  */
 const MOVED: ReadonlySet<string> = new Set(['wrong_shard', 'migrating']);
+// Their retry series start at 0, so that rate() sees the first (see metrics.ts).
+for (const code of MOVED) retries.inc({ cause: 'slot_moved', code }, 0);
 const BACKOFF_MS_MAX = 50;
 
 /** One shard's part of a batch, within `timeoutMs` (what is left of the request's deadline). */

@@ -49,6 +49,18 @@ export const catchUpSeconds = new Histogram({
 
 export const catchUpFailures = new Counter({ name: 'shardkv_node_catchup_failures_total', help: 'Catch-up attempts that failed and were tried again', labelNames: ['role'], registers: [registry] });
 
+// Catch-ups are single events: every series starts at 0, so that rate() and increase() see the
+// first one (a series that appears with it has no sample before the change). A follower
+// restarted behind its leader catches up before its first scrape: its new process's 1 still reads
+// as an increase over the 0 its old process exposed.
+const CATCH_UP_KINDS: ReadonlyArray<CatchUpResult['kind']> = ['none', 'tail', 'full'];
+const CATCH_UP_ROLES = ['leader', 'follower'] as const;
+for (const kind of CATCH_UP_KINDS) {
+  catchUpSeconds.zero({ kind });
+  for (const role of CATCH_UP_ROLES) catchUps.inc({ kind, role }, 0);
+}
+for (const role of CATCH_UP_ROLES) catchUpFailures.inc({ role }, 0);
+
 /** One catch-up that ended (transfer.ts's result), counted by kind and by the role that took it. */
 export function recordCatchUp(role: 'leader' | 'follower', kind: CatchUpResult['kind'], startMs: number): void {
   catchUps.inc({ kind, role });
