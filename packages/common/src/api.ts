@@ -6,10 +6,21 @@ export const KEY_BYTES_MAX = 1024;
 export const VALUE_BYTES_MAX = 1024 * 1024;
 /** Any request body above this is refused before it is parsed. */
 export const BODY_BYTES_MAX = 2 * 1024 * 1024;
+/** A key's time to live is at most about ten years (Redis takes more; nobody means more). */
+export const TTL_MS_MAX = 10 * 365 * 24 * 3600 * 1000;
 
 export interface PutRequest {
   key: string;
   value: string;
+  /** The key expires this long after the leader applies the write. */
+  ttlMs?: number;
+  /** Write only if the key's current version is this one (the body's form of If-Match). */
+  ifVersion?: number;
+}
+
+export interface IncrRequest {
+  key: string;
+  by: number;
 }
 
 // A lone surrogate cannot be encoded as UTF-8, so such a key could not round-trip through a URL
@@ -25,21 +36,38 @@ const putBodySchema = z.strictObject(
       .refine((k) => k.length > 0, 'key must not be empty')
       .refine((k) => Buffer.byteLength(k) <= KEY_BYTES_MAX, `key must be at most ${KEY_BYTES_MAX} bytes of UTF-8`),
     value: utf8String('value'),
+    ttlMs: z.number({ error: 'ttlMs must be a number' }).int('ttlMs must be a whole number of milliseconds').positive('ttlMs must be positive').max(TTL_MS_MAX, `ttlMs must be at most ${TTL_MS_MAX} (about ten years)`).optional(),
+    ifVersion: z.number({ error: 'ifVersion must be a number' }).int('ifVersion must be an integer').nonnegative('ifVersion must not be negative').max(Number.MAX_SAFE_INTEGER).optional(),
   },
-  { error: 'body must be a JSON object with exactly "key" and "value"' },
+  { error: 'body must be a JSON object with "key" and "value" (and optionally "ttlMs", "ifVersion")' },
 );
+
+const incrBodySchema = z.strictObject(
+  {
+    key: putBodySchema.shape.key,
+    by: z.number({ error: 'by must be a number' }).int('by must be an integer').min(-Number.MAX_SAFE_INTEGER, 'by must be a safe integer').max(Number.MAX_SAFE_INTEGER, 'by must be a safe integer').optional(),
+  },
+  { error: 'body must be a JSON object with "key" (and optionally "by", an integer, default 1)' },
+);
+
+/** Validates a parsed `/incr` body; `by` defaults to 1. */
+export function parseIncrBody(body: unknown): IncrRequest {
+  const parsed = incrBodySchema.safeParse(body);
+  if (!parsed.success) throw bodyError(parsed.error.issues[0]!, body);
+  return { key: parsed.data.key, by: parsed.data.by ?? 1 };
+}
+
+function bodyError(issue: z.core.$ZodIssue, body: unknown): KvError {
+  const field = issue.path[0];
+  const code = field === 'key' ? 'invalid_key' : field === 'value' ? 'invalid_value' : 'invalid_body';
+  const missing = field !== undefined && typeof body === 'object' && body !== null && !(field in body);
+  return new KvError(code, missing ? `"${String(field)}" is required` : issue.message);
+}
 
 /** Validates a parsed `/put` body; throws a KvError naming the first problem. */
 export function parsePutBody(body: unknown): PutRequest {
   const parsed = putBodySchema.safeParse(body);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const field = issue.path[0];
-    const code = field === 'key' ? 'invalid_key' : field === 'value' ? 'invalid_value' : 'invalid_body';
-    const missing = field !== undefined && typeof body === 'object' && body !== null && !(field in body);
-    const message = missing ? `"${String(field)}" is required` : issue.message;
-    throw new KvError(code, message);
-  }
+  if (!parsed.success) throw bodyError(parsed.error.issues[0]!, body);
   const bytes = Buffer.byteLength(parsed.data.value);
   if (bytes > VALUE_BYTES_MAX) {
     throw new KvError('value_too_large', `value is ${bytes} bytes of UTF-8, the maximum is ${VALUE_BYTES_MAX}`);

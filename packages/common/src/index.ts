@@ -11,3 +11,4 @@ export * from './rpc';
 export * from './load';
 export * from './slots';
 export * from './metrics';
+export * from './commands';

@@ -1,5 +1,5 @@
 import Router from '@koa/router';
-import { bearer, countRequests, ERRORS, errorMiddleware, failedEntry, internalAuth, jsonBody, keyQuery, KvError, LOAD_BODY_BYTES_MAX, LOAD_CONTENT_TYPE, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, requireType, serveMetrics, shardEventSchema, type EntryFailure, type EntryResult, type ErrorCode, type Logger, type RpcResponse, type WriteOp } from '@shardkv/common';
+import { bearer, countRequests, deleteOp, errorMiddleware, etagOf, failedEntry, incrOp, internalAuth, jsonBody, keyQuery, KvError, LOAD_BODY_BYTES_MAX, LOAD_CONTENT_TYPE, parseKeyQuery, parseMgetBody, parseMputBody, putOp, readAnswer, requireJson, requireType, serveMetrics, shardEventSchema, writeAnswer, type EntryFailure, type EntryResult, type Logger, type RpcResponse, type WriteOp } from '@shardkv/common';
 import Koa from 'koa';
 import { Batcher, type BatcherLimits } from './batcher';
 import type { ShardRecord } from './control/records';
@@ -68,7 +68,7 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
   // own result, in the order given. A shard that fails fails only its own entries.
   router.post('/mput', requireJson, jsonBody(), async (ctx) => {
     const entries = parseMputBody(ctx.request.body);
-    ctx.body = await routing.many(entries, (e) => e.key, (shardId, group, ms) => leaders.writes(shardId, group.map((e) => ({ op: 'put', key: e.key, value: e.value })), ms));
+    ctx.body = await routing.many(entries, (e) => e.key, (shardId, group, ms) => leaders.writes(shardId, group.map((e): WriteOp => ({ op: 'put', ...e })), ms));
   });
   router.post('/mget', requireJson, jsonBody(), async (ctx) => {
     const keys = parseMgetBody(ctx.request.body);
@@ -100,12 +100,12 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
 
   // Single-key requests are coalesced per shard into the same internal batches (see batcher.ts);
   // each client still gets its own answer, as if it had been sent alone.
-  router.post('/put', requireJson, jsonBody(), async (ctx) => {
-    const { key, value } = parsePutBody(ctx.request.body);
-    const r = await routing.one(key, (shardId, since) => batchers.writes(shardId).submit({ op: 'put', key, value }, since));
-    if (!r.ok) throw entryError(r);
-    ctx.body = { key, seq: r.seq };
-  });
+  const writeOne = async (ctx: Koa.Context, op: WriteOp) => {
+    ctx.body = writeAnswer(op, await routing.one(op.key, (shardId, since) => batchers.writes(shardId).submit(op, since)));
+  };
+  router.post('/put', requireJson, jsonBody(), (ctx) => writeOne(ctx, putOp(ctx.request.body, (h) => ctx.get(h))));
+  router.post('/incr', requireJson, jsonBody(), (ctx) => writeOne(ctx, incrOp(ctx.request.body)));
+  router.delete('/delete', (ctx) => writeOne(ctx, deleteOp(ctx.querystring, (h) => ctx.get(h))));
 
   router.get('/get', async (ctx) => {
     const key = parseKeyQuery(ctx.querystring);
@@ -115,16 +115,9 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
       const res = await nodes.get(shardOf(key).follower).request({ method: 'GET', path: `/get?${keyQuery(key)}`, idempotent: true }).catch(() => undefined);
       if (res !== undefined && (res.status === 200 || res.status === 404)) return passThrough(ctx, res);
     }
-    const r = await routing.one(key, (shardId, since) => batchers.reads(shardId).submit(key, since));
-    if (!r.ok) throw entryError(r);
-    ctx.body = { key, value: r.value };
-  });
-
-  router.delete('/delete', async (ctx) => {
-    const key = parseKeyQuery(ctx.querystring);
-    const r = await routing.one(key, (shardId, since) => batchers.writes(shardId).submit({ op: 'del', key }, since));
-    if (!r.ok) throw entryError(r);
-    ctx.body = { key, deleted: r.deleted, seq: r.seq };
+    const answer = readAnswer(await routing.one(key, (shardId, since) => batchers.reads(shardId).submit(key, since)));
+    ctx.set('etag', etagOf(answer.version));
+    ctx.body = answer;
   });
 
   router.get('/health', (ctx) => {
@@ -141,7 +134,7 @@ function observeOperation(route: string, seconds: number): void {
 function shardBatchers({ batching, leaders }: RouterAppDeps) {
   const writes = new Map<string, Batcher<WriteOp, EntryResult>>();
   const reads = new Map<string, Batcher<string, EntryResult>>();
-  const opBytes = (op: WriteOp) => op.key.length + (op.op === 'put' ? op.value.length : 0);
+  const opBytes = (op: WriteOp) => op.key.length + (op.op === 'put' ? op.value.length : 0) + 32;
   watchQueues(function* () {
     for (const [kind, batchers] of [['write', writes], ['read', reads]] as const) {
       for (const [shard, b] of batchers) yield { shard, kind, depth: b.queued, inFlight: b.batchesInFlight };
@@ -171,12 +164,6 @@ function shardBatchers({ batching, leaders }: RouterAppDeps) {
       return b;
     },
   };
-}
-
-/** A single-key request's failed entry as the error a lone request would have got (a 404 names its key). */
-function entryError(r: EntryFailure): KvError {
-  const code = r.error.code in ERRORS ? (r.error.code as ErrorCode) : 'internal';
-  return new KvError(code, r.error.message, code === 'key_not_found' ? { key: r.key } : {});
 }
 
 function passThrough(ctx: Koa.Context, res: RpcResponse): void {

@@ -14,11 +14,11 @@ export const registry = new Registry();
 export const http = httpMetrics('shardkv_router', registry);
 
 /** The public operations, by the route that serves each. */
-export const OPERATIONS: Readonly<Record<string, string>> = { '/get': 'get', '/put': 'put', '/delete': 'delete', '/mget': 'mget', '/mput': 'mput', '/load': 'load' };
+export const OPERATIONS: Readonly<Record<string, string>> = { '/get': 'get', '/put': 'put', '/delete': 'delete', '/incr': 'incr', '/mget': 'mget', '/mput': 'mput', '/load': 'load' };
 
 export const operationSeconds = new Histogram({
   name: 'shardkv_router_operation_duration_seconds',
-  help: 'Time from a client request arriving to its answer, by operation (get, put, delete, mget, mput, load)',
+  help: 'Time from a client request arriving to its answer, by operation (get, put, delete, incr, mget, mput, load)',
   labelNames: ['op'],
   buckets: LATENCY_BUCKETS_SECONDS,
   registers: [registry],

@@ -1,4 +1,5 @@
 import { DigestSum } from './digest';
+import { storedOf } from './stored';
 import type { LogRecord } from './replication/log';
 
 /**
@@ -29,6 +30,7 @@ export interface KvStore {
   readonly size: number;
   /** Bytes the engine uses on disk (LMDB's pages in use), read at metrics scrapes; undefined when nothing is on disk. */
   readonly diskBytes: number | undefined;
+  /** The key's stored value: its value, version and expiry encoded (see stored.ts), expired or not. */
   get(key: string): string | undefined;
   /**
    * Applies entries `seq + 1 ...` in order, as one transaction that is durable when the promise
@@ -158,8 +160,9 @@ export class MemoryStore implements KvStore {
     const old = this.map.get(entry.key);
     if (old !== undefined) this.sum.remove(entry.key, old);
     if (entry.op === 'put') {
-      this.map.set(entry.key, entry.value);
-      this.sum.add(entry.key, entry.value);
+      const stored = storedOf(entry);
+      this.map.set(entry.key, stored);
+      this.sum.add(entry.key, stored);
     } else {
       this.map.delete(entry.key);
     }

@@ -1,4 +1,6 @@
 import { KvError, type ErrorCode } from '@shardkv/common';
+import { encodeStored, storedOf } from '../stored';
+import { decide, type Command } from './commands';
 import { LeaderLog, type LogLimits, type LogRecord, type Op } from './log';
 import { replicateBody, termFields, type ReplicateReply, type TermStart } from './messages';
 
@@ -46,10 +48,19 @@ export type CoreState = 'serving' | 'fenced' | 'stopped';
 export const REJOIN_LAG_ENTRIES_MAX = 1000;
 
 export interface WriteResult {
+  /** The entry's seq: the version of the value it wrote. */
   seq: number;
   /** Whether the key existed just before this entry was applied (in sequence order). */
   existed: boolean;
+  /** An increment's new value. */
+  value?: string;
 }
+
+/** One command's outcome: its entry committed, or refused when it was decided (nothing sequenced for it: definite). */
+export type CommandResult = WriteResult | { refused: KvError };
+
+/** Reads the store's stored form of a key (stored.ts): what the leader decides on for keys with no uncommitted entry. */
+export type StoreRead = (key: string) => string | undefined;
 
 /** What the leader knows of its follower. */
 export interface FollowerView {
@@ -76,7 +87,8 @@ export interface LocalState {
 }
 
 export type LeaderEvent =
-  | { type: 'write'; id: number; ops: readonly Op[]; nowMs: number }
+  /** `wallMs`: the wall-clock time, for expiries (set by the leader, never by the follower). */
+  | { type: 'write'; id: number; commands: readonly Command[]; nowMs: number; wallMs: number }
   /** End of an event-loop turn: send what the writes of this turn added. */
   | { type: 'flush'; nowMs: number }
   | { type: 'tick'; nowMs: number }
@@ -96,7 +108,7 @@ export type LeaderEffect =
   | { type: 'persist'; records: readonly LogRecord[] }
   /** Entries through `throughSeq` are committed: visible to reads from now on. */
   | { type: 'committed'; records: readonly LogRecord[] }
-  | { type: 'answer'; id: number; results: WriteResult[] }
+  | { type: 'answer'; id: number; results: CommandResult[] }
   | { type: 'fail'; id: number; code: ErrorCode; message: string }
   | { type: 'report'; event: Report; epoch: number }
   | { type: 'log'; level: LogLevel; msg: string; fields?: Record<string, unknown> };
@@ -112,7 +124,11 @@ interface Waiter {
   firstSeq: number;
   lastSeq: number;
   deadlineMs: number;
+  /** Per command, in order: the index of its entry among those sequenced (seq = firstSeq + index), or its refusal. */
+  plan: Planned[];
 }
+
+type Planned = { entry: number; value?: string } | { refused: KvError };
 
 /** Serving state of one leader term. Only `step` changes it. */
 export class LeaderCore {
@@ -154,6 +170,8 @@ export class LeaderCore {
   constructor(
     private readonly opts: LeaderCoreOptions,
     start: CoreStart,
+    /** The store's state, for keys with no uncommitted entry (a pure read: LMDB's is synchronous). */
+    private readonly readStore: StoreRead = () => undefined,
   ) {
     this.epoch = start.epoch;
     this.mode = start.mode;
@@ -179,7 +197,7 @@ export class LeaderCore {
 
   private apply(ev: LeaderEvent, out: LeaderEffect[]): void {
     switch (ev.type) {
-      case 'write': return this.onWrite(ev.id, ev.ops, ev.nowMs, out);
+      case 'write': return this.onWrite(ev.id, ev.commands, ev.nowMs, ev.wallMs, out);
       case 'replied': return this.onReplied(ev.msgId, ev.reply, ev.local, ev.nowMs, out);
       case 'sendFailed': return this.onSendFailed(ev.msgId, ev.error, ev.staleEpoch, ev.nowMs, out);
       case 'persisted': return this.onPersisted(ev.throughSeq, ev.existed, out);
@@ -204,9 +222,12 @@ export class LeaderCore {
 
   // ---- writes ----------------------------------------------------------------------------
 
-  private onWrite(id: number, ops: readonly Op[], nowMs: number, out: LeaderEffect[]): void {
-    const refused = this.refusal(ops.length);
+  private onWrite(id: number, commands: readonly Command[], nowMs: number, wallMs: number, out: LeaderEffect[]): void {
+    const refused = this.refusal(commands.length);
     if (refused !== undefined) return void out.push(fail(id, refused));
+    const { ops, plan } = this.decideAll(commands, wallMs);
+    // Every command refused by its own condition: nothing to sequence, answered at once.
+    if (ops.length === 0) return void out.push({ type: 'answer', id, results: plan.map((p) => p as { refused: KvError }) });
     let firstSeq: number;
     try {
       firstSeq = this.log.appendAll(ops);
@@ -216,7 +237,36 @@ export class LeaderCore {
     if (this.mode === 'alone') this.aloneThroughSeq = this.log.lastSeq;
     this.counts.writeEvents += 1;
     this.counts.entriesSequenced += ops.length;
-    this.waiters.push({ id, firstSeq, lastSeq: this.log.lastSeq, deadlineMs: nowMs + this.opts.replicationTimeoutMs });
+    this.waiters.push({ id, firstSeq, lastSeq: this.log.lastSeq, deadlineMs: nowMs + this.opts.replicationTimeoutMs, plan });
+  }
+
+  /**
+   * Decides the commands in order, each on the key's latest state: what this batch wrote before
+   * it, else the key's last uncommitted entry, else the store (decide.ts says how).
+   */
+  private decideAll(commands: readonly Command[], wallMs: number): { ops: Op[]; plan: Planned[] } {
+    const ops: Op[] = [];
+    const plan: Planned[] = [];
+    const batch = new Map<string, string | undefined>();
+    for (const cmd of commands) {
+      const d = decide(cmd, batch.has(cmd.key) ? batch.get(cmd.key) : this.latestStored(cmd.key), wallMs);
+      if (!d.ok) {
+        plan.push({ refused: d.error });
+        continue;
+      }
+      const seq = this.log.lastSeq + 1 + ops.length;
+      batch.set(cmd.key, d.op.op === 'put' ? encodeStored(d.op.value, seq, d.op.exp) : undefined);
+      plan.push(d.value === undefined ? { entry: ops.length } : { entry: ops.length, value: d.value });
+      ops.push(d.op);
+    }
+    return { ops, plan };
+  }
+
+  /** The key's state after every entry sequenced so far, committed or not. */
+  private latestStored(key: string): string | undefined {
+    const r = this.log.latest(key);
+    if (r === undefined) return this.readStore(key);
+    return r.entry.op === 'put' ? storedOf(r.entry) : undefined;
   }
 
   /** Why a write must fail now, before anything is sequenced (a definite failure), if it must. */
@@ -284,8 +334,12 @@ export class LeaderCore {
     let n = 0;
     while (n < this.waiters.length && this.waiters[n]!.lastSeq <= target) n += 1;
     for (const w of this.waiters.splice(0, n)) {
-      const results: WriteResult[] = [];
-      for (let seq = w.firstSeq; seq <= w.lastSeq; seq += 1) results.push({ seq, existed: existed[seq - from]! });
+      const results = w.plan.map((p): CommandResult => {
+        if ('refused' in p) return p;
+        const seq = w.firstSeq + p.entry;
+        const r: WriteResult = { seq, existed: existed[seq - from]! };
+        return p.value === undefined ? r : { ...r, value: p.value };
+      });
       out.push({ type: 'answer', id: w.id, results });
     }
   }
