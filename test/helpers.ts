@@ -62,6 +62,7 @@ export interface HttpResult {
   status: number;
   body: any;
   ms: number;
+  headers?: Record<string, string | string[] | undefined>;
 }
 
 /** One HTTP call; never throws on a status, only on a transport failure. */
@@ -81,7 +82,7 @@ export async function http(method: string, url: string, body?: unknown, headers:
   } catch {
     // left as text: the test asserting JSON will say so
   }
-  return { status: res.statusCode, body: parsed, ms: Date.now() - started };
+  return { status: res.statusCode, body: parsed, ms: Date.now() - started, headers: res.headers };
 }
 
 /** A transport failure (node down, timeout) becomes status 0 instead of a throw, so it can be recorded. */

@@ -8,7 +8,7 @@ import { http, registry } from './metrics';
 import { addMigrationRoutes } from './migration/routes';
 import type { ShardNode } from './node';
 import type { CommandResult, Leader } from './replication/leader';
-import { liveValue, ttlLeftMs } from './stored';
+import { decodeStored, liveValue, ttlLeftMs } from './stored';
 import { replicateRequestSchema } from './replication/messages';
 import { transferLines } from './replication/transfer';
 import type { KvStore } from './store';
@@ -52,7 +52,7 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
     const key = parseKeyQuery(ctx.querystring);
     node.checkKey(key, 'read');
     const leader = ctx.state['leader'] as Leader | undefined;
-    const answer = readAnswer(readOne(leader === undefined ? (k) => node.get(k) : (k) => leader.get(k), key));
+    const answer = readAnswer(readOne(leader === undefined ? (k) => node.get(k) : (k) => leader.get(k), key, expiredOn(node, leader)));
     ctx.set('etag', etagOf(answer.version));
     ctx.body = answer;
   });
@@ -106,7 +106,8 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
       node.checkKey(k, 'read');
       return read(k);
     };
-    ctx.body = { results: parseMgetBody(ctx.request.body).map((key) => readOne(get, key)) };
+    const onExpired = expiredOn(node, leader);
+    ctx.body = { results: parseMgetBody(ctx.request.body).map((key) => readOne(get, key, onExpired)) };
   };
   router.post('/mget', routedLeader, requireJson, jsonBody(), readAll);
   // The router's reads (its coalesced GETs and its /mget): only a serving leader answers, so a
@@ -167,11 +168,20 @@ function entryResult(op: WriteOp, r: CommandResult): EntryResult {
   return { key: op.key, ok: true, seq: r.seq, version: r.seq };
 }
 
+/** Who deletes a key a read found expired: the leader (lazily, replicated); a follower only hides it. */
+function expiredOn(node: ShardNode, leader: Leader | undefined): (key: string, version: number) => void {
+  const role = node.role;
+  const l = leader ?? (role.kind === 'leader' ? role.leader : undefined);
+  return l === undefined ? () => {} : (key, version) => l.expired(key, version);
+}
+
 /** A key's live value (expired: absent), with its version and what is left of its time to live. */
-function readOne(get: (key: string) => string | undefined, key: string): EntryResult {
+function readOne(get: (key: string) => string | undefined, key: string, onExpired: (key: string, version: number) => void): EntryResult {
   try {
     const nowMs = Date.now();
-    const v = liveValue(get(key), nowMs);
+    const stored = get(key);
+    const v = liveValue(stored, nowMs);
+    if (v === undefined && stored !== undefined) onExpired(key, decodeStored(stored).version);
     if (v === undefined) return failedEntry(key, new KvError('key_not_found', 'key not found'));
     const ttlMs = ttlLeftMs(v, nowMs);
     return { key, ok: true, value: v.value, version: v.version, ...(ttlMs === undefined ? {} : { ttlMs }) };

@@ -152,6 +152,17 @@ export class LmdbStore implements KvStore {
     return this.live.get(key);
   }
 
+  /** In key order, from after the cursor (the last key of the previous piece). */
+  scan(cursor: string | undefined, max: number): { pairs: Array<[string, string]>; cursor: string | undefined } {
+    const pairs: Array<[string, string]> = [];
+    for (const { key, value } of this.live.getRange({ start: cursor, limit: max + 1 })) {
+      if (key === cursor) continue;
+      if (pairs.length === max) break;
+      pairs.push([key, value]);
+    }
+    return { pairs, cursor: pairs.length === max ? pairs[max - 1]![0] : undefined };
+  }
+
   private get live(): Database<string, string> {
     return this.tables[this.state.active];
   }

@@ -48,6 +48,7 @@ export const catchUpSeconds = new Histogram({
 });
 
 export const catchUpFailures = new Counter({ name: 'shardkv_node_catchup_failures_total', help: 'Catch-up attempts that failed and were tried again', labelNames: ['role'], registers: [registry] });
+export const expiredKeys = new Counter({ name: 'shardkv_node_expired_keys_total', help: 'Expired keys this leader deleted (replicated deletes, from its sweep and from reads that found them expired)', registers: [registry] });
 
 /** One catch-up that ended (transfer.ts's result), counted by kind and by the role that took it. */
 export function recordCatchUp(role: 'leader' | 'follower', kind: CatchUpResult['kind'], startMs: number): void {

@@ -43,6 +43,8 @@ export interface KvStore {
    * equal, different otherwise except with probability about 2^-128.
    */
   digest(): string;
+  /** Up to `max` pairs of a pass over the state (the leader's expiry sweep); `cursor` undefined: the pass is over. */
+  scan(cursor: string | undefined, max: number): { pairs: Array<[string, string]>; cursor: string | undefined };
   /** A consistent point-in-time view, for a state transfer. Must be closed. */
   view(): StoreView;
   /** Starts replacing the whole state (full state transfer); the old state serves until `commit`. */
@@ -145,6 +147,19 @@ export class MemoryStore implements KvStore {
 
   get(key: string): string | undefined {
     return this.map.get(key);
+  }
+
+  /** In the Map's order; the cursor is a position (a pass may skip or repeat keys while the Map changes: it is only a sweep). */
+  scan(cursor: string | undefined, max: number): { pairs: Array<[string, string]>; cursor: string | undefined } {
+    const from = cursor === undefined ? 0 : Number(cursor);
+    const pairs: Array<[string, string]> = [];
+    let i = 0;
+    for (const pair of this.map) {
+      if (i++ < from) continue;
+      if (pairs.length === max) return { pairs, cursor: String(from + max) };
+      pairs.push(pair);
+    }
+    return { pairs, cursor: undefined };
   }
 
   async apply(records: readonly LogRecord[]): Promise<boolean[]> {

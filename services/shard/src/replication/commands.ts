@@ -1,12 +1,13 @@
 import { KvError, type WriteOp } from '@shardkv/common';
-import { liveValue, type StoredValue } from '../stored';
+import { decodeStored, liveValue, type StoredValue } from '../stored';
 import type { Op } from './log';
 
 /**
  * What a client asks of the leader, before it is sequenced: a write (conditional or not), a
- * delete, an increment. A resharding import also gives the expiry its value already had.
+ * delete, an increment. A resharding import also gives the expiry its value already had; the
+ * expiry sweep deletes a key only if it still holds the expired version (`expiredVersion`).
  */
-export type Command = WriteOp & { expiresAtMs?: number };
+export type Command = WriteOp & { expiresAtMs?: number; expiredVersion?: number };
 
 /** A command decided: the entry to sequence (and, for an increment, the new value), or why nothing is. */
 export type Decision = { ok: true; op: Op; value?: string } | { ok: false; error: KvError };
@@ -31,12 +32,20 @@ export function decide(cmd: Command, current: string | undefined, nowMs: number)
       return { ok: true, op: exp === undefined ? { op: 'put', key: cmd.key, value: cmd.value } : { op: 'put', key: cmd.key, value: cmd.value, exp } };
     }
     case 'del': {
+      if (cmd.expiredVersion !== undefined) return expiry(cmd.key, cmd.expiredVersion, current, live);
       const mismatch = conditionFails(cmd, live);
       return mismatch === undefined ? { ok: true, op: { op: 'del', key: cmd.key } } : { ok: false, error: mismatch };
     }
     case 'incr':
       return increment(cmd.key, cmd.by, live);
   }
+}
+
+/** The sweep's delete: only of the version that expired, and only once it has (a write since is kept). */
+function expiry(key: string, version: number, current: string | undefined, live: StoredValue | undefined): Decision {
+  const held = current === undefined ? undefined : decodeStored(current).version;
+  if (held !== version || live !== undefined) return { ok: false, error: new KvError('version_mismatch', `key no longer holds the expired version ${version}`, { version: held ?? null }) };
+  return { ok: true, op: { op: 'del', key } };
 }
 
 function conditionFails(cmd: { ifVersion?: number; ifAbsent?: boolean }, live: StoredValue | undefined): KvError | undefined {

@@ -9,7 +9,9 @@ import { LeaderCore, type CommandResult, type CommitMode, type FollowerView, typ
 import type { LogRecord } from './log';
 import { StaleEpochError, type PeerTransport } from './messages';
 import { catchUpFrom, DivergedError } from './transfer';
+import { ExpirySweeper, type ExpiryLimits } from './expiry';
 import { CommittedReads } from './visible';
+import { expiredKeys } from '../metrics';
 
 export type { CommandResult, CommitMode, WriteResult } from './leader-core';
 export { REJOIN_LAG_ENTRIES_MAX } from './leader-core';
@@ -23,6 +25,8 @@ export interface LeaderOptions extends LeaderCoreOptions {
    * serves nothing, so nothing is acknowledged without the follower.
    */
   followerStartupGraceMs?: number;
+  /** How expired keys are deleted (see expiry.ts); without it they are only hidden from reads. */
+  expiry?: ExpiryLimits;
 }
 
 /** How a leader starts: its epoch, commit mode, and whether it first takes what its follower has beyond its own seq. */
@@ -86,6 +90,7 @@ export class Leader {
   private readonly serveNotBeforeMs: number;
   /** When the entries the follower has not acknowledged were first sent (replication lag in time). */
   private readonly acks = new AckClock();
+  private sweeper: ExpirySweeper | undefined;
 
   constructor(
     private readonly store: KvStore,
@@ -148,6 +153,10 @@ export class Leader {
     this.logger.info({ seq: this.store.seq, keys: this.store.size }, 'leader serving');
     const tickMs = Math.max(1, Math.min(TICK_INTERVAL_MS_MAX, Math.floor(this.opts.heartbeatIntervalMs / 2), Math.floor(this.opts.replicationTimeoutMs / 20)));
     this.ticker = setInterval(() => this.step({ type: 'tick', nowMs: performance.now() }), tickMs);
+    if (this.opts.expiry !== undefined) {
+      this.sweeper = new ExpirySweeper((c, max) => this.store.scan(c, max), (cmds) => this.writeBatch(cmds), this.opts.expiry, (n) => expiredKeys.inc(n));
+      this.sweeper.start();
+    }
     const done = new Promise<void>((resolve) => (this.stopped = resolve));
     this.step({ type: 'flush', nowMs });
     await done;
@@ -169,6 +178,7 @@ export class Leader {
     if (this.core !== undefined) this.step({ type: 'stop', nowMs: performance.now() });
     this.phase = 'stopped';
     clearInterval(this.ticker);
+    this.sweeper?.stop();
     this.stopping.abort();
     this.stopped();
     for (const w of this.waiters.values()) w.reject(new KvError('replication_timeout', 'leader stopping; the write may or may not commit'));
@@ -184,6 +194,11 @@ export class Leader {
   get(key: string): string | undefined {
     this.assertReadable();
     return this.reads.get(key, (k) => this.store.get(k));
+  }
+
+  /** A read found `key` expired at `version`: the next sweep deletes it (replicated), unless it was written again. */
+  expired(key: string, version: number): void {
+    this.sweeper?.expired(key, version);
   }
 
   /** Throws the reason this leader may not serve a read now (see LeaderCore.readRefusal). */

@@ -17,7 +17,8 @@ import type { ReplicateRequest } from './messages';
  *   time <ms>                         set the clock (monotonic)
  *   write id=N k=v k2=v2 -k3          puts (k=v) and deletes (-k), sequenced together; also
  *                                     incr:k=N (add N), k@V=v / -k@V (only at version V), new:k=v
- *                                     (only if absent), ttlT:k=v (expires T ms after now)
+ *                                     (only if absent), ttlT:k=v (expires T ms after now),
+ *                                     ~k@V (the expiry sweep's delete of version V)
  *   flush | tick | stop
  *   reply msg=N seq=S [digest=D] [gap] [catchingUp] [local=S:D]   the follower's answer to message N
  *   fail msg=N [stale] [err=text]     message N failed (stale: refused with stale_epoch)
@@ -167,6 +168,11 @@ function commands(cmd: Command): Cmd[] {
     else out.push(at === undefined ? { op: 'put', key: k, value } : { op: 'put', key: k, value, ifVersion: Number(at) });
   }
   for (const w of cmd.words) {
+    if (w.startsWith('~')) {
+      const [k, at] = w.slice(1).split('@') as [string, string];
+      out.push({ op: 'del', key: k, expiredVersion: Number(at) });
+      continue;
+    }
     if (!w.startsWith('-')) continue;
     const [k, at] = w.slice(1).split('@') as [string, string | undefined];
     out.push(at === undefined ? { op: 'del', key: k } : { op: 'del', key: k, ifVersion: Number(at) });
