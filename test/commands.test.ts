@@ -1,7 +1,8 @@
 // Counters, versions with compare-and-set, and expiry through the router, against the real
 // 7-process cluster: every one decided by the leader and replicated as a plain put or delete, so
 // the follower holds the same values and versions, and a failover keeps every guarantee.
-import { http, shardView, startCluster, waitFor, type TestCluster } from './helpers';
+import { KvClient, KvClientError } from '@shardkv/client';
+import { http, kv, shardView, startCluster, waitFor, type TestCluster } from './helpers';
 
 let cluster: TestCluster;
 let R: string;
@@ -148,4 +149,28 @@ describe('expiry', () => {
     }
     expect((await get(R, 'badttl')).status).toBe(404);
   });
+});
+
+describe('the typed client and the kv CLI', () => {
+  test('incr, conditional put and delete, versions and ttl', async () => {
+    const c = new KvClient(R);
+    try {
+      expect(await c.incr('cli-counter', 4)).toMatchObject({ value: 4 });
+      const { version } = await c.put('cli-doc', 'a', { ttlMs: 60_000 });
+      expect(await c.getEntry('cli-doc')).toMatchObject({ value: 'a', version, ttlMs: expect.any(Number) });
+      const err = await c.put('cli-doc', 'b', { ifVersion: version + 1000 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(KvClientError);
+      expect(err).toMatchObject({ code: 'version_mismatch', status: 412, outcome: 'definite', details: { version } });
+      expect(await c.delete('cli-doc', { ifVersion: version })).toBe(true);
+    } finally {
+      await c.close();
+    }
+    expect((await kv(R, ['incr', 'cli-counter', '-6'])).stdout).toBe('-2\n');
+    expect((await kv(R, ['put', 'cli-once', 'x', '--if-absent'])).code).toBe(0);
+    const again = await kv(R, ['put', 'cli-once', 'y', '--if-absent']);
+    expect([again.code, again.stderr]).toEqual([3, expect.stringMatching(/version_mismatch.*current version: \d+/)]);
+    const shown = JSON.parse((await kv(R, ['version', 'cli-once'])).stdout);
+    expect(shown).toMatchObject({ key: 'cli-once', value: 'x', version: expect.any(Number) });
+    expect((await kv(R, ['put', 'cli-once', 'z', '--if-version', String(shown.version)])).code).toBe(0);
+  }, 60_000);
 });

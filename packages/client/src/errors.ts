@@ -13,6 +13,8 @@ export class KvClientError extends Error {
     readonly status: number,
     readonly code: string,
     readonly outcome: 'definite' | 'indeterminate',
+    /** The error's other fields (a version_mismatch's current `version`, a 404's `key`, ...). */
+    readonly details: Record<string, unknown> = {},
   ) {
     super(message);
   }
@@ -42,5 +44,6 @@ export function decodeAnswer(status: number, text: string, absent: readonly numb
   if (status >= 200 && status < 300) return parsed;
   const error = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
   const outcome = status >= 500 && status !== 503 ? 'indeterminate' : 'definite';
-  throw new KvClientError(error?.message ?? `HTTP ${status}`, status, error?.code ?? 'http_error', outcome);
+  const { code, message, ...details } = error ?? {};
+  throw new KvClientError(message ?? `HTTP ${status}`, status, code ?? 'http_error', outcome, details);
 }

@@ -64,8 +64,24 @@ export class KvClient {
     return this.urls[this.current]!;
   }
 
-  async put(key: string, value: string): Promise<{ seq: number }> {
-    return (await this.keyCall(key, 'POST', '/put', { key, value })) as { seq: number };
+  /**
+   * Sets a key; `ifVersion` writes only at that version, `ifAbsent` only if the key is absent
+   * (else KvClientError `version_mismatch`, its `details.version` the current one), `ttlMs` makes
+   * it expire. Answers the write's seq, which is the value's new version.
+   */
+  async put(key: string, value: string, opts: PutOptions = {}): Promise<{ seq: number; version: number }> {
+    return (await this.keyCall(key, 'POST', '/put', { key, value, ...opts })) as { seq: number; version: number };
+  }
+
+  /** Adds `by` (default 1, may be negative) to the key's decimal integer (absent: 0); answers the new value. */
+  async incr(key: string, by = 1): Promise<{ value: number; version: number }> {
+    const r = (await this.keyCall(key, 'POST', '/incr', { key, by })) as { value: string; version: number };
+    return { value: Number(r.value), version: r.version };
+  }
+
+  /** The value with its version and what is left of its time to live, or undefined when the key does not exist. */
+  async getEntry(key: string): Promise<{ value: string; version: number; ttlMs?: number } | undefined> {
+    return (await this.keyCall(key, 'GET', `/get?key=${encodeURIComponent(key)}`, undefined, [404])) as { value: string; version: number; ttlMs?: number } | undefined;
   }
 
   /** The value, or undefined when the key does not exist. A stale read goes through the router, which knows the followers' state. */
@@ -75,9 +91,10 @@ export class KvClient {
     return body?.value;
   }
 
-  /** Whether the key existed. */
-  async delete(key: string): Promise<boolean> {
-    return ((await this.keyCall(key, 'DELETE', `/delete?key=${encodeURIComponent(key)}`)) as { deleted: boolean }).deleted;
+  /** Whether the key existed; `ifVersion` deletes only at that version (else `version_mismatch`). */
+  async delete(key: string, opts: { ifVersion?: number } = {}): Promise<boolean> {
+    const condition = opts.ifVersion === undefined ? '' : `&ifVersion=${opts.ifVersion}`;
+    return ((await this.keyCall(key, 'DELETE', `/delete?key=${encodeURIComponent(key)}${condition}`)) as { deleted: boolean }).deleted;
   }
 
   mput(entries: readonly PutEntry[]): Promise<BatchResult> {
@@ -174,6 +191,12 @@ export class KvClient {
     }
     return decodeAnswer(res.statusCode, await res.body.text(), absent);
   }
+}
+
+export interface PutOptions {
+  ttlMs?: number;
+  ifVersion?: number;
+  ifAbsent?: boolean;
 }
 
 export interface LoadCallOptions {

@@ -16,6 +16,8 @@ export interface PutRequest {
   ttlMs?: number;
   /** Write only if the key's current version is this one (the body's form of If-Match). */
   ifVersion?: number;
+  /** Write only if the key is absent (the body's form of If-None-Match: *). */
+  ifAbsent?: true;
 }
 
 export interface IncrRequest {
@@ -38,8 +40,9 @@ const putBodySchema = z.strictObject(
     value: utf8String('value'),
     ttlMs: z.number({ error: 'ttlMs must be a number' }).int('ttlMs must be a whole number of milliseconds').positive('ttlMs must be positive').max(TTL_MS_MAX, `ttlMs must be at most ${TTL_MS_MAX} (about ten years)`).optional(),
     ifVersion: z.number({ error: 'ifVersion must be a number' }).int('ifVersion must be an integer').nonnegative('ifVersion must not be negative').max(Number.MAX_SAFE_INTEGER).optional(),
+    ifAbsent: z.literal(true, { error: 'ifAbsent must be true when given' }).optional(),
   },
-  { error: 'body must be a JSON object with "key" and "value" (and optionally "ttlMs", "ifVersion")' },
+  { error: 'body must be a JSON object with "key" and "value" (and optionally "ttlMs", "ifVersion" or "ifAbsent")' },
 );
 
 const incrBodySchema = z.strictObject(

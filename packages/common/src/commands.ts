@@ -23,11 +23,12 @@ function versionTag(raw: string): number {
 }
 
 /** A write's condition from its headers and its body's `ifVersion`; at most one of them. */
-export function conditionOf(header: HeaderReader, bodyIfVersion?: number): { ifVersion?: number; ifAbsent?: true } {
+export function conditionOf(header: HeaderReader, bodyIfVersion?: number, bodyIfAbsent?: true): { ifVersion?: number; ifAbsent?: true } {
   const ifMatch = header('if-match');
   const ifNoneMatch = header('if-none-match');
-  const given = [ifMatch !== '', ifNoneMatch !== '', bodyIfVersion !== undefined].filter(Boolean).length;
-  if (given > 1) throw new KvError('bad_request', 'a write takes one condition: If-Match, If-None-Match: * or "ifVersion"');
+  const given = [ifMatch !== '', ifNoneMatch !== '', bodyIfVersion !== undefined, bodyIfAbsent === true].filter(Boolean).length;
+  if (given > 1) throw new KvError('bad_request', 'a write takes one condition: If-Match, If-None-Match: *, "ifVersion" or "ifAbsent"');
+  if (bodyIfAbsent === true) return { ifAbsent: true };
   if (ifNoneMatch !== '') {
     if (ifNoneMatch.trim() !== '*') throw new KvError('bad_request', 'If-None-Match takes only "*" (create the key only if it is absent)');
     return { ifAbsent: true };
@@ -37,8 +38,8 @@ export function conditionOf(header: HeaderReader, bodyIfVersion?: number): { ifV
 }
 
 export function putOp(body: unknown, header: HeaderReader): WriteOp {
-  const { key, value, ttlMs, ifVersion } = parsePutBody(body);
-  return { op: 'put', key, value, ...(ttlMs === undefined ? {} : { ttlMs }), ...conditionOf(header, ifVersion) };
+  const { key, value, ttlMs, ifVersion, ifAbsent } = parsePutBody(body);
+  return { op: 'put', key, value, ...(ttlMs === undefined ? {} : { ttlMs }), ...conditionOf(header, ifVersion, ifAbsent) };
 }
 
 /** `DELETE /delete?key=K[&ifVersion=N]`, or If-Match. */
