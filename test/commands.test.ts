@@ -2,7 +2,7 @@
 // 7-process cluster: every one decided by the leader and replicated as a plain put or delete, so
 // the follower holds the same values and versions, and a failover keeps every guarantee.
 import { KvClient, KvClientError } from '@shardkv/client';
-import { http, kv, shardView, startCluster, waitFor, type TestCluster } from './helpers';
+import { attempt, http, kv, shardView, startCluster, waitFor, type TestCluster } from './helpers';
 
 let cluster: TestCluster;
 let R: string;
@@ -173,4 +173,54 @@ describe('the typed client and the kv CLI', () => {
     expect(shown).toMatchObject({ key: 'cli-once', value: 'x', version: expect.any(Number) });
     expect((await kv(R, ['put', 'cli-once', 'z', '--if-version', String(shown.version)])).code).toBe(0);
   }, 60_000);
+});
+
+describe('exactly-once retries (Idempotency-Key)', () => {
+  const incrWith = (key: string, idem: string, timeoutMs = 10_000) => http('POST', `${R}/incr`, { key, by: 1 }, { 'idempotency-key': idem }, timeoutMs);
+  const nodeNamed = (url: string) => {
+    for (const s of cluster.shards) for (const n of [s.leader, s.follower]) if (n.url === url) return n.name;
+    throw new Error(`no node at ${url}`);
+  };
+
+  test('an increment whose answer was lost (a paused follower) retried with its key changes the counter once, also after a failover', async () => {
+    expect((await incr('once-counter')).body.value).toBe('1');
+    const s = await nodesOf('once-counter');
+    const follower = cluster.process(nodeNamed(s.follower));
+    follower.signal('SIGSTOP');
+    let lost;
+    try {
+      // The leader cannot commit it at once with its follower paused; the client gives up after
+      // 300 ms: its answer is lost, the write may or may not be applied (it is, later).
+      lost = await attempt(() => incrWith('once-counter', 'retry-1', 300));
+    } finally {
+      follower.signal('SIGCONT');
+    }
+    expect(lost.status).toBe(0);
+    // Sent again with the same key until it is answered: whatever happened to the first attempt,
+    // the counter moves once, and every answer is the first one's.
+    let retried;
+    await waitFor('the retry to be answered', cluster, async () => (retried = await incrWith('once-counter', 'retry-1')).status === 200, 20_000);
+    expect(retried!.body.value).toBe('2');
+    expect((await get(R, 'once-counter')).body.value).toBe('2');
+    // The record travelled with the write: the other node, promoted, still knows the key.
+    await waitFor('the shard to be in sync', cluster, async () => (await shardView(cluster, s.id)).inSync === true, 20_000);
+    const fo = await http('POST', `${R}/admin/failover?shard=${s.id}`, undefined, { authorization: `Bearer ${cluster.token}` });
+    expect(fo.status).toBe(200);
+    let afterFailover;
+    await waitFor('the new leader to answer', cluster, async () => (afterFailover = await incrWith('once-counter', 'retry-1')).status === 200, 20_000);
+    expect(afterFailover!.body).toEqual(retried!.body);
+    expect((await get(R, 'once-counter')).body.value).toBe('2');
+    // Another key is another write.
+    let next;
+    await waitFor('a new key to be applied', cluster, async () => (next = await incrWith('once-counter', 'retry-2')).status === 200, 20_000);
+    expect(next!.body.value).toBe('3');
+  }, 90_000);
+
+  test('the same key on another data key, and a bad key', async () => {
+    expect((await incrWith('other-counter', 'retry-1')).body.value).toBe('1');
+    const bad = await http('POST', `${R}/put`, { key: 'x', value: 'v' }, { 'idempotency-key': 'has space' });
+    expect([bad.status, bad.body.error.code]).toEqual([400, 'bad_request']);
+    const reserved = await http('POST', `${R}/put`, { key: '\u0000idem\u0000x', value: 'v' });
+    expect([reserved.status, reserved.body.error.code]).toEqual([400, 'invalid_key']);
+  });
 });

@@ -1,8 +1,9 @@
-import { LOAD_CONTENT_TYPE, type ClusterMap, type EntryResult, type LoadAnswer, type MigrationStarted, type MigrationView, type PutEntry } from '@shardkv/common';
+import { IDEMPOTENCY_HEADER, LOAD_CONTENT_TYPE, type ClusterMap, type EntryResult, type LoadAnswer, type MigrationStarted, type MigrationView, type PutEntry } from '@shardkv/common';
+import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { Pool } from 'undici';
 import { DirectRouting, type Method } from './direct';
-import { decodeAnswer, neverSent, noAnswer } from './errors';
+import { decodeAnswer, KvClientError, neverSent, noAnswer } from './errors';
 
 export { KvClientError } from './errors';
 
@@ -17,10 +18,15 @@ export { KvClientError } from './errors';
  * the next: a refused connection proves nothing was sent, so this is safe for writes too. Any other
  * failure after the request may have left is reported, never retried.
  */
+/** The first resend of an indeterminate write waits this long; each next one twice as long. */
+const WRITE_RETRY_BACKOFF_MS = 100;
+
 export interface KvClientOptions {
   /** Keep-alive connections to the router. */
   connections?: number;
   timeoutMs?: number;
+  /** A single-key write whose outcome is unknown is sent again this often (default 2), with its Idempotency-Key: applied once. 0: never. */
+  writeRetries?: number;
   /** Bearer token for /admin/* calls. */
   adminToken?: string;
   /**
@@ -55,7 +61,7 @@ export class KvClient {
     if (this.urls.length === 0) throw new Error('KvClient needs at least one router URL');
     this.pools = this.urls.map((u) => new Pool(u, { connections: opts.connections ?? 16 }));
     this.timeoutMs = opts.timeoutMs ?? 10_000;
-    const routerPath = { call: (method: Method, path: string, body: unknown, absent: readonly number[], signal: AbortSignal) => this.call(method, path, body, absent, signal) };
+    const routerPath = { call: (method: Method, path: string, body: unknown, absent: readonly number[], signal: AbortSignal, extra?: Record<string, string>) => this.call(method, path, body, absent, signal, extra) };
     this.direct = opts.routing === 'direct' ? new DirectRouting(routerPath, opts.connections ?? 16) : undefined;
   }
 
@@ -70,12 +76,12 @@ export class KvClient {
    * it expire. Answers the write's seq, which is the value's new version.
    */
   async put(key: string, value: string, opts: PutOptions = {}): Promise<{ seq: number; version: number }> {
-    return (await this.keyCall(key, 'POST', '/put', { key, value, ...opts })) as { seq: number; version: number };
+    return (await this.write(key, 'POST', '/put', { key, value, ...opts })) as { seq: number; version: number };
   }
 
   /** Adds `by` (default 1, may be negative) to the key's decimal integer (absent: 0); answers the new value. */
   async incr(key: string, by = 1): Promise<{ value: number; version: number }> {
-    const r = (await this.keyCall(key, 'POST', '/incr', { key, by })) as { value: string; version: number };
+    const r = (await this.write(key, 'POST', '/incr', { key, by })) as { value: string; version: number };
     return { value: Number(r.value), version: r.version };
   }
 
@@ -94,7 +100,7 @@ export class KvClient {
   /** Whether the key existed; `ifVersion` deletes only at that version (else `version_mismatch`). */
   async delete(key: string, opts: { ifVersion?: number } = {}): Promise<boolean> {
     const condition = opts.ifVersion === undefined ? '' : `&ifVersion=${opts.ifVersion}`;
-    return ((await this.keyCall(key, 'DELETE', `/delete?key=${encodeURIComponent(key)}${condition}`)) as { deleted: boolean }).deleted;
+    return ((await this.write(key, 'DELETE', `/delete?key=${encodeURIComponent(key)}${condition}`)) as { deleted: boolean }).deleted;
   }
 
   mput(entries: readonly PutEntry[]): Promise<BatchResult> {
@@ -161,14 +167,31 @@ export class KvClient {
   }
 
   /** A call about one key: to its leader with direct routing, else through a router. */
-  private keyCall(key: string, method: Method, path: string, body?: unknown, absent: readonly number[] = []): Promise<unknown> {
+  private keyCall(key: string, method: Method, path: string, body?: unknown, absent: readonly number[] = [], extra: Record<string, string> = {}): Promise<unknown> {
     const signal = AbortSignal.timeout(this.timeoutMs);
-    return this.direct === undefined ? this.call(method, path, body, absent, signal) : this.direct.one(key, method, path, body, absent, signal);
+    return this.direct === undefined ? this.call(method, path, body, absent, signal, extra) : this.direct.one(key, method, path, body, absent, signal, extra);
+  }
+
+  /**
+   * A single-key write, sent with an Idempotency-Key: when its outcome is unknown (no answer, a
+   * timeout, a leader lost under it) it is sent again with the same key, up to `writeRetries`
+   * times, so it is applied exactly once and the answer is the first one's.
+   */
+  private async write(key: string, method: Method, path: string, body?: unknown): Promise<unknown> {
+    const extra = { [IDEMPOTENCY_HEADER]: randomUUID() };
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await this.keyCall(key, method, path, body, [], extra);
+      } catch (err) {
+        if (!(err instanceof KvClientError) || err.outcome !== 'indeterminate' || attempt >= (this.opts.writeRetries ?? 2)) throw err;
+        await new Promise((r) => setTimeout(r, WRITE_RETRY_BACKOFF_MS * 2 ** attempt));
+      }
+    }
   }
 
   /** One request through a router; `absent` lists statuses that mean "not found" (answered as undefined). */
-  private async call(method: Method, path: string, body?: unknown, absent: readonly number[] = [], signal = AbortSignal.timeout(this.timeoutMs)): Promise<unknown> {
-    const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
+  private async call(method: Method, path: string, body?: unknown, absent: readonly number[] = [], signal = AbortSignal.timeout(this.timeoutMs), extra: Record<string, string> = {}): Promise<unknown> {
+    const headers: Record<string, string> = body === undefined ? { ...extra } : { ...extra, 'content-type': 'application/json' };
     if (this.opts.adminToken !== undefined && path.startsWith('/admin/')) headers.authorization = `Bearer ${this.opts.adminToken}`;
     const text = body === undefined ? undefined : JSON.stringify(body);
     return this.send(method, path, headers, () => text, signal, absent);

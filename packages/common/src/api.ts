@@ -36,6 +36,7 @@ const putBodySchema = z.strictObject(
   {
     key: utf8String('key')
       .refine((k) => k.length > 0, 'key must not be empty')
+      .refine((k) => !k.startsWith('\u0000'), 'keys starting with U+0000 are reserved')
       .refine((k) => Buffer.byteLength(k) <= KEY_BYTES_MAX, `key must be at most ${KEY_BYTES_MAX} bytes of UTF-8`),
     value: utf8String('value'),
     ttlMs: z.number({ error: 'ttlMs must be a number' }).int('ttlMs must be a whole number of milliseconds').positive('ttlMs must be positive').max(TTL_MS_MAX, `ttlMs must be at most ${TTL_MS_MAX} (about ten years)`).optional(),

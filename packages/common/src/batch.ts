@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { KEY_BYTES_MAX, TTL_MS_MAX, VALUE_BYTES_MAX } from './api';
+import { IDEMPOTENCY_KEY_BYTES_MAX } from './idempotency';
 import { KvError, type ErrorCode } from './errors';
 
 /**
@@ -36,7 +37,10 @@ export function failedEntry(key: string, err: unknown): EntryFailure {
 }
 
 const text = z.string().refine((s) => s.isWellFormed(), 'must be valid Unicode (no lone surrogates)');
-const key = text.refine((k) => k.length > 0 && Buffer.byteLength(k) <= KEY_BYTES_MAX, `keys must be 1 to ${KEY_BYTES_MAX} bytes of UTF-8`);
+const key = text.refine((k) => k.length > 0 && Buffer.byteLength(k) <= KEY_BYTES_MAX, `keys must be 1 to ${KEY_BYTES_MAX} bytes of UTF-8`).refine((k) => !k.startsWith('\u0000'), 'keys starting with U+0000 are reserved');
+/** A copied key may be a reserved record (idempotency.ts): its data key plus the prefix and the idempotency key. */
+const copiedKey = text.refine((k) => k.length > 0 && Buffer.byteLength(k) <= KEY_BYTES_MAX + 2 * IDEMPOTENCY_KEY_BYTES_MAX, 'copied keys must be 1 to KEY_BYTES_MAX + 256 bytes');
+const idem = z.string().regex(/^[\x21-\x7e]+$/).max(IDEMPOTENCY_KEY_BYTES_MAX);
 const value = text.refine((v) => Buffer.byteLength(v) <= VALUE_BYTES_MAX, `values must be at most ${VALUE_BYTES_MAX} bytes of UTF-8`);
 
 const ttlMs = z.number().int().positive().max(TTL_MS_MAX, `ttlMs must be at most ${TTL_MS_MAX} (about ten years)`);
@@ -52,12 +56,13 @@ const mgetSchema = z.strictObject({ keys: z.array(key).min(1).max(BATCH_ENTRIES_
  * a decimal integer value (absent: 0). The leader evaluates each against the latest sequenced
  * state, in sequence order, so a condition or a sum never sees a stale value.
  */
-export type WriteOp =
+export type WriteOp = (
   | { op: 'put'; key: string; value: string; ttlMs?: number; ifVersion?: number; ifAbsent?: boolean }
   | { op: 'del'; key: string; ifVersion?: number }
-  | { op: 'incr'; key: string; by: number };
+  | { op: 'incr'; key: string; by: number }
+) & { /** Idempotency-Key: applied once, a retry gets the first answer (idempotency.ts). */ idem?: string };
 
-const putOp = z.strictObject({ op: z.literal('put'), key, value, ttlMs: ttlMs.optional(), ifVersion: version.optional(), ifAbsent: z.literal(true).optional() })
+const putOp = z.strictObject({ op: z.literal('put'), key, value, ttlMs: ttlMs.optional(), ifVersion: version.optional(), ifAbsent: z.literal(true).optional(), idem: idem.optional() })
   .refine((o) => o.ifVersion === undefined || o.ifAbsent === undefined, 'ifVersion and ifAbsent exclude each other');
 
 /**
@@ -66,7 +71,7 @@ const putOp = z.strictObject({ op: z.literal('put'), key, value, ttlMs: ttlMs.op
  * the key was there), in the order given.
  */
 const writeOpsSchema = z.strictObject({
-  ops: z.array(z.union([putOp, z.strictObject({ op: z.literal('del'), key, ifVersion: version.optional() }), z.strictObject({ op: z.literal('incr'), key, by })])).min(1).max(BATCH_ENTRIES_MAX),
+  ops: z.array(z.union([putOp, z.strictObject({ op: z.literal('del'), key, ifVersion: version.optional(), idem: idem.optional() }), z.strictObject({ op: z.literal('incr'), key, by, idem: idem.optional() })])).min(1).max(BATCH_ENTRIES_MAX),
 });
 
 /**
@@ -75,7 +80,7 @@ const writeOpsSchema = z.strictObject({
  */
 export type ImportOp = { op: 'put'; key: string; value: string; exp?: number } | { op: 'del'; key: string };
 const importOpsSchema = z.strictObject({
-  ops: z.array(z.union([z.strictObject({ op: z.literal('put'), key, value, exp: z.number().int().optional() }), z.strictObject({ op: z.literal('del'), key })])).min(1).max(BATCH_ENTRIES_MAX),
+  ops: z.array(z.union([z.strictObject({ op: z.literal('put'), key: copiedKey, value, exp: z.number().int().optional() }), z.strictObject({ op: z.literal('del'), key: copiedKey })])).min(1).max(BATCH_ENTRIES_MAX),
 });
 
 export function parseImportOpsBody(body: unknown): ImportOp[] {

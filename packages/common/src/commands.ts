@@ -1,6 +1,7 @@
 import { parseIncrBody, parseKeyQuery, parsePutBody } from './api';
 import type { EntryFailure, EntryResult, WriteOp } from './batch';
 import { ERRORS, KvError, type ErrorCode } from './errors';
+import { IDEMPOTENCY_HEADER, parseIdempotencyKey } from './idempotency';
 
 /**
  * The single-key write API as HTTP carries it, shared by the router and the nodes (a smart client
@@ -39,7 +40,12 @@ export function conditionOf(header: HeaderReader, bodyIfVersion?: number, bodyIf
 
 export function putOp(body: unknown, header: HeaderReader): WriteOp {
   const { key, value, ttlMs, ifVersion, ifAbsent } = parsePutBody(body);
-  return { op: 'put', key, value, ...(ttlMs === undefined ? {} : { ttlMs }), ...conditionOf(header, ifVersion, ifAbsent) };
+  return { op: 'put', key, value, ...(ttlMs === undefined ? {} : { ttlMs }), ...conditionOf(header, ifVersion, ifAbsent), ...idemOf(header) };
+}
+
+function idemOf(header: HeaderReader): { idem?: string } {
+  const idem = parseIdempotencyKey(header(IDEMPOTENCY_HEADER));
+  return idem === undefined ? {} : { idem };
 }
 
 /** `DELETE /delete?key=K[&ifVersion=N]`, or If-Match. */
@@ -49,11 +55,11 @@ export function deleteOp(querystring: string, header: HeaderReader): WriteOp {
   const ifVersion = raw === null ? undefined : versionTag(raw);
   const { ifAbsent, ...condition } = conditionOf(header, ifVersion);
   if (ifAbsent === true) throw new KvError('bad_request', 'If-None-Match: * makes no sense on a delete');
-  return { op: 'del', key, ...condition };
+  return { op: 'del', key, ...condition, ...idemOf(header) };
 }
 
-export function incrOp(body: unknown): WriteOp {
-  return { op: 'incr', ...parseIncrBody(body) };
+export function incrOp(body: unknown, header: HeaderReader): WriteOp {
+  return { op: 'incr', ...parseIncrBody(body), ...idemOf(header) };
 }
 
 /** A single-key request's failed entry as the error a lone request gets (with its key, and the current version of a mismatch). */

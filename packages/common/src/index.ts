@@ -12,3 +12,4 @@ export * from './load';
 export * from './slots';
 export * from './metrics';
 export * from './commands';
+export * from './idempotency';

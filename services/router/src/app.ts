@@ -104,7 +104,7 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
     ctx.body = writeAnswer(op, await routing.one(op.key, (shardId, since) => batchers.writes(shardId).submit(op, since)));
   };
   router.post('/put', requireJson, jsonBody(), (ctx) => writeOne(ctx, putOp(ctx.request.body, (h) => ctx.get(h))));
-  router.post('/incr', requireJson, jsonBody(), (ctx) => writeOne(ctx, incrOp(ctx.request.body)));
+  router.post('/incr', requireJson, jsonBody(), (ctx) => writeOne(ctx, incrOp(ctx.request.body, (h) => ctx.get(h))));
   router.delete('/delete', (ctx) => writeOne(ctx, deleteOp(ctx.querystring, (h) => ctx.get(h))));
 
   router.get('/get', async (ctx) => {

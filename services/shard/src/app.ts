@@ -81,7 +81,7 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
     ctx.body = writeAnswer(op, (await writeAll(node, [op]))[0]!);
   };
   router.post('/put', routedLeader, leaderOnly, requireJson, jsonBody(), (ctx) => writeOne(ctx, putOp(ctx.request.body, (h) => ctx.get(h))));
-  router.post('/incr', routedLeader, leaderOnly, requireJson, jsonBody(), (ctx) => writeOne(ctx, incrOp(ctx.request.body)));
+  router.post('/incr', routedLeader, leaderOnly, requireJson, jsonBody(), (ctx) => writeOne(ctx, incrOp(ctx.request.body, (h) => ctx.get(h))));
   router.delete('/delete', routedLeader, leaderOnly, (ctx) => writeOne(ctx, deleteOp(ctx.querystring, (h) => ctx.get(h))));
 
   // The batch API: one result per entry. The writes are sequenced in the order given, in one

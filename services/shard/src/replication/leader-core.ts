@@ -1,5 +1,6 @@
 import { KvError, type ErrorCode } from '@shardkv/common';
-import { encodeStored, storedOf } from '../stored';
+import { idempotencyRecordKey } from '@shardkv/common';
+import { encodeStored, liveValue, storedOf } from '../stored';
 import { decide, type Command } from './commands';
 import { LeaderLog, type LogLimits, type LogRecord, type Op } from './log';
 import { replicateBody, termFields, type ReplicateReply, type TermStart } from './messages';
@@ -32,7 +33,12 @@ export interface LeaderCoreOptions {
   /** Replication messages in flight at once (pipelined, in order, on one connection). */
   inFlightMessagesMax: number;
   limits: LogLimits;
+  /** How long the record of an applied Idempotency-Key is kept (a retry after it is applied again). */
+  idempotencyWindowMs?: number;
 }
+
+/** IDEMPOTENCY_WINDOW_MS's default: 10 minutes, like Stripe's retry horizon is a day and a client's is seconds. */
+export const IDEMPOTENCY_WINDOW_MS_DEFAULT = 10 * 60_000;
 
 /**
  * How writes commit, as the coordinator's configuration says:
@@ -128,7 +134,8 @@ interface Waiter {
   plan: Planned[];
 }
 
-type Planned = { entry: number; value?: string } | { refused: KvError };
+/** A command's place in its batch: its entry, its refusal, or (a retry of an applied Idempotency-Key) the first answer, given once `seq` commits. */
+type Planned = { entry: number; value?: string } | { refused: KvError } | { replay: WriteResult };
 
 /** Serving state of one leader term. Only `step` changes it. */
 export class LeaderCore {
@@ -159,7 +166,7 @@ export class LeaderCore {
   private persistRetryAtMs = Number.NEGATIVE_INFINITY;
   /** When the last acknowledged message was sent: reads in sync mode are served until this plus the lease. */
   private leaseFromMs = Number.NEGATIVE_INFINITY;
-  /** Waiting writes, in sequence (and so deadline) order. */
+  /** Waiting writes, in the order of the last seq each waits for. */
   private readonly waiters: Waiter[] = [];
   /** `existed` of entries persisted but not committed yet, by seq - (committedSeq + 1). */
   private existed: boolean[] = [];
@@ -226,18 +233,22 @@ export class LeaderCore {
     const refused = this.refusal(commands.length);
     if (refused !== undefined) return void out.push(fail(id, refused));
     const { ops, plan } = this.decideAll(commands, wallMs);
-    // Every command refused by its own condition: nothing to sequence, answered at once.
-    if (ops.length === 0) return void out.push({ type: 'answer', id, results: plan.map((p) => p as { refused: KvError }) });
-    let firstSeq: number;
+    // A replay is answered once the first attempt's record is committed (it may still be in flight).
+    const replayedThrough = Math.max(0, ...plan.map((p) => ('replay' in p ? p.replay.seq : 0)));
+    if (ops.length === 0 && replayedThrough <= this.log.appliedSeq) return void out.push({ type: 'answer', id, results: plan.map(settled) });
+    let firstSeq = 0;
     try {
-      firstSeq = this.log.appendAll(ops);
+      if (ops.length > 0) firstSeq = this.log.appendAll(ops);
     } catch (err) {
       return void out.push(fail(id, err as KvError));
     }
     if (this.mode === 'alone') this.aloneThroughSeq = this.log.lastSeq;
     this.counts.writeEvents += 1;
     this.counts.entriesSequenced += ops.length;
-    this.waiters.push({ id, firstSeq, lastSeq: this.log.lastSeq, deadlineMs: nowMs + this.opts.replicationTimeoutMs, plan });
+    const lastSeq = ops.length > 0 ? this.log.lastSeq : replayedThrough;
+    this.waiters.push({ id, firstSeq, lastSeq, deadlineMs: nowMs + this.opts.replicationTimeoutMs, plan });
+    // Waiters are answered in sequence order: a replay waiting on an earlier seq goes before later writes.
+    this.waiters.sort((a, b) => a.lastSeq - b.lastSeq);
   }
 
   /**
@@ -248,8 +259,16 @@ export class LeaderCore {
     const ops: Op[] = [];
     const plan: Planned[] = [];
     const batch = new Map<string, string | undefined>();
+    const stateOf = (key: string) => (batch.has(key) ? batch.get(key) : this.latestStored(key));
     for (const cmd of commands) {
-      const d = decide(cmd, batch.has(cmd.key) ? batch.get(cmd.key) : this.latestStored(cmd.key), wallMs);
+      const recordKey = cmd.idem === undefined ? undefined : idempotencyRecordKey(cmd.key, cmd.idem);
+      const applied = recordKey === undefined ? undefined : liveValue(stateOf(recordKey), wallMs);
+      if (applied !== undefined) {
+        plan.push({ replay: JSON.parse(applied.value) as WriteResult });
+        continue;
+      }
+      const current = stateOf(cmd.key);
+      const d = decide(cmd, current, wallMs);
       if (!d.ok) {
         plan.push({ refused: d.error });
         continue;
@@ -258,6 +277,13 @@ export class LeaderCore {
       batch.set(cmd.key, d.op.op === 'put' ? encodeStored(d.op.value, seq, d.op.exp) : undefined);
       plan.push(d.value === undefined ? { entry: ops.length } : { entry: ops.length, value: d.value });
       ops.push(d.op);
+      if (recordKey !== undefined) {
+        // The first answer, decided now (`existed` from the state just before): one more entry of the same batch.
+        const answer: WriteResult = { seq, existed: current !== undefined, ...(d.value === undefined ? {} : { value: d.value }) };
+        const record: Op = { op: 'put', key: recordKey, value: JSON.stringify(answer), exp: wallMs + (this.opts.idempotencyWindowMs ?? IDEMPOTENCY_WINDOW_MS_DEFAULT) };
+        batch.set(recordKey, encodeStored(record.value, seq + 1, record.exp));
+        ops.push(record);
+      }
     }
     return { ops, plan };
   }
@@ -284,9 +310,11 @@ export class LeaderCore {
 
   /** Waiters past their deadline get 504: their entries stay in the log and may still commit. */
   private expireWaiters(nowMs: number, out: LeaderEffect[]): void {
-    let n = 0;
-    while (n < this.waiters.length && this.waiters[n]!.deadlineMs <= nowMs) n += 1;
-    for (const w of this.waiters.splice(0, n)) {
+    // Not a prefix: a replay (sorted by the seq it waits for) may have a later deadline than writes after it.
+    const expired = this.waiters.filter((w) => w.deadlineMs <= nowMs);
+    if (expired.length === 0) return;
+    for (let i = this.waiters.length - 1; i >= 0; i -= 1) if (this.waiters[i]!.deadlineMs <= nowMs) this.waiters.splice(i, 1);
+    for (const w of expired) {
       out.push({ type: 'fail', id: w.id, code: 'replication_timeout', message: `write ${w.lastSeq} was not committed on both nodes within ${this.opts.replicationTimeoutMs} ms; it may still commit` });
     }
   }
@@ -335,7 +363,7 @@ export class LeaderCore {
     while (n < this.waiters.length && this.waiters[n]!.lastSeq <= target) n += 1;
     for (const w of this.waiters.splice(0, n)) {
       const results = w.plan.map((p): CommandResult => {
-        if ('refused' in p) return p;
+        if ('refused' in p || 'replay' in p) return settled(p);
         const seq = w.firstSeq + p.entry;
         const r: WriteResult = { seq, existed: existed[seq - from]! };
         return p.value === undefined ? r : { ...r, value: p.value };
@@ -536,6 +564,13 @@ export class LeaderCore {
       counts: { ...this.counts },
     };
   }
+}
+
+/** A planned command that needs no entry of its own: its refusal, or the first answer of its Idempotency-Key. */
+function settled(p: Planned): CommandResult {
+  if ('refused' in p) return p;
+  if ('replay' in p) return p.replay;
+  throw new Error('core invariant: a sequenced command answered before its entry');
 }
 
 function fail(id: number, err: KvError): LeaderEffect {

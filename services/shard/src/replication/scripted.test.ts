@@ -18,7 +18,8 @@ import type { ReplicateRequest } from './messages';
  *   write id=N k=v k2=v2 -k3          puts (k=v) and deletes (-k), sequenced together; also
  *                                     incr:k=N (add N), k@V=v / -k@V (only at version V), new:k=v
  *                                     (only if absent), ttlT:k=v (expires T ms after now),
- *                                     ~k@V (the expiry sweep's delete of version V)
+ *                                     ~k@V (the expiry sweep's delete of version V); idem=K gives
+ *                                     every command of the write the Idempotency-Key K
  *   flush | tick | stop
  *   reply msg=N seq=S [digest=D] [gap] [catchingUp] [local=S:D]   the follower's answer to message N
  *   fail msg=N [stale] [err=text]     message N failed (stale: refused with stale_epoch)
@@ -159,7 +160,7 @@ class LeaderScript {
 function commands(cmd: Command): Cmd[] {
   const out: Cmd[] = [];
   for (const [name, value] of cmd.args) {
-    if (name === 'id') continue;
+    if (name === 'id' || name === 'idem') continue;
     const [prefix, key] = name.includes(':') ? name.split(':') as [string, string] : ['', name];
     const [k, at] = key.split('@') as [string, string | undefined];
     if (prefix === 'incr') out.push({ op: 'incr', key: k, by: Number(value) });
@@ -177,7 +178,8 @@ function commands(cmd: Command): Cmd[] {
     const [k, at] = w.slice(1).split('@') as [string, string | undefined];
     out.push(at === undefined ? { op: 'del', key: k } : { op: 'del', key: k, ifVersion: Number(at) });
   }
-  return out;
+  const idem = cmd.args.get('idem');
+  return idem === undefined ? out : out.map((c) => ({ ...c, idem }));
 }
 
 /** `seq`, `seq(existed)`, `seq=value` for an increment, or the refusal with the version it found. */
