@@ -179,10 +179,10 @@ export function expectClean(report: ChaosReport): void {
 
 const KV = resolve(__dirname, '..', 'packages', 'cli', 'dist', 'kv.js');
 
-/** Runs the `kv` command line against a router; killed (and the test failed) past `timeoutMs`. */
-export function kv(url: string, args: string[], timeoutMs = 90_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** Runs the `kv` command line against a router, with `env` added to its environment; killed (and the test failed) past `timeoutMs`. */
+export function kv(url: string, args: string[], timeoutMs = 90_000, env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((res, rej) => {
-    const child = spawn(process.execPath, [KV, '--url', url, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [KV, '--url', url, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

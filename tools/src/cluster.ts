@@ -195,7 +195,9 @@ export class Cluster {
   private defineRouter(r: ClusterNode, i: number): void {
     const endpoints = this.opts.etcdEndpointsFor?.(i) ?? this.opts.etcdEndpoints;
     const etcd: Record<string, string> = endpoints === undefined ? {} : { ETCD_ENDPOINTS: endpoints.join(',') };
-    this.defineProcess(r, ROUTER_SCRIPT, { SHARDS: this.shardsSpec, DATA_DIR: join(this.dataDirRoot, r.name), ROUTER_ID: r.name, ROUTER_URL: r.url, ...etcd });
+    // The routers split a per-client rate limit between them (README, *Rate limits*); a value given explicitly wins.
+    const rateLimitRouters = this.opts.env?.['RATE_LIMIT_ROUTERS'] ?? process.env['RATE_LIMIT_ROUTERS'] ?? String(this.routers.length);
+    this.defineProcess(r, ROUTER_SCRIPT, { SHARDS: this.shardsSpec, DATA_DIR: join(this.dataDirRoot, r.name), ROUTER_ID: r.name, ROUTER_URL: r.url, RATE_LIMIT_ROUTERS: rateLimitRouters, ...etcd });
   }
 
   /** The id `addShard` gives a shard when it is not told one (see `nextShardId`). */

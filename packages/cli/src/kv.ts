@@ -17,9 +17,10 @@ program
   .name('kv')
   .description('command line client for a shardkv cluster')
   .option('--url <urls>', 'the router, or several comma-separated (a router that refuses connections is skipped)', process.env.KV_URL ?? 'http://127.0.0.1:5000')
-  .option('--timeout-ms <ms>', 'deadline of each request', int, 10_000);
+  .option('--timeout-ms <ms>', 'deadline of each request', int, 10_000)
+  .addHelpText('after', '\nEnvironment: KV_URL (as --url), KV_TOKEN (a bearer token that names this client for the routers\' rate limits), KV_ADMIN_TOKEN (for shard add/remove).');
 
-const client = () => new KvClient(program.opts<{ url: string }>().url, { timeoutMs: program.opts<{ timeoutMs: number }>().timeoutMs, adminToken: process.env.KV_ADMIN_TOKEN });
+const client = () => new KvClient(program.opts<{ url: string }>().url, { timeoutMs: program.opts<{ timeoutMs: number }>().timeoutMs, adminToken: process.env.KV_ADMIN_TOKEN, token: emptyAsUnset(process.env.KV_TOKEN) });
 
 program
   .command('get <key>')
@@ -173,6 +174,10 @@ async function withClient<T>(fn: (c: KvClient) => Promise<T>): Promise<T> {
   } finally {
     await c.close();
   }
+}
+
+function emptyAsUnset(s: string | undefined): string | undefined {
+  return s === '' ? undefined : s;
 }
 
 function int(raw: string): number {

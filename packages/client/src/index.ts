@@ -15,8 +15,11 @@ export { KvClientError } from './errors';
  * timeout), so callers know when a retry could apply a write twice.
  *
  * Given several routers (any of them serves every key), a call that cannot connect to one goes to
- * the next: a refused connection proves nothing was sent, so this is safe for writes too. Any other
- * failure after the request may have left is reported, never retried.
+ * the next: a refused connection proves nothing was sent, so this is safe for writes too. So does
+ * a call one router refuses with 429 `rate_limited`: nothing of it was applied, and each router
+ * enforces only its share of a client's limit (see the README's *Rate limits*), so a client spread
+ * over the routers gets the whole of it. Any other failure after the request may have left is
+ * reported, never retried.
  */
 /** The first resend of an indeterminate write waits this long; each next one twice as long. */
 const WRITE_RETRY_BACKOFF_MS = 100;
@@ -29,6 +32,11 @@ export interface KvClientOptions {
   writeRetries?: number;
   /** Bearer token for /admin/* calls. */
   adminToken?: string;
+  /**
+   * Bearer token sent with every other call through a router. The router does not check it: it
+   * names this client for the per-client rate limit (else the client is its address).
+   */
+  token?: string;
   /**
    * `router` (default): every call goes through a router. `direct`: get/put/delete and the
    * batches go straight to the owning shard's leader by the router's `/cluster/map` (see
@@ -192,27 +200,34 @@ export class KvClient {
   /** One request through a router; `absent` lists statuses that mean "not found" (answered as undefined). */
   private async call(method: Method, path: string, body?: unknown, absent: readonly number[] = [], signal = AbortSignal.timeout(this.timeoutMs), extra: Record<string, string> = {}): Promise<unknown> {
     const headers: Record<string, string> = body === undefined ? { ...extra } : { ...extra, 'content-type': 'application/json' };
-    if (this.opts.adminToken !== undefined && path.startsWith('/admin/')) headers.authorization = `Bearer ${this.opts.adminToken}`;
+    const token = path.startsWith('/admin/') ? this.opts.adminToken : this.opts.token;
+    if (token !== undefined) headers.authorization = `Bearer ${token}`;
     const text = body === undefined ? undefined : JSON.stringify(body);
     return this.send(method, path, headers, () => text, signal, absent);
   }
 
-  /** `body` gives a fresh body for each router tried. */
+  /**
+   * `body` gives a fresh body for each router tried. Each router is tried at most once per call,
+   * and only while the ones before it proved nothing was applied (refused the connection, or 429).
+   */
   private async send(method: Method, path: string, headers: Record<string, string>, body: () => string | Readable | undefined, signal: AbortSignal, absent: readonly number[] = []): Promise<unknown> {
     let res;
     for (let tried = 1; ; tried += 1) {
+      const another = tried < this.pools.length && !signal.aborted;
       try {
         res = await this.pools[this.current]!.request({ method, path, headers, body: body(), signal });
-        break;
       } catch (err) {
-        if (neverSent(err) && tried < this.pools.length && !signal.aborted) {
+        if (neverSent(err) && another) {
           this.current = (this.current + 1) % this.pools.length;
           continue;
         }
         throw noAnswer(`${method} ${path}`, this.url, err, signal);
       }
+      if (res.statusCode !== 429 || !another) break;
+      await res.body.dump();
+      this.current = (this.current + 1) % this.pools.length;
     }
-    return decodeAnswer(res.statusCode, await res.body.text(), absent);
+    return decodeAnswer(res.statusCode, await res.body.text(), absent, header(res.headers['retry-after']));
   }
 }
 
@@ -231,6 +246,10 @@ export interface LoadCallOptions {
   answerTimeoutMs?: number;
   /** Bytes of the body the router has taken so far. */
   onSent?: (bytes: number) => void;
+}
+
+function header(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
 }
 
 /** The body in slices, so that the caller sees how much of it the router has taken. */

@@ -53,6 +53,8 @@ export const ERRORS = {
   value_too_large: { status: 413, outcome: 'definite' },
   headers_too_large: { status: 431, outcome: 'definite' },
   unsupported_media_type: { status: 415, outcome: 'definite' },
+  /** The router's per-client rate limit (RATE_LIMIT_REQUESTS): refused before anything was read or sent; `Retry-After` says when to come back. */
+  rate_limited: { status: 429, outcome: 'definite' },
   internal: { status: 500, outcome: 'indeterminate' },
   // 503: nothing was applied.
   no_replica: { status: 503, outcome: 'definite' },

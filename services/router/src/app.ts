@@ -13,7 +13,8 @@ import { addReshardRoutes } from './migration/routes';
 import { requireAdmin } from './admin-auth';
 import { addConsoleRoutes } from './console';
 import { nodeStatus, type Nodes } from './shards';
-import { batchEntries, http, OPERATIONS, operationSeconds, registry, watchQueues } from './metrics';
+import { batchEntries, http, OPERATIONS, operationSeconds, rateLimited, registry, watchQueues } from './metrics';
+import { ClientLimiter, limitClients, type RateLimits } from './rate-limit';
 
 export interface RouterAppDeps {
   nodes: Nodes;
@@ -32,6 +33,8 @@ export interface RouterAppDeps {
   batching: BatcherLimits;
   /** Bulk loads' chunks in flight and retries. */
   load: LoadLimits;
+  /** This router's per-client limit of the data routes; undefined: none. */
+  rateLimit: RateLimits | undefined;
   log: Logger;
 }
 
@@ -63,14 +66,15 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
   const routing = new Routing(table, deps.cutoverWaitMs, deps.batching.timeoutMs);
   const shardOf = (key: string) => table.state(routing.shardFor(key));
   const batchers = shardBatchers(deps);
+  const limit = dataRouteLimit(deps.rateLimit);
 
   // Batches are split by shard and sent to the shards' leaders in parallel; each entry gets its
   // own result, in the order given. A shard that fails fails only its own entries.
-  router.post('/mput', requireJson, jsonBody(), async (ctx) => {
+  router.post('/mput', limit('mput'), requireJson, jsonBody(), async (ctx) => {
     const entries = parseMputBody(ctx.request.body);
     ctx.body = await routing.many(entries, (e) => e.key, (shardId, group, ms) => leaders.writes(shardId, group.map((e): WriteOp => ({ op: 'put', ...e })), ms));
   });
-  router.post('/mget', requireJson, jsonBody(), async (ctx) => {
+  router.post('/mget', limit('mget'), requireJson, jsonBody(), async (ctx) => {
     const keys = parseMgetBody(ctx.request.body);
     ctx.body = await routing.many(keys, (k) => k, (shardId, group, ms) => leaders.reads(shardId, group, ms));
   });
@@ -78,7 +82,7 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
   // The bulk path (see load.ts): the body streams through bounded per-shard chunks.
   const gates = new ShardGates(deps.load.shardInFlightMax);
   const sendChunk = (shardId: string, chunk: Buffer, entries: number) => leaders.load(shardId, chunk, entries);
-  router.post('/load', requireType(LOAD_CONTENT_TYPE), async (ctx) => {
+  router.post('/load', limit('load'), requireType(LOAD_CONTENT_TYPE), async (ctx) => {
     const declared = declaredLength(ctx);
     const load = new BulkLoad(table.placement, sendChunk, gates, deps.load, firstLineParam(ctx.query['firstLine']));
     let read = 0;
@@ -103,11 +107,11 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
   const writeOne = async (ctx: Koa.Context, op: WriteOp) => {
     ctx.body = writeAnswer(op, await routing.one(op.key, (shardId, since) => batchers.writes(shardId).submit(op, since)));
   };
-  router.post('/put', requireJson, jsonBody(), (ctx) => writeOne(ctx, putOp(ctx.request.body, (h) => ctx.get(h))));
-  router.post('/incr', requireJson, jsonBody(), (ctx) => writeOne(ctx, incrOp(ctx.request.body, (h) => ctx.get(h))));
-  router.delete('/delete', (ctx) => writeOne(ctx, deleteOp(ctx.querystring, (h) => ctx.get(h))));
+  router.post('/put', limit('put'), requireJson, jsonBody(), (ctx) => writeOne(ctx, putOp(ctx.request.body, (h) => ctx.get(h))));
+  router.post('/incr', limit('incr'), requireJson, jsonBody(), (ctx) => writeOne(ctx, incrOp(ctx.request.body, (h) => ctx.get(h))));
+  router.delete('/delete', limit('delete'), (ctx) => writeOne(ctx, deleteOp(ctx.querystring, (h) => ctx.get(h))));
 
-  router.get('/get', async (ctx) => {
+  router.get('/get', limit('get'), async (ctx) => {
     const key = parseKeyQuery(ctx.querystring);
     if (consistency(ctx) === 'stale') {
       // The follower may be behind (or ahead, by writes whose answer was lost): any answer but a
@@ -123,6 +127,18 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
   router.get('/health', (ctx) => {
     ctx.body = { status: 'ok', node: 'router' };
   });
+}
+
+/**
+ * The data routes' rate limit, first on each route, before its body is read. Only these routes
+ * count: the cluster's own traffic (/internal/*, /cluster/map), the operators' (/admin/*, /status,
+ * /metrics, /health) and the console's files never do. One limiter per router serves every data
+ * route, so a client's gets, puts and batches all count against the same allowance.
+ */
+function dataRouteLimit(limits: RateLimits | undefined): (op: string) => Koa.Middleware {
+  if (limits === undefined) return () => (_ctx, next) => next();
+  const limiter = new ClientLimiter(limits);
+  return (op) => limitClients(limiter, (client) => rateLimited.inc({ op, client }));
 }
 
 function observeOperation(route: string, seconds: number): void {

@@ -23,4 +23,21 @@ describe('router config', () => {
     expect(() => parseShardList('a=http://h1:1,http://h2:2;a=http://h3:3,http://h4:4')).toThrow(/unique/);
     expect(() => loadConfig({ PORT: 'eighty' })).toThrow(/PORT/);
   });
+
+  test('rate limits are off by default and when RATE_LIMIT_REQUESTS is 0', () => {
+    expect(loadConfig({}).rateLimit).toBeUndefined();
+    expect(loadConfig({ RATE_LIMIT_REQUESTS: '0', RATE_LIMIT_ROUTERS: '3' }).rateLimit).toBeUndefined();
+  });
+
+  test('each router enforces its share of the cluster-wide rate limit, rounded down', () => {
+    expect(loadConfig({ RATE_LIMIT_REQUESTS: '1000' }).rateLimit).toEqual({ requestsPerWindow: 1000, windowMs: 1000 });
+    expect(loadConfig({ RATE_LIMIT_REQUESTS: '1000', RATE_LIMIT_WINDOW_MS: '5000', RATE_LIMIT_ROUTERS: '3' }).rateLimit).toEqual({ requestsPerWindow: 333, windowMs: 5000 });
+  });
+
+  test('rejects a rate limit that would allow nothing, and windows out of bounds', () => {
+    expect(() => loadConfig({ RATE_LIMIT_REQUESTS: '2', RATE_LIMIT_ROUTERS: '3' })).toThrow(/RATE_LIMIT_REQUESTS \(2\) is less than RATE_LIMIT_ROUTERS \(3\)/);
+    expect(() => loadConfig({ RATE_LIMIT_REQUESTS: '10', RATE_LIMIT_WINDOW_MS: '5' })).toThrow(/RATE_LIMIT_WINDOW_MS/);
+    expect(() => loadConfig({ RATE_LIMIT_REQUESTS: '-1' })).toThrow(/RATE_LIMIT_REQUESTS/);
+    expect(() => loadConfig({ RATE_LIMIT_REQUESTS: '10', RATE_LIMIT_ROUTERS: '0' })).toThrow(/RATE_LIMIT_ROUTERS/);
+  });
 });

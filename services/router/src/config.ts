@@ -4,6 +4,7 @@ import { BATCH_ENTRIES_MAX, BODY_BYTES_MAX, envInt, envOptionalString, envPort, 
 import { z } from 'zod';
 
 import type { ShardAddress } from './control/records';
+import type { RateLimits } from './rate-limit';
 
 export type { ShardAddress };
 
@@ -80,6 +81,12 @@ const schema = z.object({
   CUTOVER_WAIT_MS: envInt(3000, 0, 60_000),
   /** Fault-harness failpoint: the cutover holds the slots frozen this much longer (0: never; not for production). */
   MIGRATION_FAILPOINT_FROZEN_PAUSE_MS: envInt(0, 0, 60_000),
+  /** Per-client rate limit of the public data API, cluster-wide: requests one client may make per window (0: no limit, the default). */
+  RATE_LIMIT_REQUESTS: envInt(0, 0, 1_000_000_000),
+  /** The rate limit's fixed window. */
+  RATE_LIMIT_WINDOW_MS: envInt(1000, 100, 3_600_000),
+  /** Routers the cluster-wide limit is split over: each enforces RATE_LIMIT_REQUESTS / RATE_LIMIT_ROUTERS, rounded down. */
+  RATE_LIMIT_ROUTERS: envInt(1, 1, 1000),
 });
 
 export type RouterConfig = ReturnType<typeof loadConfig>;
@@ -131,8 +138,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
       failpointFrozenPauseMs: c.MIGRATION_FAILPOINT_FROZEN_PAUSE_MS,
     },
     cutoverWaitMs: c.CUTOVER_WAIT_MS,
+    rateLimit: rateLimits(c),
     nodeName: 'router',
   };
+}
+
+/** Undefined when off. Each router enforces its share, so that N routers together allow at most the configured limit. */
+function rateLimits(c: z.infer<typeof schema>): RateLimits | undefined {
+  if (c.RATE_LIMIT_REQUESTS === 0) return undefined;
+  const share = Math.floor(c.RATE_LIMIT_REQUESTS / c.RATE_LIMIT_ROUTERS);
+  if (share < 1) throw new Error(`RATE_LIMIT_REQUESTS (${c.RATE_LIMIT_REQUESTS}) is less than RATE_LIMIT_ROUTERS (${c.RATE_LIMIT_ROUTERS}): each router would allow no request at all`);
+  return { requestsPerWindow: share, windowMs: c.RATE_LIMIT_WINDOW_MS };
 }
 
 function etcdOptions(c: z.infer<typeof schema>) {

@@ -29,9 +29,9 @@ async function main(): Promise<void> {
   collectProcessMetrics(registry);
   watchRouter(table, coordinator, migrations);
   const self = { ...config.self, controlPlane: store.kind };
-  const app = createRouterApp({ nodes, table, leaders: new Leaders(table, nodes), coordinator, migrations, cutoverWaitMs: config.cutoverWaitMs, self, statusTimeoutMs: config.statusTimeoutMs, clusterToken: config.clusterToken, adminToken: config.adminToken, batching: config.batching, load: config.load, log });
+  const app = createRouterApp({ nodes, table, leaders: new Leaders(table, nodes), coordinator, migrations, cutoverWaitMs: config.cutoverWaitMs, self, statusTimeoutMs: config.statusTimeoutMs, clusterToken: config.clusterToken, adminToken: config.adminToken, batching: config.batching, load: config.load, rateLimit: config.rateLimit, log });
   const server = await listen(app, config.port, config.host);
-  log.info({ host: config.host, port: config.port, router: config.self, controlPlane: store.kind, etcd: config.etcd?.endpoints ?? null, shards: config.shards, mapVersion: table.map.version }, 'listening');
+  log.info({ host: config.host, port: config.port, router: config.self, controlPlane: store.kind, etcd: config.etcd?.endpoints ?? null, rateLimit: config.rateLimit ?? null, shards: config.shards, mapVersion: table.map.version }, 'listening');
   coordinator.start();
   migrations.start();
 

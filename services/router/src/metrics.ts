@@ -39,6 +39,13 @@ export const retries = new Counter({
   registers: [registry],
 });
 
+export const rateLimited = new Counter({
+  name: 'shardkv_router_rate_limited_total',
+  help: 'Requests refused with 429 rate_limited by the per-client limit, by operation and how the client was named (token, address); never by client',
+  labelNames: ['op', 'client'],
+  registers: [registry],
+});
+
 export const decisions = new Counter({
   name: 'shardkv_router_coordinator_decisions_total',
   help: 'Shard configuration decisions this router tried to record as coordinator, by reason and outcome (committed, refused, unknown)',
