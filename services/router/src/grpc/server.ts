@@ -62,7 +62,11 @@ function unary(method: KvMethod, handlers: Handlers, log: Logger) {
       operationSeconds.observe({ op }, Number(process.hrtime.bigint() - startedNs) / 1e9);
     };
     const field = call.request[INVALID_UTF8];
-    const answer = field === undefined ? handler(call.request, { deadlineAtMs: deadlineOf(call) }) : Promise.reject(invalidUtf8(String(field)));
+    // Inside a promise, so that a handler that throws before its first await is answered like any other failure.
+    const answer = new Promise<unknown>((resolve) => {
+      if (field !== undefined) throw invalidUtf8(String(field));
+      resolve(handler(call.request, { deadlineAtMs: deadlineOf(call) }));
+    });
     answer.then(
       (response) => {
         done(status.OK);
