@@ -11,7 +11,8 @@ let R: string;
 let grpc: KvGrpcClient;
 
 beforeAll(async () => {
-  cluster = await startCluster();
+  // A long drain, so that the shutdown test's call (at most the leader's 2 s replication timeout) fits in it on a busy machine.
+  cluster = await startCluster({ env: { GRPC_SHUTDOWN_GRACE_MS: '8000' } });
   R = cluster.router.url;
   grpc = new KvGrpcClient(cluster.router.grpcAddress!);
 });
@@ -133,5 +134,37 @@ describe('gRPC service', () => {
       const s = (await http('GET', `${R}/status`)).body.shards.find((x: { id: string }) => x.id === 'shard-0');
       return s.inSync === true && s.leader.state === 'serving';
     }, 20_000);
+  });
+
+  // Last: it stops the router (the supervisor starts it again).
+  test('on SIGTERM the router answers the gRPC calls in flight, those still queued for their shard too, before it exits', async () => {
+    const [first, queued] = await keysOn(cluster, 'shard-1', 2, 'drain');
+    const follower = cluster.process(cluster.shards[1]!.follower.name);
+    const router = cluster.process(cluster.router.name);
+    const answered = (key: string) =>
+      grpc.put(key, 'v', { deadlineMs: 15_000 }).then(
+        () => ({ at: Date.now(), code: 'ok' as string | undefined }),
+        (e: KvGrpcError) => ({ at: Date.now(), code: e.code }),
+      );
+    follower.signal('SIGSTOP');
+    try {
+      const inFlight = answered(first!);
+      await new Promise((r) => setTimeout(r, 100));
+      // The shard's one batch in flight holds `first`: this one waits in the router's queue.
+      const waiting = answered(queued!);
+      await new Promise((r) => setTimeout(r, 200));
+      const stoppedAt = Date.now();
+      router.signal('SIGTERM');
+      // The cluster's own answers (committed once the coordinator dropped the paused follower,
+      // the leader's replication_timeout, or its no_replica after it), each with its code: a
+      // call cut by the exit would have none.
+      for (const answer of await Promise.all([inFlight, waiting])) {
+        expect(answer.at).toBeGreaterThan(stoppedAt);
+        expect(answer.code).toMatch(/^(ok|replication_timeout|no_replica)$/);
+      }
+    } finally {
+      follower.signal('SIGCONT');
+    }
+    await cluster.waitHealthy(20_000, [cluster.router]);
   });
 });
