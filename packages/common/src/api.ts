@@ -81,12 +81,26 @@ export function parsePutBody(body: unknown): PutRequest {
 
 const keySchema = putBodySchema.shape.key;
 
+/** Validates a key given on its own (a query parameter, a gRPC field): 1 to KEY_BYTES_MAX bytes of UTF-8. */
+export function parseKey(raw: unknown): string {
+  const parsed = keySchema.safeParse(raw);
+  if (!parsed.success) throw new KvError('invalid_key', parsed.error.issues[0]!.message);
+  return parsed.data;
+}
+
 /**
- * Reads `key` from a raw query string. We parse it ourselves because Node's query parsers turn an
- * invalid percent-encoding into U+FFFD, which would silently address a different key.
- * `+` means space, as in every form-encoded query string.
+ * Reads `key` from a raw query string and validates it (see keyFromQuery and parseKey).
  */
 export function parseKeyQuery(querystring: string): string {
+  return parseKey(keyFromQuery(querystring));
+}
+
+/**
+ * The `key` parameter of a raw query string, decoded but not yet validated. We parse it ourselves
+ * because Node's query parsers turn an invalid percent-encoding into U+FFFD, which would silently
+ * address a different key. `+` means space, as in every form-encoded query string.
+ */
+export function keyFromQuery(querystring: string): string {
   let found: string | undefined;
   for (const part of querystring.split('&')) {
     const eq = part.indexOf('=');
@@ -96,9 +110,7 @@ export function parseKeyQuery(querystring: string): string {
     found = decodeComponent(eq === -1 ? '' : part.slice(eq + 1));
   }
   if (found === undefined) throw new KvError('invalid_key', '"key" query parameter is required');
-  const parsed = keySchema.safeParse(found);
-  if (!parsed.success) throw new KvError('invalid_key', parsed.error.issues[0]!.message);
-  return parsed.data;
+  return found;
 }
 
 function decodeComponent(raw: string): string {

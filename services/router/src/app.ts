@@ -1,36 +1,33 @@
 import Router from '@koa/router';
-import { bearer, countRequests, deleteOp, errorMiddleware, etagOf, failedEntry, incrOp, internalAuth, jsonBody, keyQuery, KvError, LOAD_BODY_BYTES_MAX, LOAD_CONTENT_TYPE, parseKeyQuery, parseMgetBody, parseMputBody, putOp, readAnswer, requireJson, requireType, serveMetrics, shardEventSchema, writeAnswer, type EntryFailure, type EntryResult, type Logger, type RpcResponse, type WriteOp } from '@shardkv/common';
+import { countRequests, deleteOp, errorMiddleware, etagOf, internalAuth, jsonBody, keyFromQuery, KvError, LOAD_BODY_BYTES_MAX, LOAD_CONTENT_TYPE, requireJson, requireType, serveMetrics, shardEventSchema, type Logger } from '@shardkv/common';
 import Koa from 'koa';
-import { Batcher, type BatcherLimits } from './batcher';
 import type { ShardRecord } from './control/records';
 import type { ShardTable } from './control/shard-table';
 import type { Coordinator } from './coordinator';
 import type { Leaders } from './leaders';
 import { BulkLoad, ShardGates, type LoadLimits } from './load';
 import type { MigrationDriver } from './migration/driver';
-import { Routing } from './routing';
+import type { Consistency, KvOperations } from './operations';
 import { addReshardRoutes } from './migration/routes';
 import { requireAdmin } from './admin-auth';
 import { addConsoleRoutes } from './console';
 import { nodeStatus, type Nodes } from './shards';
-import { batchEntries, http, OPERATIONS, operationSeconds, rateLimited, registry, watchQueues } from './metrics';
+import { http, OPERATIONS, operationSeconds, rateLimited, registry } from './metrics';
 import { ClientLimiter, limitClients, type RateLimits } from './rate-limit';
 
 export interface RouterAppDeps {
   nodes: Nodes;
   table: ShardTable;
   leaders: Leaders;
+  /** The key operations, shared with the gRPC service (see operations.ts). */
+  operations: KvOperations;
   coordinator: Coordinator;
   migrations: MigrationDriver;
-  /** How long a request for a key in its cutover is retried by the router (see routing.ts). */
-  cutoverWaitMs: number;
   /** This router, as /status names it. */
   self: { id: string; url: string; controlPlane: 'embedded' | 'etcd' };
   statusTimeoutMs: number;
   clusterToken: string | undefined;
   adminToken: string | undefined;
-  /** How single-key requests are coalesced per shard. */
-  batching: BatcherLimits;
   /** Bulk loads' chunks in flight and retries. */
   load: LoadLimits;
   /** This router's per-client limit of the data routes; undefined: none. */
@@ -39,9 +36,10 @@ export interface RouterAppDeps {
 }
 
 /**
- * The public API. The router validates every request itself, so bad input is answered here and
- * never reaches a shard; it then sends it to the current leader of the key's shard (as the
- * shard table says), in an internal batch with the other requests for that shard in flight.
+ * The public HTTP API. The key routes only translate HTTP to the operations (operations.ts),
+ * which validate every request, so bad input is answered in the router and never reaches a shard,
+ * and send it to the current leader of the key's shard (as the shard table says), in an internal
+ * batch with the other requests for that shard in flight.
  */
 export function createRouterApp(deps: RouterAppDeps): Koa {
   const app = new Koa();
@@ -62,21 +60,14 @@ export function createRouterApp(deps: RouterAppDeps): Koa {
 }
 
 function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
-  const { nodes, table, leaders } = deps;
-  const routing = new Routing(table, deps.cutoverWaitMs, deps.batching.timeoutMs);
-  const shardOf = (key: string) => table.state(routing.shardFor(key));
-  const batchers = shardBatchers(deps);
-  const limit = dataRouteLimit(deps.rateLimit);
+  const { table, leaders, operations: ops } = deps;
 
-  // Batches are split by shard and sent to the shards' leaders in parallel; each entry gets its
-  // own result, in the order given. A shard that fails fails only its own entries.
+  const limit = dataRouteLimit(deps.rateLimit);
   router.post('/mput', limit('mput'), requireJson, jsonBody(), async (ctx) => {
-    const entries = parseMputBody(ctx.request.body);
-    ctx.body = await routing.many(entries, (e) => e.key, (shardId, group, ms) => leaders.writes(shardId, group.map((e): WriteOp => ({ op: 'put', ...e })), ms));
+    ctx.body = await ops.mput(ctx.request.body);
   });
   router.post('/mget', limit('mget'), requireJson, jsonBody(), async (ctx) => {
-    const keys = parseMgetBody(ctx.request.body);
-    ctx.body = await routing.many(keys, (k) => k, (shardId, group, ms) => leaders.reads(shardId, group, ms));
+    ctx.body = await ops.mget(ctx.request.body);
   });
 
   // The bulk path (see load.ts): the body streams through bounded per-shard chunks.
@@ -102,26 +93,20 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
     ctx.body = await load.finish();
   });
 
-  // Single-key requests are coalesced per shard into the same internal batches (see batcher.ts);
-  // each client still gets its own answer, as if it had been sent alone.
-  const writeOne = async (ctx: Koa.Context, op: WriteOp) => {
-    ctx.body = writeAnswer(op, await routing.one(op.key, (shardId, since) => batchers.writes(shardId).submit(op, since)));
-  };
-  router.post('/put', limit('put'), requireJson, jsonBody(), (ctx) => writeOne(ctx, putOp(ctx.request.body, (h) => ctx.get(h))));
-  router.post('/incr', limit('incr'), requireJson, jsonBody(), (ctx) => writeOne(ctx, incrOp(ctx.request.body, (h) => ctx.get(h))));
-  router.delete('/delete', limit('delete'), (ctx) => writeOne(ctx, deleteOp(ctx.querystring, (h) => ctx.get(h))));
-
+  router.post('/put', limit('put'), requireJson, jsonBody(), async (ctx) => {
+    ctx.body = await ops.put(ctx.request.body, { header: (h) => ctx.get(h) });
+  });
+  router.post('/incr', limit('incr'), requireJson, jsonBody(), async (ctx) => {
+    ctx.body = await ops.incr(ctx.request.body, { header: (h) => ctx.get(h) });
+  });
   router.get('/get', limit('get'), async (ctx) => {
-    const key = parseKeyQuery(ctx.querystring);
-    if (consistency(ctx) === 'stale') {
-      // The follower may be behind (or ahead, by writes whose answer was lost): any answer but a
-      // value or a 404 sends the read to the leader.
-      const res = await nodes.get(shardOf(key).follower).request({ method: 'GET', path: `/get?${keyQuery(key)}`, idempotent: true }).catch(() => undefined);
-      if (res !== undefined && (res.status === 200 || res.status === 404)) return passThrough(ctx, res);
-    }
-    const answer = readAnswer(await routing.one(key, (shardId, since) => batchers.reads(shardId).submit(key, since)));
+    const key = keyFromQuery(ctx.querystring);
+    const answer = await ops.get(key, { consistency: consistency(ctx) });
     ctx.set('etag', etagOf(answer.version));
     ctx.body = answer;
+  });
+  router.delete('/delete', limit('delete'), async (ctx) => {
+    ctx.body = await ops.write(deleteOp(ctx.querystring, (h) => ctx.get(h)));
   });
 
   router.get('/health', (ctx) => {
@@ -129,12 +114,7 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
   });
 }
 
-/**
- * The data routes' rate limit, first on each route, before its body is read. Only these routes
- * count: the cluster's own traffic (/internal/*, /cluster/map), the operators' (/admin/*, /status,
- * /metrics, /health) and the console's files never do. One limiter per router serves every data
- * route, so a client's gets, puts and batches all count against the same allowance.
- */
+/** The per-client limit on a data route (rate-limit.ts), or nothing when limits are off. */
 function dataRouteLimit(limits: RateLimits | undefined): (op: string) => Koa.Middleware {
   if (limits === undefined) return () => (_ctx, next) => next();
   const limiter = new ClientLimiter(limits);
@@ -144,48 +124,6 @@ function dataRouteLimit(limits: RateLimits | undefined): (op: string) => Koa.Mid
 function observeOperation(route: string, seconds: number): void {
   const op = OPERATIONS[route];
   if (op !== undefined) operationSeconds.observe({ op }, seconds);
-}
-
-/** One write batcher and one read batcher per shard, created on first use; their sizes and queues are measured. */
-function shardBatchers({ batching, leaders }: RouterAppDeps) {
-  const writes = new Map<string, Batcher<WriteOp, EntryResult>>();
-  const reads = new Map<string, Batcher<string, EntryResult>>();
-  const opBytes = (op: WriteOp) => op.key.length + (op.op === 'put' ? op.value.length : 0) + 32;
-  watchQueues(function* () {
-    for (const [kind, batchers] of [['write', writes], ['read', reads]] as const) {
-      for (const [shard, b] of batchers) yield { shard, kind, depth: b.queued, inFlight: b.batchesInFlight };
-    }
-  });
-  return {
-    writes(shardId: string): Batcher<WriteOp, EntryResult> {
-      let b = writes.get(shardId);
-      if (b === undefined) {
-        const send = (ops: WriteOp[], ms: number) => {
-          batchEntries.observe({ shard: shardId, kind: 'write' }, ops.length);
-          return leaders.writes(shardId, ops, ms);
-        };
-        writes.set(shardId, (b = new Batcher(send, batching, opBytes)));
-      }
-      return b;
-    },
-    reads(shardId: string): Batcher<string, EntryResult> {
-      let b = reads.get(shardId);
-      if (b === undefined) {
-        const send = (keys: string[], ms: number) => {
-          batchEntries.observe({ shard: shardId, kind: 'read' }, keys.length);
-          return leaders.reads(shardId, keys, ms);
-        };
-        reads.set(shardId, (b = new Batcher(send, batching, (k) => k.length)));
-      }
-      return b;
-    },
-  };
-}
-
-function passThrough(ctx: Koa.Context, res: RpcResponse): void {
-  ctx.status = res.status;
-  ctx.type = 'application/json';
-  ctx.body = res.body;
 }
 
 /**
@@ -208,7 +146,7 @@ function firstLineParam(raw: unknown): number {
   return n;
 }
 
-function consistency(ctx: Koa.Context): 'linearizable' | 'stale' {
+function consistency(ctx: Koa.Context): Consistency {
   const c = ctx.query['consistency'];
   if (c === undefined || c === 'linearizable') return 'linearizable';
   if (c === 'stale') return 'stale';

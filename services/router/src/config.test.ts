@@ -40,4 +40,16 @@ describe('router config', () => {
     expect(() => loadConfig({ RATE_LIMIT_REQUESTS: '-1' })).toThrow(/RATE_LIMIT_REQUESTS/);
     expect(() => loadConfig({ RATE_LIMIT_REQUESTS: '10', RATE_LIMIT_ROUTERS: '0' })).toThrow(/RATE_LIMIT_ROUTERS/);
   });
+
+  test('serves gRPC 100 above PORT by default, on GRPC_PORT when given, not at all with GRPC_PORT=off', () => {
+    expect(loadConfig({}).grpc).toMatchObject({ host: '127.0.0.1', port: 5100, receiveMessageBytesMax: 2 * 1024 * 1024 });
+    expect(loadConfig({ PORT: '5010' }).grpc?.port).toBe(5110);
+    expect(loadConfig({ PORT: '0' }).grpc?.port).toBe(0);
+    expect(loadConfig({ GRPC_PORT: '7000' }).grpc?.port).toBe(7000);
+    expect(loadConfig({ GRPC_PORT: 'off' }).grpc).toBeUndefined();
+    expect(loadConfig({ GRPC_PORT: '' }).grpc?.port).toBe(5100);
+    expect(() => loadConfig({ GRPC_PORT: 'on' })).toThrow(/GRPC_PORT/);
+    expect(() => loadConfig({ PORT: '65500' })).toThrow(/GRPC_PORT/);
+    expect(() => loadConfig({ PORT: '6000', GRPC_PORT: '6000' })).toThrow(/GRPC_PORT/);
+  });
 });

@@ -18,9 +18,17 @@ export const OPERATIONS: Readonly<Record<string, string>> = { '/get': 'get', '/p
 
 export const operationSeconds = new Histogram({
   name: 'shardkv_router_operation_duration_seconds',
-  help: 'Time from a client request arriving to its answer, by operation (get, put, delete, incr, mget, mput, load)',
+  help: 'Time from a client request arriving to its answer, over HTTP or gRPC, by operation (get, put, delete, incr, mget, mput, load)',
   labelNames: ['op'],
   buckets: LATENCY_BUCKETS_SECONDS,
+  registers: [registry],
+});
+
+/** gRPC calls answered, by method (the .proto's rpcs) and status name (OK, NOT_FOUND, ...): both fixed sets. */
+export const grpcRequests = new Counter({
+  name: 'shardkv_router_grpc_requests_total',
+  help: 'gRPC calls answered, by method and status code name',
+  labelNames: ['method', 'code'],
   registers: [registry],
 });
 
