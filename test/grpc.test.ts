@@ -45,7 +45,7 @@ describe('gRPC service', () => {
     for (const key of AWKWARD_KEYS) {
       const seq = await grpc.put(key, `value of ${key}`);
       expect(seq).toBeGreaterThan(0);
-      expect(await grpc.call('Get', { key })).toEqual({ key, value: `value of ${key}` });
+      expect(await grpc.call('Get', { key })).toEqual({ key, value: `value of ${key}`, version: expect.any(Number), ttlMs: 0 });
     }
     for (const key of AWKWARD_KEYS) {
       expect(await grpc.call('Delete', { key })).toEqual({ key, deleted: true, seq: expect.any(Number) });
@@ -68,7 +68,7 @@ describe('gRPC service', () => {
 
   test('a value put over gRPC is read over HTTP, and one put over HTTP is read over gRPC, stale reads included', async () => {
     await grpc.put('via-grpc', 'from gRPC');
-    expect((await get(R, 'via-grpc')).body).toEqual({ key: 'via-grpc', value: 'from gRPC' });
+    expect((await get(R, 'via-grpc')).body).toEqual({ key: 'via-grpc', value: 'from gRPC', version: expect.any(Number) });
     expect((await put(R, 'via-http', 'from HTTP')).status).toBe(200);
     expect(await grpc.get('via-http')).toBe('from HTTP');
     const staleRead = async () => (await grpc.get('via-http', { stale: true })) === 'from HTTP';
@@ -166,5 +166,28 @@ describe('gRPC service', () => {
       follower.signal('SIGCONT');
     }
     await cluster.waitHealthy(20_000, [cluster.router]);
+  });
+});
+
+describe('counters, versions and idempotency over gRPC', () => {
+  test('Incr, a compare-and-set Put, a ttl and an idempotency key, with the same codes as HTTP', async () => {
+    // The SIGTERM test before this one stops the router; its supervisor starts it again.
+    await waitFor('the router to serve gRPC again', cluster, async () => (await grpc.incr('g-warmup').then(() => true, () => false)));
+    expect(await grpc.incr('g-counter', 5)).toMatchObject({ key: 'g-counter', value: '5' });
+    expect((await grpc.incr('g-counter', -2)).value).toBe('3');
+    const first = await grpc.putWith({ key: 'g-doc', value: 'a', ttlMs: 60_000 });
+    expect(first.version).toBe(first.seq);
+    const read = await grpc.getEntry('g-doc');
+    expect(read).toMatchObject({ value: 'a', version: first.version });
+    expect(read.ttlMs).toBeGreaterThan(0);
+    expect(await failure(grpc.putWith({ key: 'g-doc', value: 'b', ifVersion: first.version + 1000 }))).toMatchObject({ grpcCode: 'ABORTED', code: 'version_mismatch', outcome: 'definite' });
+    expect((await grpc.putWith({ key: 'g-doc', value: 'b', ifVersion: first.version })).version).toBeGreaterThan(first.version);
+    expect(await failure(grpc.putWith({ key: 'g-doc', value: 'c', ifAbsent: true }))).toMatchObject({ grpcCode: 'ABORTED', code: 'version_mismatch' });
+    await grpc.putWith({ key: 'g-word', value: 'abc' });
+    expect(await failure(grpc.incr('g-word'))).toMatchObject({ grpcCode: 'FAILED_PRECONDITION', code: 'not_an_integer' });
+    // The same idempotency key twice: applied once, the same answer.
+    const once = await grpc.incr('g-counter', 1, { idempotencyKey: 'g-1' });
+    expect(await grpc.incr('g-counter', 1, { idempotencyKey: 'g-1' })).toEqual(once);
+    expect((await get(R, 'g-counter')).body.value).toBe('4');
   });
 });

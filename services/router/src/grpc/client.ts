@@ -1,5 +1,5 @@
 import { Client, credentials, Metadata, status, type MethodDefinition, type ServiceError } from '@grpc/grpc-js';
-import type { KvMethod, KvRpcs, MGetResponse, MPutResponse, PutEntry } from './messages';
+import type { GetResponse, IncrResponse, KvMethod, KvRpcs, MGetResponse, MPutResponse, PutEntry, PutRequest, PutResponse } from './messages';
 import { loadKvDefinition, SERVICE_NAME } from './proto';
 import { ERROR_CODE_METADATA, OUTCOME_METADATA } from './status';
 
@@ -95,6 +95,19 @@ export class KvGrpcClient {
 
   mput(entries: PutEntry[], opts: { deadlineMs?: number } = {}): Promise<MPutResponse> {
     return this.call('MPut', { entries }, opts);
+  }
+
+  incr(key: string, by = 1, opts: { deadlineMs?: number; idempotencyKey?: string } = {}): Promise<IncrResponse> {
+    return this.call('Incr', { key, by, ...(opts.idempotencyKey === undefined ? {} : { idempotencyKey: opts.idempotencyKey }) }, opts);
+  }
+
+  /** The full answers of Get and Put: versions, ttl, conditions. */
+  getEntry(key: string, opts: { deadlineMs?: number } = {}): Promise<GetResponse> {
+    return this.call('Get', { key }, opts);
+  }
+
+  putWith(request: PutRequest, opts: { deadlineMs?: number } = {}): Promise<PutResponse> {
+    return this.call('Put', request, opts);
   }
 
   close(): void {

@@ -15,15 +15,34 @@ export interface GetRequest {
 export interface GetResponse {
   key: string;
   value: string;
+  version: number;
+  ttlMs: number;
 }
 
 export interface PutRequest {
   key: string;
   value: string;
+  ifVersion?: number;
+  ttlMs?: number;
+  ifAbsent?: boolean;
+  idempotencyKey?: string;
 }
 export interface PutResponse {
   key: string;
   seq: number;
+  version: number;
+}
+
+export interface IncrRequest {
+  key: string;
+  by?: number;
+  idempotencyKey?: string;
+}
+export interface IncrResponse {
+  key: string;
+  value: string;
+  seq: number;
+  version: number;
 }
 
 export interface DeleteRequest {
@@ -81,6 +100,7 @@ export interface KvRpcs {
   Delete: { request: DeleteRequest; response: DeleteResponse };
   MGet: { request: MGetRequest; response: MGetResponse };
   MPut: { request: MPutRequest; response: MPutResponse };
+  Incr: { request: IncrRequest; response: IncrResponse };
 }
 
 export type KvMethod = keyof KvRpcs;

@@ -1,4 +1,4 @@
-import { KvError, type EntryResult } from '@shardkv/common';
+import { IDEMPOTENCY_HEADER, KvError, type EntryResult } from '@shardkv/common';
 import type { BatchAnswer, CallOptions, KvOperations } from '../operations';
 import type { ConsistencyName, EntryError, KvMethod, KvRpcs, MGetResponse, MPutResponse, OutcomeName } from './messages';
 
@@ -14,12 +14,29 @@ export type Handlers = { [M in KvMethod]: Handler<M> };
  */
 export function kvHandlers(ops: KvOperations): Handlers {
   return {
-    Get: (req, opts) => ops.get(req.key, { ...opts, consistency: consistency(req.consistency) }),
-    Put: (req, opts) => ops.put({ key: req.key, value: req.value }, opts),
+    Get: async (req, opts) => {
+      const r = await ops.get(req.key, { ...opts, consistency: consistency(req.consistency) });
+      return { key: r.key, value: r.value, version: r.version, ttlMs: r.ttlMs ?? 0 };
+    },
+    Put: (req, opts) => {
+      const body = { key: req.key, value: req.value, ...positive('ifVersion', req.ifVersion), ...positive('ttlMs', req.ttlMs), ...(req.ifAbsent === true ? { ifAbsent: true } : {}) };
+      return ops.put(body, { ...opts, header: idempotencyHeader(req.idempotencyKey) });
+    },
+    Incr: (req, opts) => ops.incr({ key: req.key, by: req.by === undefined || req.by === 0 ? 1 : req.by }, { ...opts, header: idempotencyHeader(req.idempotencyKey) }),
     Delete: (req, opts) => ops.delete(req.key, opts),
     MGet: async (req, opts) => mgetResponse(await ops.mget({ keys: req.keys }, opts)),
     MPut: async (req, opts) => mputResponse(await ops.mput({ entries: req.entries.map((e) => ({ key: e.key, value: e.value })) }, opts)),
   };
+}
+
+/** proto3 has no absent number: 0 is "not given". */
+function positive(name: string, v: number | undefined): Record<string, number> {
+  return v === undefined || v === 0 ? {} : { [name]: v };
+}
+
+/** The request's idempotency key, read like HTTP's header by the same parser. */
+function idempotencyHeader(idem: string | undefined): (name: string) => string {
+  return (name) => (name === IDEMPOTENCY_HEADER ? (idem ?? '') : '');
 }
 
 function consistency(c: ConsistencyName | undefined): 'linearizable' | 'stale' {
