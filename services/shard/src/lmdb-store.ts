@@ -4,7 +4,7 @@ import type { Logger } from '@shardkv/common';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { DIGEST_ALGORITHM, DigestSum } from './digest';
 import type { LogRecord } from './replication/log';
-import { encodeStored, storedOf } from './stored';
+import { encodeStored, isReservedKey, storedOf } from './stored';
 import { assertSequence, type KvStore, type LogWindow, type StoreRestore, type StoreView } from './store';
 
 /** Who a data directory belongs to; a node refuses a directory that names someone else. */
@@ -197,7 +197,7 @@ export class LmdbStore implements KvStore {
     } else if (old !== undefined) {
       kv.remove(entry.key);
     }
-    next.keys += (entry.op === 'put' ? 1 : 0) - (old !== undefined ? 1 : 0);
+    if (!isReservedKey(entry.key)) next.keys += (entry.op === 'put' ? 1 : 0) - (old !== undefined ? 1 : 0);
     next.seq = entry.seq;
     this.log.put(entry.seq, json);
     next.logBytes += bytes;
@@ -255,7 +255,7 @@ export class LmdbStore implements KvStore {
           for (const [key, value] of pairs) {
             const old = table.get(key);
             if (old !== undefined) sum.remove(key, old);
-            else keys += 1;
+            else if (!isReservedKey(key)) keys += 1;
             table.put(key, value);
             sum.add(key, value);
           }
@@ -345,7 +345,7 @@ async function upgradeDigest(env: RootDatabase, tables: [Database<string, string
     let keys = 0;
     for (const { key, value } of tables[stored.active].getRange()) {
       sum.add(key, value);
-      keys += 1;
+      if (!isReservedKey(key)) keys += 1;
     }
     // Both are kept in the same transactions: a difference means the directory is damaged.
     if (keys !== stored.keys) throw new Error(`store invariant: data directory ${dir} holds ${keys} keys, its state says ${stored.keys}`);

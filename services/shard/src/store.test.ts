@@ -307,3 +307,11 @@ async function writeAsOldBuild(writes: LogRecord[], override: Record<string, unk
   await env.close();
   return dir;
 }
+
+test('keys of the store\'s own (idempotency records) are kept and digested but not counted as keys', async () => {
+  for (const s of [new MemoryStore(WIDE)]) {
+    await s.apply([put(1, 'a', '1'), put(2, '\u0000idem\u0000r\u0000a', '{}'), put(3, 'b', '2'), del(4, '\u0000idem\u0000r\u0000a'), put(5, '\u0000idem\u0000q\u0000b', '{}')]);
+    expect(s.size).toBe(2);
+    expect(valueOf(s.get('\u0000idem\u0000q\u0000b'))).toBe('{}');
+  }
+});

@@ -1,5 +1,5 @@
 import { DigestSum } from './digest';
-import { storedOf } from './stored';
+import { isReservedKey, storedOf } from './stored';
 import type { LogRecord } from './replication/log';
 
 /**
@@ -98,6 +98,8 @@ export function assertSequence(lastSeq: number, records: readonly LogRecord[]): 
 export class MemoryStore implements KvStore {
   readonly durable = false;
   private map = new Map<string, string>();
+  /** Keys of the store's own (isReservedKey) among the map's: not counted in `size`. */
+  private reserved = 0;
   private sum = new DigestSum();
   private lastSeq = 0;
   private lastEpoch = 0;
@@ -114,7 +116,7 @@ export class MemoryStore implements KvStore {
   }
 
   get size(): number {
-    return this.map.size;
+    return this.map.size - this.reserved;
   }
 
   get diskBytes(): undefined {
@@ -174,6 +176,7 @@ export class MemoryStore implements KvStore {
     const { entry } = record;
     const old = this.map.get(entry.key);
     if (old !== undefined) this.sum.remove(entry.key, old);
+    if (isReservedKey(entry.key)) this.reserved += (entry.op === 'put' ? 1 : 0) - (old !== undefined ? 1 : 0);
     if (entry.op === 'put') {
       const stored = storedOf(entry);
       this.map.set(entry.key, stored);
@@ -211,7 +214,7 @@ export class MemoryStore implements KvStore {
     const map = this.map;
     return {
       seq,
-      size: this.map.size,
+      size: this.map.size - this.reserved,
       digest: this.sum.hex(),
       logStartSeq,
       stable: false,
@@ -246,6 +249,7 @@ export class MemoryStore implements KvStore {
       digest: () => sum.hex(),
       commit: async (seq) => {
         this.map = map;
+        this.reserved = [...map.keys()].filter(isReservedKey).length;
         this.sum = sum;
         this.lastSeq = seq;
         this.log = [];

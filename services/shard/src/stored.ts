@@ -44,6 +44,15 @@ export function ttlLeftMs(v: StoredValue, nowMs: number): number | undefined {
   return v.expiresAtMs === undefined ? undefined : Math.max(1, v.expiresAtMs - nowMs);
 }
 
+/**
+ * Keys starting with U+0000 are the store's own (records of applied idempotency keys, see
+ * @shardkv/common's idempotency.ts): replicated, transferred and digested like any key, but not
+ * counted as the shard's keys.
+ */
+export function isReservedKey(key: string): boolean {
+  return key.charCodeAt(0) === 0;
+}
+
 /** The value part of a stored value, expired or not (tests and tools that look at a store directly). */
 export function valueOf(stored: string | undefined): string | undefined {
   return stored === undefined ? undefined : decodeStored(stored).value;
