@@ -20,8 +20,8 @@ describe('public API', () => {
     for (const key of AWKWARD_KEYS) {
       const p = await put(R, key, `value of ${key}`);
       expect(p.status).toBe(200);
-      expect(p.body).toEqual({ key, seq: expect.any(Number) });
-      expect((await get(R, key)).body).toEqual({ key, value: `value of ${key}` });
+      expect(p.body).toEqual({ key, seq: expect.any(Number), version: p.body.seq });
+      expect((await get(R, key)).body).toEqual({ key, value: `value of ${key}`, version: p.body.version });
     }
     for (const key of AWKWARD_KEYS) {
       expect((await del(R, key)).body).toEqual({ key, deleted: true, seq: expect.any(Number) });
@@ -40,7 +40,7 @@ describe('public API', () => {
 
   test('the empty string and a 1 MiB value are values like any other', async () => {
     expect((await put(R, 'empty', '')).status).toBe(200);
-    expect((await get(R, 'empty')).body).toEqual({ key: 'empty', value: '' });
+    expect((await get(R, 'empty')).body).toEqual({ key: 'empty', value: '', version: expect.any(Number) });
     const big = 'é'.repeat(512 * 1024); // exactly 1 MiB of UTF-8
     expect((await put(R, 'big', big)).status).toBe(200);
     expect((await get(R, 'big')).body.value).toBe(big);
@@ -62,7 +62,7 @@ describe('public API', () => {
     mixed.forEach((r, i) => {
       const k = keys[i]!;
       if (i % 3 === 0) expect(r.body).toEqual({ key: k, deleted: true, seq: expect.any(Number) });
-      if (i % 3 === 1) expect(r.body).toEqual({ key: k, value: `v-${k}` });
+      if (i % 3 === 1) expect(r.body).toEqual({ key: k, value: `v-${k}`, version: expect.any(Number) });
       if (i % 3 === 2) expect(r.body).toEqual({ key: `never-${k}`, deleted: false, seq: expect.any(Number) });
     });
     const after = await Promise.all(keys.map((k) => get(R, k)));

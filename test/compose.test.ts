@@ -89,7 +89,7 @@ const DEFAULT_SERVICES = ['router', ...NODES.map((n) => n.name)].sort();
 const ETCD_MEMBERS = ['etcd-0', 'etcd-1', 'etcd-2'];
 const ETCD_CLIENT_URLS = ETCD_MEMBERS.map((m) => `http://${m}:2379`).join(',');
 const ETCD_IMAGE = /^quay\.io\/coreos\/etcd:v3\.([4-9]|\d\d)\.\d+$/;
-const ROUTERS: Record<string, { port: number; id: string }> = { router: { port: ROUTER_PORT, id: 'router-1' }, 'router-2': { port: 5010, id: 'router-2' } };
+const ROUTERS: Record<string, { port: number; grpcPort: number; id: string }> = { router: { port: ROUTER_PORT, grpcPort: 5100, id: 'router-1' }, 'router-2': { port: 5010, grpcPort: 5110, id: 'router-2' } };
 const HA_SERVICES = [...DEFAULT_SERVICES, ...ETCD_MEMBERS, 'router-2'].sort();
 /** The services built from this repository, held to the same checks (health, restart, HOST, token). */
 const OUR_SERVICES = [...DEFAULT_SERVICES, 'router-2', ...RESHARD_SERVICES];
@@ -360,10 +360,13 @@ function healthcheckTimingProblems(name: string, value: Dict): string[] {
 function routerProblems(name: string, router: unknown): string[] {
   if (!isDict(router)) return name === 'router' ? [] : [`${name}: missing`]; // a missing router is reported as a missing default service
   const problems: string[] = [];
-  const { port, id } = ROUTERS[name]!;
+  const { port, grpcPort, id } = ROUTERS[name]!;
   const env = envOf(router);
   if (env.get('PORT') !== String(port)) problems.push(`${name}: PORT is ${String(env.get('PORT'))}, expected ${port}`);
   if (!publishedPorts(router).includes(port)) problems.push(`${name}: does not publish ${port}`);
+  // gRPC clients reach the router on its own host port, published as the same number.
+  if (env.get('GRPC_PORT') !== String(grpcPort)) problems.push(`${name}: GRPC_PORT is ${String(env.get('GRPC_PORT'))}, expected ${grpcPort}`);
+  if (!publishedPorts(router).includes(grpcPort) || !(router.ports as unknown[]).includes(`${grpcPort}:${grpcPort}`)) problems.push(`${name}: does not publish its gRPC port ${grpcPort} as ${grpcPort}:${grpcPort}`);
   if (env.get('ROUTER_ID') !== id) problems.push(`${name}: ROUTER_ID is ${String(env.get('ROUTER_ID'))}, expected ${id}`);
   if (env.get('ROUTER_URL') !== `http://${name}:${port}`) problems.push(`${name}: ROUTER_URL is ${String(env.get('ROUTER_URL'))}, expected http://${name}:${port}`);
   // The first router is the coordinator and waits for nobody; router-2 waits for its etcd.
@@ -621,6 +624,10 @@ describe('the checks catch mistakes', () => {
     ['a healthcheck without start_period', (s) => delete (s.router!.healthcheck as Dict).start_period, /router: healthcheck has no start_period/],
     ['a healthcheck on the wrong port', (s) => ((s['shard0-leader']!.healthcheck as Dict).test = ['CMD', 'node', '-e', "fetch('http://127.0.0.1:6001/health')"]), /shard0-leader: healthcheck probes port 6001/],
     ['the router not published', (s) => delete s.router!.ports, /router: does not publish 5000/],
+    ['the router\'s gRPC port not published', (s) => (s.router!.ports = ['5000:5000']), /router: does not publish its gRPC port 5100/],
+    ['router-2\'s gRPC port published as another', (s) => (s['router-2']!.ports = ['5010:5010', '5110:5100']), /router-2: does not publish its gRPC port 5110/],
+    ['a router without GRPC_PORT', (s) => delete env(s.router!).GRPC_PORT, /router: GRPC_PORT is undefined, expected 5100/],
+    ['router-2 on the first router\'s gRPC port', (s) => (env(s['router-2']!).GRPC_PORT = '5100'), /router-2: GRPC_PORT is 5100/],
     ['a shard port published', (s) => (s['shard1-follower']!.ports = ['6002:6002']), /shard1-follower: publishes 6002; only the routers may/],
     ['a wrong ROLE', (s) => (env(s['shard2-leader']!).ROLE = 'follower'), /shard2-leader: ROLE is follower/],
     ['a wrong SHARD_ID', (s) => (env(s['shard1-follower']!).SHARD_ID = 'shard-2'), /shard1-follower: SHARD_ID/],

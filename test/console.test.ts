@@ -107,7 +107,7 @@ describe('web console', () => {
     await setField('#kv-value', 'hello from chromium');
     await page.click('#kv-put');
     await waitForText('#kv-result', /"seq":\d+/);
-    expect((await get(url(), 'console:greeting')).body).toEqual({ key: 'console:greeting', value: 'hello from chromium' });
+    expect((await get(url(), 'console:greeting')).body).toEqual({ key: 'console:greeting', value: 'hello from chromium', version: expect.any(Number) });
 
     await setField('#kv-key', 'console:never-written');
     await page.click('#kv-get');

@@ -65,6 +65,7 @@ export interface HttpResult {
   status: number;
   body: any;
   ms: number;
+  headers?: Record<string, string | string[] | undefined>;
 }
 
 /** One HTTP call; never throws on a status, only on a transport failure. */
@@ -84,7 +85,7 @@ export async function http(method: string, url: string, body?: unknown, headers:
   } catch {
     // left as text: the test asserting JSON will say so
   }
-  return { status: res.statusCode, body: parsed, ms: Date.now() - started };
+  return { status: res.statusCode, body: parsed, ms: Date.now() - started, headers: res.headers };
 }
 
 /** A transport failure (node down, timeout) becomes status 0 instead of a throw, so it can be recorded. */
@@ -181,10 +182,10 @@ export function expectClean(report: ChaosReport): void {
 
 const KV = resolve(__dirname, '..', 'packages', 'cli', 'dist', 'kv.js');
 
-/** Runs the `kv` command line against a router; killed (and the test failed) past `timeoutMs`. */
-export function kv(url: string, args: string[], timeoutMs = 90_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** Runs the `kv` command line against a router, with `env` added to its environment; killed (and the test failed) past `timeoutMs`. */
+export function kv(url: string, args: string[], timeoutMs = 90_000, env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((res, rej) => {
-    const child = spawn(process.execPath, [KV, '--url', url, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [KV, '--url', url, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -480,6 +480,7 @@ function routerPodProblems(c: Cluster, running: RunningPod[]): string[] {
     ids.add(cfg.self.id);
     const self = resolveUrl(c, cfg.self.url);
     if (!('pods' in self) || self.pods.length !== 1 || self.pods[0] !== r.pod) problems.push(`${r.pod.name}: ROUTER_URL ${cfg.self.url} does not reach this pod`);
+    problems.push(...grpcPortProblems(c, r.pod, cfg.grpc?.port));
     const listed = cfg.shards.map((s) => s.id).sort();
     const expected = [...nodes.keys()].sort();
     if (JSON.stringify(listed) !== JSON.stringify(expected)) problems.push(`${r.pod.name}: SHARDS lists [${listed.join(', ')}], the StatefulSets run [${expected.join(', ')}]`);
@@ -507,6 +508,16 @@ function routerPodProblems(c: Cluster, running: RunningPod[]): string[] {
   const tokens = new Set(running.filter((x) => SHARD_IMAGE.test(imageOf(x)) || ROUTER_IMAGE.test(imageOf(x))).map((x) => `${x.env.CLUSTER_TOKEN}|${x.env.CLUSTER_ID}`));
   if (tokens.size !== 1) problems.push('the routers and nodes do not all get the same CLUSTER_TOKEN and CLUSTER_ID');
   return problems;
+}
+
+/** The router's gRPC port is its container port named grpc, and the router Service reaches it on the same number. */
+function grpcPortProblems(c: Cluster, pod: Pod, port: number | undefined): string[] {
+  if (port === undefined) return [`${pod.name}: GRPC_PORT=off, the gRPC service is not served`];
+  const named = list(containersOf(pod)[0]?.ports).find((p) => p.name === 'grpc');
+  if (named?.containerPort !== port) return [`${pod.name}: GRPC_PORT ${port} is not its container port named grpc (${String(named?.containerPort)})`];
+  const via = resolveUrl(c, `http://router:${port}`);
+  if ('problem' in via) return [`${pod.name}: gRPC clients cannot reach it: ${via.problem}`];
+  return via.pods.includes(pod) ? [] : [`${pod.name}: the router Service's port ${port} does not reach it`];
 }
 
 /** `--flag=value` from a resolved command line. */
@@ -653,6 +664,10 @@ describe('Kubernetes manifests', () => {
     ['a Service port unlike its container port', (m) => (byName(m, 'Service', 'shard-1').spec.ports[0].port = 80), /Service\/shard-1: port 80 maps to container port 5001/],
     ['a containerPort unlike PORT', (m) => (container(m, 'StatefulSet', 'shard-0').ports[0].containerPort = 6001), /StatefulSet\/shard-0: PORT 5001 is not a container port/],
     ['a router PORT unlike its containerPort', (m) => (envVar(m, 'Deployment', 'router', 'PORT').value = '5010'), /Deployment\/router: PORT 5010 is not a container port/],
+    ['a router GRPC_PORT unlike its containerPort', (m) => (envVar(m, 'Deployment', 'router', 'GRPC_PORT').value = '5101'), /GRPC_PORT 5101 is not its container port named grpc \(5100\)/],
+    ['the router Service without the gRPC port', (m) => (byName(m, 'Service', 'router').spec.ports = byName(m, 'Service', 'router').spec.ports.slice(0, 1)), /gRPC clients cannot reach it: http:\/\/router:5100: Service router has no port 5100/],
+    ['gRPC off on the routers', (m) => (envVar(m, 'Deployment', 'router', 'GRPC_PORT').value = 'off'), /GRPC_PORT=off/],
+    ['a router lacking GRPC_PORT (compose has it)', (m) => (container(m, 'Deployment', 'router').env = list(container(m, 'Deployment', 'router').env).filter((e) => e.name !== 'GRPC_PORT')), /lacks GRPC_PORT, which docker-compose gives/],
     ['a probe on a missing port', (m) => (container(m, 'StatefulSet', 'etcd').livenessProbe.httpGet.port = 'http'), /StatefulSet\/etcd: livenessProbe probes port http/],
     ['readiness not on /health', (m) => (container(m, 'Deployment', 'router').readinessProbe.httpGet.path = '/status'), /Deployment\/router: readinessProbe is not GET \/health/],
     ['liveness on /health for a node', (m) => (container(m, 'StatefulSet', 'shard-2').livenessProbe.httpGet.path = '/health'), /StatefulSet\/shard-2: livenessProbe is GET \/health/],

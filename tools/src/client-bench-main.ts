@@ -2,9 +2,9 @@ import { KvClient } from '@shardkv/client';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { envInt, medianRun, type Run } from './bench/config';
-import { machineLine } from './bench/report';
-import { NoSlotMapError, requireSlotMap, runLoops, type ClientOp } from './bench/client-loops';
+import { envInt } from './bench/config';
+import { NoSlotMapError, requireSlotMap } from './bench/client-loops';
+import { measureSides, reportSides, type SideBySide } from './bench/side-by-side';
 import { Cluster } from './cluster';
 import { formatLine } from './format';
 
@@ -25,8 +25,6 @@ const ROUNDS = envInt('BENCH_CLIENT_ROUNDS', 3);
 const RUN_MS = envInt('BENCH_CLIENT_SECONDS', 3) * 1000;
 /** The preload's batches stay well under the API's 1000 entries and 2 MiB per body. */
 const PRELOAD_BATCH_ENTRIES = 500;
-const OPS: readonly ClientOp[] = ['GET', 'PUT'];
-type Side = 'router' | 'direct';
 
 /** The nodes' last lines, printed if the benchmark fails (they are noise otherwise). */
 const NODE_LINES_KEPT_MAX = 50;
@@ -35,21 +33,21 @@ const nodeLines: string[] = [];
 async function main(): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), 'shardkv-clientbench-'));
   const cluster = await Cluster.create({ ports: 'free', dataRoot: join(tmp, 'data'), clusterId: 'clientbench', env: { LOG_LEVEL: 'warn' }, sink });
-  const clients: Partial<Record<Side, KvClient>> = {};
+  const clients: KvClient[] = [];
   try {
     await cluster.start();
     const map = await requireSlotMap(cluster.router.url);
     console.log(`cluster map version ${map.version}, ${map.shards} shards; ${KEYS} keys of ${VALUE_BYTES} bytes, ${CONCURRENCY} loops, ${ROUNDS} x ${RUN_MS / 1000} s per side and operation`);
-    clients.router = new KvClient(cluster.router.url, { connections: CONCURRENCY });
-    clients.direct = new KvClient(cluster.router.url, { connections: CONCURRENCY, routing: 'direct' });
-    const keys = await preload(clients.router);
-    const results = await measure(clients as Record<Side, KvClient>, keys);
-    report(results);
+    const router = new KvClient(cluster.router.url, { connections: CONCURRENCY });
+    const direct = new KvClient(cluster.router.url, { connections: CONCURRENCY, routing: 'direct' });
+    clients.push(router, direct);
+    const spec: SideBySide = { baseline: { name: 'router', client: router }, candidate: { name: 'direct', client: direct }, keys: await preload(router), valueBytes: VALUE_BYTES, concurrency: CONCURRENCY, rounds: ROUNDS, runMs: RUN_MS };
+    reportSides(spec, await measureSides(spec), `npm run bench:client (BENCH_CLIENT_KEYS=${KEYS}, BENCH_CLIENT_CONCURRENCY=${CONCURRENCY}, BENCH_CLIENT_ROUNDS=${ROUNDS}, BENCH_CLIENT_SECONDS=${RUN_MS / 1000})`);
   } catch (err) {
     if (!(err instanceof NoSlotMapError)) console.error(nodeLines.join('\n'));
     throw err;
   } finally {
-    await Promise.all(Object.values(clients).map((c) => c.close()));
+    await Promise.all(clients.map((c) => c.close()));
     await cluster.stop();
     rmSync(tmp, { recursive: true, force: true });
   }
@@ -63,42 +61,6 @@ async function preload(client: KvClient): Promise<string[]> {
     if (r.failed > 0) throw new Error(`preload: ${r.failed} entries failed, e.g. ${JSON.stringify(r.results.find((x) => !x.ok))}`);
   }
   return keys;
-}
-
-type Results = Record<ClientOp, Record<Side, Run[]>>;
-
-async function measure(clients: Record<Side, KvClient>, keys: string[]): Promise<Results> {
-  const value = 'w'.repeat(VALUE_BYTES);
-  const results: Results = { GET: { router: [], direct: [] }, PUT: { router: [], direct: [] } };
-  // A short warm-up per side: connections opened, the direct client's map fetched, JIT warm.
-  for (const side of ['router', 'direct'] as const) await runLoops({ client: clients[side], op: 'GET', keys, value, concurrency: CONCURRENCY, durationMs: 500 });
-  for (const op of OPS) {
-    for (let round = 1; round <= ROUNDS; round += 1) {
-      const order: Side[] = round % 2 === 1 ? ['router', 'direct'] : ['direct', 'router'];
-      for (const side of order) {
-        const run = await runLoops({ client: clients[side], op, keys, value, concurrency: CONCURRENCY, durationMs: RUN_MS });
-        results[op][side].push(run);
-        console.log(`  ${op} ${side.padEnd(6)} round ${round}: ${fmt(run)}`);
-      }
-    }
-  }
-  return results;
-}
-
-function report(results: Results): void {
-  console.log(`\n${machineLine()}`);
-  console.log('medians            router                          direct                          direct/router');
-  for (const op of OPS) {
-    const r = medianRun(results[op].router);
-    const d = medianRun(results[op].direct);
-    const ratios = `throughput ${(d.rps / r.rps).toFixed(2)}x, p50 ${(d.p50Ms / r.p50Ms).toFixed(2)}x, p99 ${(d.p99Ms / r.p99Ms).toFixed(2)}x`;
-    console.log(`${op.padEnd(18)} ${fmt(r).padEnd(31)} ${fmt(d).padEnd(31)} ${ratios}`);
-  }
-  console.log(`command: npm run bench:client (BENCH_CLIENT_KEYS=${KEYS}, BENCH_CLIENT_CONCURRENCY=${CONCURRENCY}, BENCH_CLIENT_ROUNDS=${ROUNDS}, BENCH_CLIENT_SECONDS=${RUN_MS / 1000})`);
-}
-
-function fmt(r: Run): string {
-  return `${r.rps.toFixed(0)} ops/s p50 ${r.p50Ms.toFixed(2)} p99 ${r.p99Ms.toFixed(2)} ms${r.errors > 0 ? ` ${r.errors} err` : ''}`;
 }
 
 function sink(name: string, line: string): void {

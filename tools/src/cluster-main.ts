@@ -44,6 +44,7 @@ async function main(): Promise<void> {
 
   const busy = [];
   for (const n of cluster.nodes) if (!(await portIsFree(n.port))) busy.push(`${n.name} :${n.port}`);
+  for (const r of cluster.routers) if (r.grpcPort !== undefined && !(await portIsFree(r.grpcPort))) busy.push(`${r.name} gRPC :${r.grpcPort}`);
   if (ha) for (const p of [...ETCD_CLIENT_PORTS, ...ETCD_PEER_PORTS]) if (!(await portIsFree(p))) busy.push(`etcd :${p}`);
   if (busy.length > 0) throw new Error(`ports already in use (another cluster running?): ${busy.join(', ')}`);
   // `npm run reset` refuses to delete the data of a running cluster: it checks this pid.
@@ -110,10 +111,12 @@ function banner(cluster: Cluster, dataRoot: string, etcd: EtcdCluster | undefine
   const last = cluster.routers[cluster.routers.length - 1]!.url;
   const rows = cluster.shards.map((s) => `  ${s.id}: leader ${s.leader.url} (${s.leader.name}), follower ${s.follower.url} (${s.follower.name})`);
   const routers = cluster.routers.map((x) => `${x.url} (${x.name}, pid ${cluster.process(x.name).pid})`).join(', ');
+  const grpc = cluster.routers.map((x) => x.grpcAddress).join(', ');
   return [
     '',
     `shardkv is up: router${cluster.routers.length > 1 ? 's' : ''} ${routers}`,
     ...(etcd === undefined ? ['  control plane: embedded in the router (data/router)'] : [`  control plane: etcd ${etcd.endpoints.join(', ')} (any router may coordinate; see /status)`]),
+    `  gRPC (proto: services/router/proto/shardkv.proto): ${grpc}`,
     ...rows,
     '',
     `Web console: ${r}/ (admin commands need the token below)`,

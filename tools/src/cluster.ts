@@ -22,7 +22,7 @@ export interface ClusterOptions {
    * chosen like any other (`ports`).
    */
   shards?: ShardPlan[];
-  /** `default`: router 5000, leader i 5001+i, follower i 6001+i. `free`: ports the OS picks (tests). */
+  /** `default`: router 5000 (gRPC 5100), leader i 5001+i, follower i 6001+i. `free`: ports the OS picks (tests). */
   ports?: 'default' | 'free';
   /** Shared secret for /internal/*; a random one per run when not given. */
   token?: string;
@@ -53,6 +53,9 @@ export interface ClusterNode {
   port: number;
   /** The address it listens on and connects from. */
   host: string;
+  /** Routers only: the gRPC service's port, and `host:port` for a gRPC client. */
+  grpcPort?: number;
+  grpcAddress?: string;
 }
 
 /** One shard to run: its id (`shard-N`) and, optionally, its nodes' ports. */
@@ -133,7 +136,7 @@ export class Cluster {
     const plans: ShardPlan[] = opts.shards ?? Array.from({ length: opts.shardCount ?? 3 }, (_, i) => ({ id: `shard-${i}` }));
     if (plans.length === 0) throw new Error('a cluster needs at least one shard');
     const cluster = new Cluster([], [], opts.token ?? randomBytes(24).toString('hex'), opts);
-    for (let i = 0; i < routerCount; i += 1) cluster.routers.push(await cluster.node(i === 0 ? 'router' : `router-${i + 1}`, opts.ports === 'free' ? undefined : 5000 + 10 * i));
+    for (let i = 0; i < routerCount; i += 1) cluster.routers.push(await cluster.routerNode(i));
     for (const plan of plans) {
       cluster.shards.push(await cluster.planShard(plan));
       if (plan.inMap === false) cluster.outsideMap.add(plan.id);
@@ -152,6 +155,14 @@ export class Cluster {
     return this.shards.filter((s) => !this.outsideMap.has(s.id)).map((s) => `${s.id}=${s.leader.url},${s.follower.url}`).join(';');
   }
 
+  /** Router i: HTTP on 5000 + 10i and gRPC 100 above it (as the router's own default), or two free ports. */
+  private async routerNode(i: number): Promise<ClusterNode> {
+    const free = this.opts.ports === 'free';
+    const n = await this.node(i === 0 ? 'router' : `router-${i + 1}`, free ? undefined : 5000 + 10 * i);
+    const grpcPort = free ? await freePort() : n.port + 100;
+    return { ...n, grpcPort, grpcAddress: `${n.host}:${grpcPort}` };
+  }
+
   private async node(name: string, port: number | undefined): Promise<ClusterNode> {
     const p = port ?? (await freePort());
     const host = this.opts.addresses === 'distinct' ? loopbackAddress(this.addressIndex++) : '127.0.0.1';
@@ -168,8 +179,9 @@ export class Cluster {
       leader: await this.node(`shard${i}-leader`, plan.leaderPort ?? fallback.leaderPort),
       follower: await this.node(`shard${i}-follower`, plan.followerPort ?? fallback.followerPort),
     };
-    const taken = this.nodes.find((n) => n.port === shard.leader.port || n.port === shard.follower.port);
-    if (taken !== undefined) throw new Error(`${plan.id} would listen on port ${taken.port}, which ${taken.name} uses`);
+    const ports = [shard.leader.port, shard.follower.port];
+    const taken = this.nodes.find((n) => ports.includes(n.port) || (n.grpcPort !== undefined && ports.includes(n.grpcPort)));
+    if (taken !== undefined) throw new Error(`${plan.id} would listen on port ${ports.find((p) => p === taken.port || p === taken.grpcPort)}, which ${taken.name} uses`);
     return shard;
   }
 
@@ -195,7 +207,9 @@ export class Cluster {
   private defineRouter(r: ClusterNode, i: number): void {
     const endpoints = this.opts.etcdEndpointsFor?.(i) ?? this.opts.etcdEndpoints;
     const etcd: Record<string, string> = endpoints === undefined ? {} : { ETCD_ENDPOINTS: endpoints.join(',') };
-    this.defineProcess(r, ROUTER_SCRIPT, { SHARDS: this.shardsSpec, DATA_DIR: join(this.dataDirRoot, r.name), ROUTER_ID: r.name, ROUTER_URL: r.url, ...etcd });
+    // The routers split a per-client rate limit between them (README, *Rate limits*); a value given explicitly wins.
+    const rateLimitRouters = this.opts.env?.['RATE_LIMIT_ROUTERS'] ?? process.env['RATE_LIMIT_ROUTERS'] ?? String(this.routers.length);
+    this.defineProcess(r, ROUTER_SCRIPT, { SHARDS: this.shardsSpec, DATA_DIR: join(this.dataDirRoot, r.name), ROUTER_ID: r.name, ROUTER_URL: r.url, RATE_LIMIT_ROUTERS: rateLimitRouters, GRPC_PORT: String(r.grpcPort), ...etcd });
   }
 
   /** The id `addShard` gives a shard when it is not told one (see `nextShardId`). */

@@ -17,9 +17,10 @@ program
   .name('kv')
   .description('command line client for a shardkv cluster')
   .option('--url <urls>', 'the router, or several comma-separated (a router that refuses connections is skipped)', process.env.KV_URL ?? 'http://127.0.0.1:5000')
-  .option('--timeout-ms <ms>', 'deadline of each request', int, 10_000);
+  .option('--timeout-ms <ms>', 'deadline of each request', int, 10_000)
+  .addHelpText('after', '\nEnvironment: KV_URL (as --url), KV_TOKEN (a bearer token that names this client for the routers\' rate limits), KV_ADMIN_TOKEN (for shard add/remove).');
 
-const client = () => new KvClient(program.opts<{ url: string }>().url, { timeoutMs: program.opts<{ timeoutMs: number }>().timeoutMs, adminToken: process.env.KV_ADMIN_TOKEN });
+const client = () => new KvClient(program.opts<{ url: string }>().url, { timeoutMs: program.opts<{ timeoutMs: number }>().timeoutMs, adminToken: process.env.KV_ADMIN_TOKEN, token: emptyAsUnset(process.env.KV_TOKEN) });
 
 program
   .command('get <key>')
@@ -33,17 +34,39 @@ program
 
 program
   .command('put <key> <value>')
-  .description('set a key (the value is one argument: quote it)')
-  .action(async (key: string, value: string) => {
-    const { seq } = await withClient((c) => c.put(key, value));
-    process.stdout.write(`OK seq=${seq}\n`);
+  .description('set a key (the value is one argument: quote it); a failed condition exits 3')
+  .option('--ttl-ms <ms>', 'the key expires this long after the write', int)
+  .option('--if-version <n>', 'write only if the key is at this version (compare-and-set)', version)
+  .option('--if-absent', 'write only if the key does not exist')
+  .action(async (key: string, value: string, o: { ttlMs?: number; ifVersion?: number; ifAbsent?: boolean }) => {
+    const opts = { ...(o.ttlMs === undefined ? {} : { ttlMs: o.ttlMs }), ...(o.ifVersion === undefined ? {} : { ifVersion: o.ifVersion }), ...(o.ifAbsent === true ? { ifAbsent: true } : {}) };
+    const { seq } = await withClient((c) => c.put(key, value, opts));
+    process.stdout.write(`OK seq=${seq} version=${seq}\n`);
+  });
+
+program
+  .command('incr <key> [by]')
+  .description('add BY (default 1, may be negative) to the key\'s integer value and print the new value')
+  .action(async (key: string, by: string | undefined) => {
+    const { value } = await withClient((c) => c.incr(key, by === undefined ? 1 : intArg(by)));
+    process.stdout.write(`${value}\n`);
+  });
+
+program
+  .command('version <key>')
+  .description('print the key\'s version (and ttl) as JSON with its value (exit 1 if the key does not exist)')
+  .action(async (key: string) => {
+    const entry = await withClient((c) => c.getEntry(key));
+    if (entry === undefined) fail(`${key}: not found`, 1);
+    process.stdout.write(`${JSON.stringify(entry)}\n`);
   });
 
 program
   .command('del <key>')
-  .description('delete a key')
-  .action(async (key: string) => {
-    const existed = await withClient((c) => c.delete(key));
+  .description('delete a key; a failed condition exits 3')
+  .option('--if-version <n>', 'delete only if the key is at this version', version)
+  .action(async (key: string, o: { ifVersion?: number }) => {
+    const existed = await withClient((c) => c.delete(key, o.ifVersion === undefined ? {} : { ifVersion: o.ifVersion }));
     process.stdout.write(existed ? 'deleted\n' : 'not found (nothing to delete)\n');
   });
 
@@ -144,6 +167,8 @@ async function withClient<T>(fn: (c: KvClient) => Promise<T>): Promise<T> {
   try {
     return await fn(c);
   } catch (err) {
+    // A condition that did not hold is an answer, not a failure of the tool: its own exit status.
+    if (err instanceof KvClientError && err.code === 'version_mismatch') fail(`${err.code}: ${err.message} (current version: ${String(err.details['version'])})`, 3);
     if (err instanceof KvClientError) fail(`${err.code}: ${err.message}${err.outcome === 'indeterminate' ? ' (it may or may not have been applied)' : ''}`, 2);
     throw err;
   } finally {
@@ -151,9 +176,27 @@ async function withClient<T>(fn: (c: KvClient) => Promise<T>): Promise<T> {
   }
 }
 
+function emptyAsUnset(s: string | undefined): string | undefined {
+  return s === '' ? undefined : s;
+}
+
 function int(raw: string): number {
   const n = Number(raw);
   if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('must be a positive integer');
+  return n;
+}
+
+/** A version: 0 or more (0: a value written before versions existed). */
+function version(raw: string): number {
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('must be a version (an integer, 0 or more)');
+  return n;
+}
+
+/** An increment: any safe integer. */
+function intArg(raw: string): number {
+  const n = Number(raw);
+  if (!/^-?[0-9]+$/.test(raw) || !Number.isSafeInteger(n)) fail(`by must be an integer, got ${JSON.stringify(raw)}`, 2);
   return n;
 }
 

@@ -14,16 +14,19 @@ interface Fake {
   server: Server;
   /** Paths requested, in order. */
   seen: string[];
+  /** The Idempotency-Key of each request ('' when none), in order. */
+  idems: string[];
   handler: Handler;
 }
 
 async function fake(handler: Handler): Promise<Fake> {
-  const f: Fake = { url: '', server: createServer(), seen: [], handler };
+  const f: Fake = { url: '', server: createServer(), seen: [], idems: [], handler };
   f.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     let body = '';
     req.on('data', (d: Buffer) => (body += d.toString()));
     req.on('end', () => {
       f.seen.push(`${req.method} ${req.url}`);
+      f.idems.push(String(req.headers['idempotency-key'] ?? ''));
       const answer = f.handler(req, body);
       res.writeHead(answer.status, { 'content-type': 'application/json' }).end(JSON.stringify(answer.body));
     });
@@ -147,13 +150,21 @@ test('the deadline ends retries: a slot frozen for longer than timeoutMs fails d
   expect(a.seen.length).toBeGreaterThan(1);
 });
 
-test('an indeterminate failure is reported, never retried', async () => {
+test('an indeterminate write is sent again with the same Idempotency-Key, at most writeRetries times, then reported', async () => {
   const c = client();
   a.handler = () => error(504, 'replication_timeout');
   const err = (await c.put(keyIn('low'), 'maybe').catch((e: unknown) => e)) as KvClientError;
   expect({ code: err.code, outcome: err.outcome }).toEqual({ code: 'replication_timeout', outcome: 'indeterminate' });
-  expect(a.seen).toEqual(['POST /put']);
+  expect(a.seen).toEqual(['POST /put', 'POST /put', 'POST /put']);
+  expect(new Set(a.idems).size).toBe(1);
+  expect(a.idems[0]).toMatch(/^[0-9a-f-]{36}$/);
   expect(mapFetches()).toBe(1);
+  // A second write is another key; with writeRetries 0 nothing is resent.
+  const once = new KvClient(router.url, { routing: 'direct', writeRetries: 0 });
+  clients.push(once);
+  await once.put(keyIn('low'), 'maybe').catch(() => undefined);
+  expect(a.seen).toHaveLength(4);
+  expect(a.idems[3]).not.toBe(a.idems[0]);
 });
 
 test('a wave of refusals on one map costs one map fetch', async () => {

@@ -15,7 +15,7 @@ export type Method = 'GET' | 'POST' | 'DELETE';
 
 /** The client's path through its routers: for the map, and for whatever direct routing cannot route. */
 export interface RouterPath {
-  call(method: Method, path: string, body: unknown, absent: readonly number[], signal: AbortSignal): Promise<unknown>;
+  call(method: Method, path: string, body: unknown, absent: readonly number[], signal: AbortSignal, extra?: Record<string, string>): Promise<unknown>;
 }
 
 export interface BatchAnswer {
@@ -90,12 +90,12 @@ export class DirectRouting {
   }
 
   /** get/put/delete of one key: to its leader; after a refusal that proves nothing was applied, again by a fresher map. */
-  async one(key: string, method: Method, path: string, body: unknown, absent: readonly number[], signal: AbortSignal): Promise<unknown> {
+  async one(key: string, method: Method, path: string, body: unknown, absent: readonly number[], signal: AbortSignal, extra: Record<string, string> = {}): Promise<unknown> {
     let table = await this.start(signal);
     let target: Target = table.leaderOf(key) ?? 'router';
     for (let attempt = 1; ; attempt += 1) {
       try {
-        return await this.send(target, method, path, body, absent, signal);
+        return await this.send(target, method, path, body, absent, signal, extra);
       } catch (err) {
         if (target === 'router' || !(err instanceof KvClientError)) throw err;
         if (err.code === 'unreachable') {
@@ -209,9 +209,9 @@ export class DirectRouting {
     return this.table;
   }
 
-  private async send(target: Target, method: Method, path: string, body: unknown, absent: readonly number[], signal: AbortSignal): Promise<unknown> {
-    if (target === 'router') return this.router.call(method, path, body, absent, signal);
-    const headers: Record<string, string> = { [EPOCH_HEADER]: String(target.epoch) };
+  private async send(target: Target, method: Method, path: string, body: unknown, absent: readonly number[], signal: AbortSignal, extra: Record<string, string> = {}): Promise<unknown> {
+    if (target === 'router') return this.router.call(method, path, body, absent, signal, extra);
+    const headers: Record<string, string> = { ...extra, [EPOCH_HEADER]: String(target.epoch) };
     if (body !== undefined) headers['content-type'] = 'application/json';
     try {
       const res = await this.poolFor(target.url).request({ method, path, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });

@@ -13,6 +13,10 @@ export class KvClientError extends Error {
     readonly status: number,
     readonly code: string,
     readonly outcome: 'definite' | 'indeterminate',
+    /** The error's other fields (a version_mismatch's current `version`, a 404's `key`, ...). */
+    readonly details: Record<string, unknown> = {},
+    /** `rate_limited` (429): how long until the router takes this client's requests again. */
+    readonly retryAfterMs?: number,
   ) {
     super(message);
   }
@@ -34,13 +38,22 @@ export function noAnswer(what: string, url: string, err: unknown, signal: AbortS
 
 /**
  * Decodes an answer: the parsed body of a 2xx, undefined for a status in `absent` ("not
- * found"), else the `{"error":{"code","message"}}` as a KvClientError.
+ * found"), else the `{"error":{"code","message"}}` as a KvClientError. `retryAfter` is the
+ * answer's `Retry-After` header, read for a 429 when its body does not say `retryAfterMs`.
  */
-export function decodeAnswer(status: number, text: string, absent: readonly number[] = []): unknown {
+export function decodeAnswer(status: number, text: string, absent: readonly number[] = [], retryAfter?: string): unknown {
   if (absent.includes(status)) return undefined;
   const parsed = text === '' ? undefined : (JSON.parse(text) as unknown);
   if (status >= 200 && status < 300) return parsed;
-  const error = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
+  const error = (parsed as { error?: { code?: string; message?: string; retryAfterMs?: unknown } } | undefined)?.error;
   const outcome = status >= 500 && status !== 503 ? 'indeterminate' : 'definite';
-  throw new KvClientError(error?.message ?? `HTTP ${status}`, status, error?.code ?? 'http_error', outcome);
+  const { code, message, ...details } = error ?? {};
+  const waitMs = status === 429 ? retryAfterMs(error?.retryAfterMs, retryAfter) : undefined;
+  throw new KvClientError(message ?? `HTTP ${status}`, status, code ?? (status === 429 ? 'rate_limited' : 'http_error'), outcome, details, waitMs);
+}
+
+/** The body's `retryAfterMs`, else `Retry-After` in whole seconds (its HTTP-date form is not used by shardkv: ignored). */
+function retryAfterMs(fromBody: unknown, header: string | undefined): number | undefined {
+  if (typeof fromBody === 'number' && Number.isFinite(fromBody) && fromBody >= 0) return fromBody;
+  return header !== undefined && /^\d{1,9}$/.test(header.trim()) ? Number(header.trim()) * 1000 : undefined;
 }

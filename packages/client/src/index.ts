@@ -1,8 +1,9 @@
-import { LOAD_CONTENT_TYPE, type ClusterMap, type EntryResult, type LoadAnswer, type MigrationStarted, type MigrationView, type PutEntry } from '@shardkv/common';
+import { IDEMPOTENCY_HEADER, LOAD_CONTENT_TYPE, type ClusterMap, type EntryResult, type LoadAnswer, type MigrationStarted, type MigrationView, type PutEntry } from '@shardkv/common';
+import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { Pool } from 'undici';
 import { DirectRouting, type Method } from './direct';
-import { decodeAnswer, neverSent, noAnswer } from './errors';
+import { decodeAnswer, KvClientError, neverSent, noAnswer } from './errors';
 
 export { KvClientError } from './errors';
 
@@ -14,15 +15,28 @@ export { KvClientError } from './errors';
  * timeout), so callers know when a retry could apply a write twice.
  *
  * Given several routers (any of them serves every key), a call that cannot connect to one goes to
- * the next: a refused connection proves nothing was sent, so this is safe for writes too. Any other
- * failure after the request may have left is reported, never retried.
+ * the next: a refused connection proves nothing was sent, so this is safe for writes too. So does
+ * a call one router refuses with 429 `rate_limited`: nothing of it was applied, and each router
+ * enforces only its share of a client's limit (see the README's *Rate limits*), so a client spread
+ * over the routers gets the whole of it. Any other failure after the request may have left is
+ * reported, never retried.
  */
+/** The first resend of an indeterminate write waits this long; each next one twice as long. */
+const WRITE_RETRY_BACKOFF_MS = 100;
+
 export interface KvClientOptions {
   /** Keep-alive connections to the router. */
   connections?: number;
   timeoutMs?: number;
+  /** A single-key write whose outcome is unknown is sent again this often (default 2), with its Idempotency-Key: applied once. 0: never. */
+  writeRetries?: number;
   /** Bearer token for /admin/* calls. */
   adminToken?: string;
+  /**
+   * Bearer token sent with every other call through a router. The router does not check it: it
+   * names this client for the per-client rate limit (else the client is its address).
+   */
+  token?: string;
   /**
    * `router` (default): every call goes through a router. `direct`: get/put/delete and the
    * batches go straight to the owning shard's leader by the router's `/cluster/map` (see
@@ -55,7 +69,7 @@ export class KvClient {
     if (this.urls.length === 0) throw new Error('KvClient needs at least one router URL');
     this.pools = this.urls.map((u) => new Pool(u, { connections: opts.connections ?? 16 }));
     this.timeoutMs = opts.timeoutMs ?? 10_000;
-    const routerPath = { call: (method: Method, path: string, body: unknown, absent: readonly number[], signal: AbortSignal) => this.call(method, path, body, absent, signal) };
+    const routerPath = { call: (method: Method, path: string, body: unknown, absent: readonly number[], signal: AbortSignal, extra?: Record<string, string>) => this.call(method, path, body, absent, signal, extra) };
     this.direct = opts.routing === 'direct' ? new DirectRouting(routerPath, opts.connections ?? 16) : undefined;
   }
 
@@ -64,8 +78,24 @@ export class KvClient {
     return this.urls[this.current]!;
   }
 
-  async put(key: string, value: string): Promise<{ seq: number }> {
-    return (await this.keyCall(key, 'POST', '/put', { key, value })) as { seq: number };
+  /**
+   * Sets a key; `ifVersion` writes only at that version, `ifAbsent` only if the key is absent
+   * (else KvClientError `version_mismatch`, its `details.version` the current one), `ttlMs` makes
+   * it expire. Answers the write's seq, which is the value's new version.
+   */
+  async put(key: string, value: string, opts: PutOptions = {}): Promise<{ seq: number; version: number }> {
+    return (await this.write(key, 'POST', '/put', { key, value, ...opts })) as { seq: number; version: number };
+  }
+
+  /** Adds `by` (default 1, may be negative) to the key's decimal integer (absent: 0); answers the new value. */
+  async incr(key: string, by = 1): Promise<{ value: number; version: number }> {
+    const r = (await this.write(key, 'POST', '/incr', { key, by })) as { value: string; version: number };
+    return { value: Number(r.value), version: r.version };
+  }
+
+  /** The value with its version and what is left of its time to live, or undefined when the key does not exist. */
+  async getEntry(key: string): Promise<{ value: string; version: number; ttlMs?: number } | undefined> {
+    return (await this.keyCall(key, 'GET', `/get?key=${encodeURIComponent(key)}`, undefined, [404])) as { value: string; version: number; ttlMs?: number } | undefined;
   }
 
   /** The value, or undefined when the key does not exist. A stale read goes through the router, which knows the followers' state. */
@@ -75,9 +105,10 @@ export class KvClient {
     return body?.value;
   }
 
-  /** Whether the key existed. */
-  async delete(key: string): Promise<boolean> {
-    return ((await this.keyCall(key, 'DELETE', `/delete?key=${encodeURIComponent(key)}`)) as { deleted: boolean }).deleted;
+  /** Whether the key existed; `ifVersion` deletes only at that version (else `version_mismatch`). */
+  async delete(key: string, opts: { ifVersion?: number } = {}): Promise<boolean> {
+    const condition = opts.ifVersion === undefined ? '' : `&ifVersion=${opts.ifVersion}`;
+    return ((await this.write(key, 'DELETE', `/delete?key=${encodeURIComponent(key)}${condition}`)) as { deleted: boolean }).deleted;
   }
 
   mput(entries: readonly PutEntry[]): Promise<BatchResult> {
@@ -144,36 +175,66 @@ export class KvClient {
   }
 
   /** A call about one key: to its leader with direct routing, else through a router. */
-  private keyCall(key: string, method: Method, path: string, body?: unknown, absent: readonly number[] = []): Promise<unknown> {
+  private keyCall(key: string, method: Method, path: string, body?: unknown, absent: readonly number[] = [], extra: Record<string, string> = {}): Promise<unknown> {
     const signal = AbortSignal.timeout(this.timeoutMs);
-    return this.direct === undefined ? this.call(method, path, body, absent, signal) : this.direct.one(key, method, path, body, absent, signal);
+    return this.direct === undefined ? this.call(method, path, body, absent, signal, extra) : this.direct.one(key, method, path, body, absent, signal, extra);
+  }
+
+  /**
+   * A single-key write, sent with an Idempotency-Key: when its outcome is unknown (no answer, a
+   * timeout, a leader lost under it) it is sent again with the same key, up to `writeRetries`
+   * times, so it is applied exactly once and the answer is the first one's.
+   */
+  private async write(key: string, method: Method, path: string, body?: unknown): Promise<unknown> {
+    const extra = { [IDEMPOTENCY_HEADER]: randomUUID() };
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await this.keyCall(key, method, path, body, [], extra);
+      } catch (err) {
+        if (!(err instanceof KvClientError) || err.outcome !== 'indeterminate' || attempt >= (this.opts.writeRetries ?? 2)) throw err;
+        await new Promise((r) => setTimeout(r, WRITE_RETRY_BACKOFF_MS * 2 ** attempt));
+      }
+    }
   }
 
   /** One request through a router; `absent` lists statuses that mean "not found" (answered as undefined). */
-  private async call(method: Method, path: string, body?: unknown, absent: readonly number[] = [], signal = AbortSignal.timeout(this.timeoutMs)): Promise<unknown> {
-    const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
-    if (this.opts.adminToken !== undefined && path.startsWith('/admin/')) headers.authorization = `Bearer ${this.opts.adminToken}`;
+  private async call(method: Method, path: string, body?: unknown, absent: readonly number[] = [], signal = AbortSignal.timeout(this.timeoutMs), extra: Record<string, string> = {}): Promise<unknown> {
+    const headers: Record<string, string> = body === undefined ? { ...extra } : { ...extra, 'content-type': 'application/json' };
+    const token = path.startsWith('/admin/') ? this.opts.adminToken : this.opts.token;
+    if (token !== undefined) headers.authorization = `Bearer ${token}`;
     const text = body === undefined ? undefined : JSON.stringify(body);
     return this.send(method, path, headers, () => text, signal, absent);
   }
 
-  /** `body` gives a fresh body for each router tried. */
+  /**
+   * `body` gives a fresh body for each router tried. Each router is tried at most once per call,
+   * and only while the ones before it proved nothing was applied (refused the connection, or 429).
+   */
   private async send(method: Method, path: string, headers: Record<string, string>, body: () => string | Readable | undefined, signal: AbortSignal, absent: readonly number[] = []): Promise<unknown> {
     let res;
     for (let tried = 1; ; tried += 1) {
+      const another = tried < this.pools.length && !signal.aborted;
       try {
         res = await this.pools[this.current]!.request({ method, path, headers, body: body(), signal });
-        break;
       } catch (err) {
-        if (neverSent(err) && tried < this.pools.length && !signal.aborted) {
+        if (neverSent(err) && another) {
           this.current = (this.current + 1) % this.pools.length;
           continue;
         }
         throw noAnswer(`${method} ${path}`, this.url, err, signal);
       }
+      if (res.statusCode !== 429 || !another) break;
+      await res.body.dump();
+      this.current = (this.current + 1) % this.pools.length;
     }
-    return decodeAnswer(res.statusCode, await res.body.text(), absent);
+    return decodeAnswer(res.statusCode, await res.body.text(), absent, header(res.headers['retry-after']));
   }
+}
+
+export interface PutOptions {
+  ttlMs?: number;
+  ifVersion?: number;
+  ifAbsent?: boolean;
 }
 
 export interface LoadCallOptions {
@@ -185,6 +246,10 @@ export interface LoadCallOptions {
   answerTimeoutMs?: number;
   /** Bytes of the body the router has taken so far. */
   onSent?: (bytes: number) => void;
+}
+
+function header(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
 }
 
 /** The body in slices, so that the caller sees how much of it the router has taken. */

@@ -32,6 +32,12 @@ export const ERRORS = {
   migration_in_progress: { status: 409, outcome: 'definite' },
   /** Resharding asked of a cluster whose map predates hash slots, or a change the map cannot take. */
   resharding_unsupported: { status: 409, outcome: 'definite' },
+  /** `/incr` on a key whose value is not a decimal integer: nothing was applied. */
+  not_an_integer: { status: 409, outcome: 'definite' },
+  /** `/incr` would take the counter past the safe integers (|n| > 2^53 - 1): nothing was applied. */
+  out_of_range: { status: 409, outcome: 'definite' },
+  /** A conditional write (If-Match, If-None-Match: *, ifVersion) whose condition does not hold; `version` is the current one (null: absent). */
+  version_mismatch: { status: 412, outcome: 'definite' },
   /** A message or configuration from an older epoch: its sender was replaced (fencing). */
   stale_epoch: { status: 409, outcome: 'definite' },
   /** Replication sent to a node that is not a follower now. */
@@ -47,6 +53,8 @@ export const ERRORS = {
   value_too_large: { status: 413, outcome: 'definite' },
   headers_too_large: { status: 431, outcome: 'definite' },
   unsupported_media_type: { status: 415, outcome: 'definite' },
+  /** The router's per-client rate limit (RATE_LIMIT_REQUESTS): refused before anything was read or sent; `Retry-After` says when to come back. */
+  rate_limited: { status: 429, outcome: 'definite' },
   internal: { status: 500, outcome: 'indeterminate' },
   // 503: nothing was applied.
   no_replica: { status: 503, outcome: 'definite' },

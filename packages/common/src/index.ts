@@ -11,3 +11,5 @@ export * from './rpc';
 export * from './load';
 export * from './slots';
 export * from './metrics';
+export * from './commands';
+export * from './idempotency';

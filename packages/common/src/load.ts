@@ -47,6 +47,7 @@ export function parseLine(line: string): ParsedLine {
   const [, key, value] = m as unknown as [string, string, string];
   if (!key.isWellFormed() || !value.isWellFormed()) return { kind: 'malformed', reason: 'not valid UTF-8 text' };
   if (Buffer.byteLength(key) > KEY_BYTES_MAX) return { kind: 'malformed', reason: `key longer than ${KEY_BYTES_MAX} bytes` };
+  if (key.startsWith('\u0000')) return { kind: 'malformed', reason: 'keys starting with U+0000 are reserved' };
   if (Buffer.byteLength(value) > VALUE_BYTES_MAX) return { kind: 'malformed', reason: `value longer than ${VALUE_BYTES_MAX} bytes` };
   return { kind: 'entry', key, value };
 }
@@ -157,7 +158,7 @@ export class LineScanner {
     const e = end > start && buf[end - 1] === 13 ? end - 1 : end;
     if (e === start) return; // blank
     const first = buf[start]!;
-    if (first === 32 || (first >= 9 && first <= 13) || first >= 0x80) return this.slow(buf, start, end);
+    if (first === 32 || first === 0 || (first >= 9 && first <= 13) || first >= 0x80) return this.slow(buf, start, end);
     let i = start + 1;
     for (; i < e; i += 1) {
       const c = buf[i]!;

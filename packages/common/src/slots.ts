@@ -1,5 +1,6 @@
 import { hash } from 'node:crypto';
 import { z } from 'zod';
+import { dataKeyOfRecord } from './idempotency';
 
 /**
  * Hash slots: the unit of placement and of migration (Redis Cluster's idea). Every key falls in
@@ -18,7 +19,9 @@ export function pointOf(key: string | Uint8Array): number {
 }
 
 export function slotOf(key: string | Uint8Array): number {
-  return pointOf(key) >>> SLOT_SHIFT;
+  // A record of an applied idempotency key lives in its data key's slot, and moves with it.
+  const data = typeof key === 'string' && key.charCodeAt(0) === 0 ? dataKeyOfRecord(key) : undefined;
+  return pointOf(data ?? key) >>> SLOT_SHIFT;
 }
 
 export function slotOfPoint(point: number): number {

@@ -1,44 +1,45 @@
 import Router from '@koa/router';
-import { bearer, countRequests, ERRORS, errorMiddleware, failedEntry, internalAuth, jsonBody, keyQuery, KvError, LOAD_BODY_BYTES_MAX, LOAD_CONTENT_TYPE, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, requireJson, requireType, serveMetrics, shardEventSchema, type EntryFailure, type EntryResult, type ErrorCode, type Logger, type RpcResponse, type WriteOp } from '@shardkv/common';
+import { countRequests, deleteOp, errorMiddleware, etagOf, internalAuth, jsonBody, keyFromQuery, KvError, LOAD_BODY_BYTES_MAX, LOAD_CONTENT_TYPE, requireJson, requireType, serveMetrics, shardEventSchema, type Logger } from '@shardkv/common';
 import Koa from 'koa';
-import { Batcher, type BatcherLimits } from './batcher';
 import type { ShardRecord } from './control/records';
 import type { ShardTable } from './control/shard-table';
 import type { Coordinator } from './coordinator';
 import type { Leaders } from './leaders';
 import { BulkLoad, ShardGates, type LoadLimits } from './load';
 import type { MigrationDriver } from './migration/driver';
-import { Routing } from './routing';
+import type { Consistency, KvOperations } from './operations';
 import { addReshardRoutes } from './migration/routes';
 import { requireAdmin } from './admin-auth';
 import { addConsoleRoutes } from './console';
 import { nodeStatus, type Nodes } from './shards';
-import { batchEntries, http, OPERATIONS, operationSeconds, registry, watchQueues } from './metrics';
+import { http, OPERATIONS, operationSeconds, rateLimited, registry } from './metrics';
+import { ClientLimiter, limitClients, type RateLimits } from './rate-limit';
 
 export interface RouterAppDeps {
   nodes: Nodes;
   table: ShardTable;
   leaders: Leaders;
+  /** The key operations, shared with the gRPC service (see operations.ts). */
+  operations: KvOperations;
   coordinator: Coordinator;
   migrations: MigrationDriver;
-  /** How long a request for a key in its cutover is retried by the router (see routing.ts). */
-  cutoverWaitMs: number;
   /** This router, as /status names it. */
   self: { id: string; url: string; controlPlane: 'embedded' | 'etcd' };
   statusTimeoutMs: number;
   clusterToken: string | undefined;
   adminToken: string | undefined;
-  /** How single-key requests are coalesced per shard. */
-  batching: BatcherLimits;
   /** Bulk loads' chunks in flight and retries. */
   load: LoadLimits;
+  /** This router's per-client limit of the data routes; undefined: none. */
+  rateLimit: RateLimits | undefined;
   log: Logger;
 }
 
 /**
- * The public API. The router validates every request itself, so bad input is answered here and
- * never reaches a shard; it then sends it to the current leader of the key's shard (as the
- * shard table says), in an internal batch with the other requests for that shard in flight.
+ * The public HTTP API. The key routes only translate HTTP to the operations (operations.ts),
+ * which validate every request, so bad input is answered in the router and never reaches a shard,
+ * and send it to the current leader of the key's shard (as the shard table says), in an internal
+ * batch with the other requests for that shard in flight.
  */
 export function createRouterApp(deps: RouterAppDeps): Koa {
   const app = new Koa();
@@ -59,26 +60,20 @@ export function createRouterApp(deps: RouterAppDeps): Koa {
 }
 
 function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
-  const { nodes, table, leaders } = deps;
-  const routing = new Routing(table, deps.cutoverWaitMs, deps.batching.timeoutMs);
-  const shardOf = (key: string) => table.state(routing.shardFor(key));
-  const batchers = shardBatchers(deps);
+  const { table, leaders, operations: ops } = deps;
 
-  // Batches are split by shard and sent to the shards' leaders in parallel; each entry gets its
-  // own result, in the order given. A shard that fails fails only its own entries.
-  router.post('/mput', requireJson, jsonBody(), async (ctx) => {
-    const entries = parseMputBody(ctx.request.body);
-    ctx.body = await routing.many(entries, (e) => e.key, (shardId, group, ms) => leaders.writes(shardId, group.map((e) => ({ op: 'put', key: e.key, value: e.value })), ms));
+  const limit = dataRouteLimit(deps.rateLimit);
+  router.post('/mput', limit('mput'), requireJson, jsonBody(), async (ctx) => {
+    ctx.body = await ops.mput(ctx.request.body);
   });
-  router.post('/mget', requireJson, jsonBody(), async (ctx) => {
-    const keys = parseMgetBody(ctx.request.body);
-    ctx.body = await routing.many(keys, (k) => k, (shardId, group, ms) => leaders.reads(shardId, group, ms));
+  router.post('/mget', limit('mget'), requireJson, jsonBody(), async (ctx) => {
+    ctx.body = await ops.mget(ctx.request.body);
   });
 
   // The bulk path (see load.ts): the body streams through bounded per-shard chunks.
   const gates = new ShardGates(deps.load.shardInFlightMax);
   const sendChunk = (shardId: string, chunk: Buffer, entries: number) => leaders.load(shardId, chunk, entries);
-  router.post('/load', requireType(LOAD_CONTENT_TYPE), async (ctx) => {
+  router.post('/load', limit('load'), requireType(LOAD_CONTENT_TYPE), async (ctx) => {
     const declared = declaredLength(ctx);
     const load = new BulkLoad(table.placement, sendChunk, gates, deps.load, firstLineParam(ctx.query['firstLine']));
     let read = 0;
@@ -98,33 +93,20 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
     ctx.body = await load.finish();
   });
 
-  // Single-key requests are coalesced per shard into the same internal batches (see batcher.ts);
-  // each client still gets its own answer, as if it had been sent alone.
-  router.post('/put', requireJson, jsonBody(), async (ctx) => {
-    const { key, value } = parsePutBody(ctx.request.body);
-    const r = await routing.one(key, (shardId, since) => batchers.writes(shardId).submit({ op: 'put', key, value }, since));
-    if (!r.ok) throw entryError(r);
-    ctx.body = { key, seq: r.seq };
+  router.post('/put', limit('put'), requireJson, jsonBody(), async (ctx) => {
+    ctx.body = await ops.put(ctx.request.body, { header: (h) => ctx.get(h) });
   });
-
-  router.get('/get', async (ctx) => {
-    const key = parseKeyQuery(ctx.querystring);
-    if (consistency(ctx) === 'stale') {
-      // The follower may be behind (or ahead, by writes whose answer was lost): any answer but a
-      // value or a 404 sends the read to the leader.
-      const res = await nodes.get(shardOf(key).follower).request({ method: 'GET', path: `/get?${keyQuery(key)}`, idempotent: true }).catch(() => undefined);
-      if (res !== undefined && (res.status === 200 || res.status === 404)) return passThrough(ctx, res);
-    }
-    const r = await routing.one(key, (shardId, since) => batchers.reads(shardId).submit(key, since));
-    if (!r.ok) throw entryError(r);
-    ctx.body = { key, value: r.value };
+  router.post('/incr', limit('incr'), requireJson, jsonBody(), async (ctx) => {
+    ctx.body = await ops.incr(ctx.request.body, { header: (h) => ctx.get(h) });
   });
-
-  router.delete('/delete', async (ctx) => {
-    const key = parseKeyQuery(ctx.querystring);
-    const r = await routing.one(key, (shardId, since) => batchers.writes(shardId).submit({ op: 'del', key }, since));
-    if (!r.ok) throw entryError(r);
-    ctx.body = { key, deleted: r.deleted, seq: r.seq };
+  router.get('/get', limit('get'), async (ctx) => {
+    const key = keyFromQuery(ctx.querystring);
+    const answer = await ops.get(key, { consistency: consistency(ctx) });
+    ctx.set('etag', etagOf(answer.version));
+    ctx.body = answer;
+  });
+  router.delete('/delete', limit('delete'), async (ctx) => {
+    ctx.body = await ops.write(deleteOp(ctx.querystring, (h) => ctx.get(h)));
   });
 
   router.get('/health', (ctx) => {
@@ -132,57 +114,16 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
   });
 }
 
+/** The per-client limit on a data route (rate-limit.ts), or nothing when limits are off. */
+function dataRouteLimit(limits: RateLimits | undefined): (op: string) => Koa.Middleware {
+  if (limits === undefined) return () => (_ctx, next) => next();
+  const limiter = new ClientLimiter(limits);
+  return (op) => limitClients(limiter, (client) => rateLimited.inc({ op, client }));
+}
+
 function observeOperation(route: string, seconds: number): void {
   const op = OPERATIONS[route];
   if (op !== undefined) operationSeconds.observe({ op }, seconds);
-}
-
-/** One write batcher and one read batcher per shard, created on first use; their sizes and queues are measured. */
-function shardBatchers({ batching, leaders }: RouterAppDeps) {
-  const writes = new Map<string, Batcher<WriteOp, EntryResult>>();
-  const reads = new Map<string, Batcher<string, EntryResult>>();
-  const opBytes = (op: WriteOp) => op.key.length + (op.op === 'put' ? op.value.length : 0);
-  watchQueues(function* () {
-    for (const [kind, batchers] of [['write', writes], ['read', reads]] as const) {
-      for (const [shard, b] of batchers) yield { shard, kind, depth: b.queued, inFlight: b.batchesInFlight };
-    }
-  });
-  return {
-    writes(shardId: string): Batcher<WriteOp, EntryResult> {
-      let b = writes.get(shardId);
-      if (b === undefined) {
-        const send = (ops: WriteOp[], ms: number) => {
-          batchEntries.observe({ shard: shardId, kind: 'write' }, ops.length);
-          return leaders.writes(shardId, ops, ms);
-        };
-        writes.set(shardId, (b = new Batcher(send, batching, opBytes)));
-      }
-      return b;
-    },
-    reads(shardId: string): Batcher<string, EntryResult> {
-      let b = reads.get(shardId);
-      if (b === undefined) {
-        const send = (keys: string[], ms: number) => {
-          batchEntries.observe({ shard: shardId, kind: 'read' }, keys.length);
-          return leaders.reads(shardId, keys, ms);
-        };
-        reads.set(shardId, (b = new Batcher(send, batching, (k) => k.length)));
-      }
-      return b;
-    },
-  };
-}
-
-/** A single-key request's failed entry as the error a lone request would have got (a 404 names its key). */
-function entryError(r: EntryFailure): KvError {
-  const code = r.error.code in ERRORS ? (r.error.code as ErrorCode) : 'internal';
-  return new KvError(code, r.error.message, code === 'key_not_found' ? { key: r.key } : {});
-}
-
-function passThrough(ctx: Koa.Context, res: RpcResponse): void {
-  ctx.status = res.status;
-  ctx.type = 'application/json';
-  ctx.body = res.body;
 }
 
 /**
@@ -205,7 +146,7 @@ function firstLineParam(raw: unknown): number {
   return n;
 }
 
-function consistency(ctx: Koa.Context): 'linearizable' | 'stale' {
+function consistency(ctx: Koa.Context): Consistency {
   const c = ctx.query['consistency'];
   if (c === undefined || c === 'linearizable') return 'linearizable';
   if (c === 'stale') return 'stale';

@@ -9,14 +9,15 @@ export interface BatcherLimits {
   inFlightMax: number;
   /** Items waiting for a free slot; beyond this a request is refused (503, nothing was sent). */
   queueMax: number;
-  /** An item's whole time in the router, waiting included; its batch gets what is left of it. */
+  /** An item's whole time in the router, waiting included, unless its caller gives an earlier deadline; its batch gets what is left of it. */
   timeoutMs: number;
 }
 
 interface Pending<I, R> {
   item: I;
   bytes: number;
-  enqueuedAt: number;
+  /** When the item's time is up (Date.now() ms): its request's deadline, kept by a resent item. */
+  deadlineAtMs: number;
   resolve: (r: R) => void;
   reject: (e: unknown) => void;
 }
@@ -51,13 +52,16 @@ export class Batcher<I, R> {
     return this.inFlight;
   }
 
-  /** `since`: when the client's request arrived (a resent one keeps its first deadline). */
-  submit(item: I, since: number = this.now()): Promise<R> {
+  /**
+   * `deadlineAtMs`: when the client's request must be answered (Date.now() ms); a resent one keeps
+   * its first deadline. Default: `timeoutMs` from now.
+   */
+  submit(item: I, deadlineAtMs: number = this.now() + this.limits.timeoutMs): Promise<R> {
     if (this.queue.length >= this.limits.queueMax) {
       return Promise.reject(new KvError('router_busy', `${this.queue.length} requests already wait for this shard; nothing was sent, retry later`));
     }
     return new Promise<R>((resolve, reject) => {
-      this.queue.push({ item, bytes: this.sizeOf(item), enqueuedAt: since, resolve, reject });
+      this.queue.push({ item, bytes: this.sizeOf(item), deadlineAtMs, resolve, reject });
       this.schedule();
     });
   }
@@ -78,11 +82,11 @@ export class Batcher<I, R> {
       // deadline (a resent item keeps its first one, so queue order is not deadline order); an
       // item whose deadline has passed is not sent.
       const now = this.now();
-      const leftOf = (p: Pending<I, R>) => this.limits.timeoutMs - (now - p.enqueuedAt);
+      const leftOf = (p: Pending<I, R>) => p.deadlineAtMs - now;
       const batch: Array<Pending<I, R>> = [];
       for (const p of this.take()) {
         if (leftOf(p) > 0) batch.push(p);
-        else p.reject(new KvError('shard_unavailable', `waited ${this.limits.timeoutMs} ms in the router for the shard's earlier requests; nothing was sent`));
+        else p.reject(new KvError('shard_unavailable', 'its deadline passed while it waited in the router for the shard\'s earlier requests; nothing was sent'));
       }
       if (batch.length === 0) continue;
       this.inFlight += 1;

@@ -4,6 +4,7 @@ import { BATCH_ENTRIES_MAX, BODY_BYTES_MAX, envInt, envOptionalString, envPort, 
 import { z } from 'zod';
 
 import type { ShardAddress } from './control/records';
+import type { RateLimits } from './rate-limit';
 
 export type { ShardAddress };
 
@@ -16,6 +17,14 @@ const shardListSchema = z
 const schema = z.object({
   HOST: z.string().default('127.0.0.1'),
   PORT: envPort(5000),
+  /** The gRPC service (grpc/): a port, or `off`. Unset: PORT + 100 (5100 beside 5000; 0 beside 0). */
+  GRPC_PORT: z.preprocess((v) => (v === '' ? undefined : v), z.union([z.literal('off'), z.coerce.number().int().min(0).max(65535)]).optional()),
+  /** The largest gRPC answer the router sends (an MGet of big values); a larger one fails with RESOURCE_EXHAUSTED. */
+  GRPC_SEND_MESSAGE_BYTES_MAX: envInt(64 * 1024 * 1024, 1024 * 1024, 1024 * 1024 * 1024),
+  /** Calls in flight on one gRPC (HTTP/2) connection; a client opens more connections or waits. */
+  GRPC_CONCURRENT_STREAMS_MAX: envInt(1000, 1, 100_000),
+  /** On SIGTERM, calls in flight get this long to be answered before the gRPC server closes them. */
+  GRPC_SHUTDOWN_GRACE_MS: envInt(2000, 0, 60_000),
   /** `shard-0=http://leader:5001,http://follower:6001;shard-1=...` (wins over SHARDS_FILE). */
   SHARDS: envOptionalString(),
   /** A JSON file: `[{"id","leader","follower"}, ...]`. */
@@ -80,6 +89,12 @@ const schema = z.object({
   CUTOVER_WAIT_MS: envInt(3000, 0, 60_000),
   /** Fault-harness failpoint: the cutover holds the slots frozen this much longer (0: never; not for production). */
   MIGRATION_FAILPOINT_FROZEN_PAUSE_MS: envInt(0, 0, 60_000),
+  /** Per-client rate limit of the public data API, cluster-wide: requests one client may make per window (0: no limit, the default). */
+  RATE_LIMIT_REQUESTS: envInt(0, 0, 1_000_000_000),
+  /** The rate limit's fixed window. */
+  RATE_LIMIT_WINDOW_MS: envInt(1000, 100, 3_600_000),
+  /** Routers the cluster-wide limit is split over: each enforces RATE_LIMIT_REQUESTS / RATE_LIMIT_ROUTERS, rounded down. */
+  RATE_LIMIT_ROUTERS: envInt(1, 1, 1000),
 });
 
 export type RouterConfig = ReturnType<typeof loadConfig>;
@@ -89,6 +104,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
   return {
     host: c.HOST,
     port: c.PORT,
+    grpc: grpcOptions(c),
     shards: shardList(c),
     upstreamTimeoutMs: c.UPSTREAM_TIMEOUT_MS,
     statusTimeoutMs: c.STATUS_TIMEOUT_MS,
@@ -131,9 +147,36 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
       failpointFrozenPauseMs: c.MIGRATION_FAILPOINT_FROZEN_PAUSE_MS,
     },
     cutoverWaitMs: c.CUTOVER_WAIT_MS,
+    rateLimit: rateLimits(c),
     nodeName: 'router',
   };
 }
+
+/** Undefined when off. Each router enforces its share, so that N routers together allow at most the configured limit. */
+function rateLimits(c: z.infer<typeof schema>): RateLimits | undefined {
+  if (c.RATE_LIMIT_REQUESTS === 0) return undefined;
+  const share = Math.floor(c.RATE_LIMIT_REQUESTS / c.RATE_LIMIT_ROUTERS);
+  if (share < 1) throw new Error(`RATE_LIMIT_REQUESTS (${c.RATE_LIMIT_REQUESTS}) is less than RATE_LIMIT_ROUTERS (${c.RATE_LIMIT_ROUTERS}): each router would allow no request at all`);
+  return { requestsPerWindow: share, windowMs: c.RATE_LIMIT_WINDOW_MS };
+}
+
+/** The gRPC server's address and limits, or undefined when GRPC_PORT=off. Requests are held to the HTTP API's body limit. */
+function grpcOptions(c: z.infer<typeof schema>) {
+  if (c.GRPC_PORT === 'off') return undefined;
+  const port = c.GRPC_PORT ?? (c.PORT === 0 ? 0 : c.PORT + 100);
+  if (port > 65535) throw new Error(`invalid configuration:\n  GRPC_PORT: PORT ${c.PORT} + 100 is not a port; set GRPC_PORT (or GRPC_PORT=off)`);
+  if (port !== 0 && port === c.PORT) throw new Error(`invalid configuration:\n  GRPC_PORT: ${port} is PORT too; HTTP and gRPC need a port each`);
+  return {
+    host: c.HOST,
+    port,
+    receiveMessageBytesMax: BODY_BYTES_MAX,
+    sendMessageBytesMax: c.GRPC_SEND_MESSAGE_BYTES_MAX,
+    concurrentStreamsMax: c.GRPC_CONCURRENT_STREAMS_MAX,
+    shutdownGraceMs: c.GRPC_SHUTDOWN_GRACE_MS,
+  };
+}
+
+export type GrpcOptions = NonNullable<ReturnType<typeof grpcOptions>>;
 
 function etcdOptions(c: z.infer<typeof schema>) {
   const endpoints = c.ETCD_ENDPOINTS!.split(',').map((e) => e.trim()).filter((e) => e !== '');

@@ -55,6 +55,7 @@ export class Leaders {
    * client gets a definite 503.
    */
   private async call<A, T>(shardId: string, call: RpcCall, decode: (body: A, from: string) => T): Promise<T> {
+    const startedAt = Date.now();
     const first = this.table.state(shardId);
     try {
       return await this.send(first, call, decode);
@@ -67,7 +68,9 @@ export class Leaders {
       // a node at a newer epoch names the leader it knows, which the new epoch then checks.
       const next = now.leader !== first.leader || now.epoch !== first.epoch ? now : this.hint(err, first);
       if (next === undefined) throw unavailable(first, err);
-      return this.send(next, call, decode).catch((again: unknown) => {
+      // The second try gets what is left of the call's time, so the request's deadline holds.
+      const retry = call.timeoutMs === undefined ? call : { ...call, timeoutMs: Math.max(1, call.timeoutMs - (Date.now() - startedAt)) };
+      return this.send(next, retry, decode).catch((again: unknown) => {
         // Refused again (the new leader not configured yet, mid-failover): still nothing applied.
         throw isKvError(again) && REFUSED.has(again.code) ? unavailable(next, again) : again;
       });

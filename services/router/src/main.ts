@@ -6,15 +6,18 @@ import { FileMetaStore, legacyRecords } from './control/file-store';
 import type { MetaStore } from './control/meta-store';
 import { MapMismatchError, ShardTable } from './control/shard-table';
 import { Coordinator } from './coordinator';
+import { startGrpcServer } from './grpc/server';
+import { kvHandlers } from './grpc/service';
 import { Leaders } from './leaders';
 import { registry, watchRouter } from './metrics';
 import { MigrationDriver } from './migration/driver';
+import { KvOperations } from './operations';
 import { nodeApi, Nodes } from './shards';
 
 /** Exit status for a configuration the router cannot run with: supervisors do not restart it. */
 const EXIT_CONFIG = 78;
 
-/** Wiring only: config -> control plane -> shard table -> node clients + coordinator -> HTTP server -> signals. */
+/** Wiring only: config -> control plane -> shard table -> node clients + coordinator -> operations -> HTTP and gRPC servers -> signals. */
 async function main(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.nodeName);
@@ -29,13 +32,18 @@ async function main(): Promise<void> {
   collectProcessMetrics(registry);
   watchRouter(table, coordinator, migrations);
   const self = { ...config.self, controlPlane: store.kind };
-  const app = createRouterApp({ nodes, table, leaders: new Leaders(table, nodes), coordinator, migrations, cutoverWaitMs: config.cutoverWaitMs, self, statusTimeoutMs: config.statusTimeoutMs, clusterToken: config.clusterToken, adminToken: config.adminToken, batching: config.batching, load: config.load, log });
+  const leaders = new Leaders(table, nodes);
+  const operations = new KvOperations({ nodes, table, leaders, cutoverWaitMs: config.cutoverWaitMs, batching: config.batching });
+  const app = createRouterApp({ nodes, table, leaders, operations, coordinator, migrations, self, statusTimeoutMs: config.statusTimeoutMs, clusterToken: config.clusterToken, adminToken: config.adminToken, load: config.load, rateLimit: config.rateLimit, log });
   const server = await listen(app, config.port, config.host);
-  log.info({ host: config.host, port: config.port, router: config.self, controlPlane: store.kind, etcd: config.etcd?.endpoints ?? null, shards: config.shards, mapVersion: table.map.version }, 'listening');
+  const grpc = config.grpc === undefined ? undefined : await startGrpcServer(kvHandlers(operations), config.grpc, log.child({ component: 'grpc' }));
+  log.info({ host: config.host, port: config.port, grpcPort: grpc?.port ?? null, router: config.self, controlPlane: store.kind, etcd: config.etcd?.endpoints ?? null, rateLimit: config.rateLimit ?? null, shards: config.shards, mapVersion: table.map.version }, 'listening');
   coordinator.start();
   migrations.start();
 
   stopOnSignals(server, log, async () => {
+    // First, while the shards' clients are still open: gRPC calls in flight get their answers.
+    await grpc?.stop();
     await migrations.stop();
     await coordinator.stop();
     table.close();

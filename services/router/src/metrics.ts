@@ -14,7 +14,7 @@ export const registry = new Registry();
 export const http = httpMetrics('shardkv_router', registry);
 
 /** The public operations, by the route that serves each. */
-export const OPERATIONS: Readonly<Record<string, string>> = { '/get': 'get', '/put': 'put', '/delete': 'delete', '/mget': 'mget', '/mput': 'mput', '/load': 'load' };
+export const OPERATIONS: Readonly<Record<string, string>> = { '/get': 'get', '/put': 'put', '/delete': 'delete', '/incr': 'incr', '/mget': 'mget', '/mput': 'mput', '/load': 'load' };
 
 /*
  * Counters and histograms whose label values are a fixed set start with every series at 0: one
@@ -24,12 +24,20 @@ export const OPERATIONS: Readonly<Record<string, string>> = { '/get': 'get', '/p
 
 export const operationSeconds = new Histogram({
   name: 'shardkv_router_operation_duration_seconds',
-  help: 'Time from a client request arriving to its answer, by operation (get, put, delete, mget, mput, load)',
+  help: 'Time from a client request arriving to its answer, over HTTP or gRPC, by operation (get, put, delete, incr, mget, mput, load)',
   labelNames: ['op'],
   buckets: LATENCY_BUCKETS_SECONDS,
   registers: [registry],
 });
 for (const op of Object.values(OPERATIONS)) operationSeconds.zero({ op });
+
+/** gRPC calls answered, by method (the .proto's rpcs) and status name (OK, NOT_FOUND, ...): both fixed sets. */
+export const grpcRequests = new Counter({
+  name: 'shardkv_router_grpc_requests_total',
+  help: 'gRPC calls answered, by method and status code name',
+  labelNames: ['method', 'code'],
+  registers: [registry],
+});
 
 export const batchEntries = new Histogram({
   name: 'shardkv_router_batch_entries',
@@ -43,6 +51,13 @@ export const retries = new Counter({
   name: 'shardkv_router_retries_total',
   help: 'Requests sent again: refused by a node that did nothing (cause leader_refused) or by a slot moving (cause slot_moved), by code',
   labelNames: ['cause', 'code'],
+  registers: [registry],
+});
+
+export const rateLimited = new Counter({
+  name: 'shardkv_router_rate_limited_total',
+  help: 'Requests refused with 429 rate_limited by the per-client limit, by operation and how the client was named (token, address); never by client',
+  labelNames: ['op', 'client'],
   registers: [registry],
 });
 

@@ -51,6 +51,19 @@ describe('Routing (entries whose slot moved)', () => {
     expect({ ok: other.ok, calls }).toEqual({ ok: false, calls: 1 });
   });
 
+  test('a caller\'s deadline earlier than the router\'s (a gRPC deadline) is what every send gets, and ends the resends', async () => {
+    const t = table('shard-1');
+    const deadlines: number[] = [];
+    const callerDeadline = Date.now() + 120;
+    const r = await new Routing(asTable(t), 1000, 5000).one('k', async (_shard, deadline) => (deadlines.push(deadline), refused('k', 'migrating')), callerDeadline);
+    expect({ ok: r.ok, deadlines: [...new Set(deadlines)] }).toEqual({ ok: false, deadlines: [callerDeadline] });
+    expect(Date.now()).toBeLessThan(callerDeadline + 100);
+    const timeouts: number[] = [];
+    await new Routing(asTable(t), 1000, 5000).many(['k1'], (k) => k, async (_shard, group, ms) => (timeouts.push(ms), group.map(ok)), Date.now() + 300);
+    expect(timeouts[0]).toBeGreaterThan(200);
+    expect(timeouts[0]).toBeLessThanOrEqual(300);
+  });
+
   test('a batch resends only its moved entries, to the new owner, and keeps the others’ results in order', async () => {
     const t = table('a', 'b');
     const calls: Array<[string, string[]]> = [];

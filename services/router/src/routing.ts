@@ -18,8 +18,9 @@ const BACKOFF_MS_MAX = 50;
 export type ShardCall<T> = (shardId: string, group: T[], timeoutMs: number) => Promise<EntryResult[]>;
 
 /**
- * Every resend stays within the request's own deadline (`deadlineMs`, the router's upstream
- * deadline from the request's arrival), so a request that waited out a cutover still ends in time.
+ * Every resend stays within the request's own deadline: the router's upstream deadline from the
+ * request's arrival (`deadlineMs`), or the caller's when it is earlier (a gRPC deadline), so a
+ * request that waited out a cutover still ends in time.
  */
 export class Routing {
   constructor(
@@ -32,33 +33,41 @@ export class Routing {
     return this.table.placement.shardFor(key);
   }
 
-  /** One key: sent to its shard, and again while the slot is moving (see MOVED); `since` is when the request arrived. */
-  async one(key: string, send: (shardId: string, since: number) => Promise<EntryResult>): Promise<EntryResult> {
-    const since = Date.now();
-    const deadline = since + Math.min(this.waitMs, this.deadlineMs);
+  /**
+   * One key: sent to its shard, and again while the slot is moving (see MOVED). `send` gets the
+   * request's deadline (Date.now() ms), the same for every resend; `deadlineAtMs` is the caller's.
+   */
+  async one(key: string, send: (shardId: string, deadlineAtMs: number) => Promise<EntryResult>, deadlineAtMs?: number): Promise<EntryResult> {
+    const { deadline, resendUntil } = this.window(deadlineAtMs);
     for (let attempt = 0; ; attempt += 1) {
-      const r = await send(this.shardFor(key), since);
+      const r = await send(this.shardFor(key), deadline);
       const code = movedCode(r);
-      if (code === undefined || Date.now() >= deadline) return r;
+      if (code === undefined || Date.now() >= resendUntil) return r;
       await this.settle(code, attempt);
     }
   }
 
   /** A batch split by shard (each shard called once per round); moved entries go again, the rest keep their results. */
-  async many<T>(items: T[], keyOf: (item: T) => string, call: ShardCall<T>): Promise<{ results: EntryResult[]; ok: number; failed: number }> {
+  async many<T>(items: T[], keyOf: (item: T) => string, call: ShardCall<T>, deadlineAtMs?: number): Promise<{ results: EntryResult[]; ok: number; failed: number }> {
     const results: EntryResult[] = new Array(items.length);
     let pending = items.map((_, i) => i);
-    const since = Date.now();
-    const deadline = since + Math.min(this.waitMs, this.deadlineMs);
+    const { deadline, resendUntil } = this.window(deadlineAtMs);
     for (let attempt = 0; pending.length > 0; attempt += 1) {
-      await this.round(items, pending, keyOf, call, results, Math.max(1, this.deadlineMs - (Date.now() - since)));
+      await this.round(items, pending, keyOf, call, results, Math.max(1, deadline - Date.now()));
       const moved = pending.filter((i) => movedCode(results[i]!) !== undefined);
-      if (moved.length === 0 || Date.now() >= deadline) break;
+      if (moved.length === 0 || Date.now() >= resendUntil) break;
       await this.settle(movedCode(results[moved[0]!]!)!, attempt);
       pending = moved;
     }
     const ok = results.filter((r) => r.ok).length;
     return { results, ok, failed: results.length - ok };
+  }
+
+  /** The request's deadline from now, and until when a moved entry is sent again (never past the deadline). */
+  private window(callerDeadlineAtMs: number | undefined): { deadline: number; resendUntil: number } {
+    const now = Date.now();
+    const deadline = Math.min(now + this.deadlineMs, callerDeadlineAtMs ?? Infinity);
+    return { deadline, resendUntil: Math.min(now + this.waitMs, deadline) };
   }
 
   private async round<T>(items: T[], indexes: number[], keyOf: (item: T) => string, call: ShardCall<T>, results: EntryResult[], timeoutMs: number): Promise<void> {

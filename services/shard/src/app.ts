@@ -1,5 +1,5 @@
 import Router from '@koa/router';
-import { bearer, COORDINATOR_HEADER, countRequests, EPOCH_HEADER, errorMiddleware, failedEntry, internalAuth, jsonBody, KvError, LOAD_CHUNK_BODY_BYTES_MAX, LOAD_CONTENT_TYPE, nodeConfigSchema, parseKeyQuery, parseMgetBody, parseMputBody, parsePutBody, parseWriteOpsBody, readBytes, requireJson, requireType, serveMetrics, type EntryResult, type Logger, type WriteOp } from '@shardkv/common';
+import { bearer, COORDINATOR_HEADER, countRequests, deleteOp, EPOCH_HEADER, errorMiddleware, etagOf, failedEntry, incrOp, internalAuth, jsonBody, KvError, LOAD_CHUNK_BODY_BYTES_MAX, LOAD_CONTENT_TYPE, nodeConfigSchema, parseKeyQuery, parseMgetBody, parseMputBody, parseWriteOpsBody, putOp, readAnswer, readBytes, requireJson, requireType, serveMetrics, writeAnswer, type EntryResult, type Logger, type WriteOp } from '@shardkv/common';
 import Koa from 'koa';
 import { Readable } from 'node:stream';
 import type { ShardConfig } from './config';
@@ -7,7 +7,8 @@ import { loadChunk } from './load';
 import { http, registry } from './metrics';
 import { addMigrationRoutes } from './migration/routes';
 import type { ShardNode } from './node';
-import type { Leader, WriteResult } from './replication/leader';
+import type { CommandResult, Leader } from './replication/leader';
+import { decodeStored, liveValue, ttlLeftMs } from './stored';
 import { replicateRequestSchema } from './replication/messages';
 import { transferLines } from './replication/transfer';
 import type { KvStore } from './store';
@@ -51,9 +52,9 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
     const key = parseKeyQuery(ctx.querystring);
     node.checkKey(key, 'read');
     const leader = ctx.state['leader'] as Leader | undefined;
-    const value = leader === undefined ? node.get(key) : leader.get(key);
-    if (value === undefined) throw new KvError('key_not_found', 'key not found', { key });
-    ctx.body = { key, value };
+    const answer = readAnswer(readOne(leader === undefined ? (k) => node.get(k) : (k) => leader.get(k), key, expiredOn(node, leader)));
+    ctx.set('etag', etagOf(answer.version));
+    ctx.body = answer;
   });
 
   // Only a leader reads a write's body: a follower or a node in standby refuses it first.
@@ -74,23 +75,19 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
     (ctx.state['leader'] as Leader).assertReadable();
     return next();
   };
-  router.post('/put', routedLeader, leaderOnly, requireJson, jsonBody(), async (ctx) => {
-    const { key, value } = parsePutBody(ctx.request.body);
-    node.checkKey(key, 'write');
-    const { seq } = await node.write({ op: 'put', key, value });
-    ctx.body = { key, seq };
-  });
-  router.delete('/delete', routedLeader, leaderOnly, async (ctx) => {
-    const key = parseKeyQuery(ctx.querystring);
-    node.checkKey(key, 'write');
-    const { seq, existed } = await node.write({ op: 'del', key });
-    ctx.body = { key, deleted: existed, seq };
-  });
+  // Single-key writes (a smart client's, routed by epoch): the same ops and answers as the router's.
+  const writeOne = async (ctx: Koa.Context, op: WriteOp) => {
+    node.checkKey(op.key, 'write');
+    ctx.body = writeAnswer(op, (await writeAll(node, [op]))[0]!);
+  };
+  router.post('/put', routedLeader, leaderOnly, requireJson, jsonBody(), (ctx) => writeOne(ctx, putOp(ctx.request.body, (h) => ctx.get(h))));
+  router.post('/incr', routedLeader, leaderOnly, requireJson, jsonBody(), (ctx) => writeOne(ctx, incrOp(ctx.request.body, (h) => ctx.get(h))));
+  router.delete('/delete', routedLeader, leaderOnly, (ctx) => writeOne(ctx, deleteOp(ctx.querystring, (h) => ctx.get(h))));
 
   // The batch API: one result per entry. The writes are sequenced in the order given, in one
   // event-loop turn, so they travel to the follower and commit together.
   router.post('/mput', routedLeader, leaderOnly, requireJson, jsonBody(), async (ctx) => {
-    ctx.body = { results: await writeAll(node, parseMputBody(ctx.request.body).map((e) => ({ op: 'put', key: e.key, value: e.value }))) };
+    ctx.body = { results: await writeAll(node, parseMputBody(ctx.request.body).map((e): WriteOp => ({ op: 'put', ...e }))) };
   });
   // The router's coalesced single-key writes (puts and deletes); internal, as it trusts the caller
   // to have answered bad input already, but it validates anyway: nothing unchecked reaches the log.
@@ -109,7 +106,8 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
       node.checkKey(k, 'read');
       return read(k);
     };
-    ctx.body = { results: parseMgetBody(ctx.request.body).map((key) => readOne(get, key)) };
+    const onExpired = expiredOn(node, leader);
+    ctx.body = { results: parseMgetBody(ctx.request.body).map((key) => readOne(get, key, onExpired)) };
   };
   router.post('/mget', routedLeader, requireJson, jsonBody(), readAll);
   // The router's reads (its coalesced GETs and its /mget): only a serving leader answers, so a
@@ -151,7 +149,7 @@ async function writeAll(node: ShardNode, ops: WriteOp[]): Promise<EntryResult[]>
     else out[i] = failedEntry(op.key, refusal);
   });
   if (served.length === 0) return out;
-  let results: WriteResult[];
+  let results: CommandResult[];
   try {
     results = await node.writeBatch(served.length === ops.length ? ops : served.map((i) => ops[i]!));
   } catch (err) {
@@ -159,17 +157,34 @@ async function writeAll(node: ShardNode, ops: WriteOp[]): Promise<EntryResult[]>
     for (const i of served) out[i] = failedEntry(ops[i]!.key, err);
     return out;
   }
-  served.forEach((i, j) => {
-    const op = ops[i]!;
-    out[i] = op.op === 'del' ? { key: op.key, ok: true, seq: results[j]!.seq, deleted: results[j]!.existed } : { key: op.key, ok: true, seq: results[j]!.seq };
-  });
+  served.forEach((i, j) => (out[i] = entryResult(ops[i]!, results[j]!)));
   return out;
 }
 
-function readOne(get: (key: string) => string | undefined, key: string): EntryResult {
+function entryResult(op: WriteOp, r: CommandResult): EntryResult {
+  if ('refused' in r) return failedEntry(op.key, r.refused);
+  if (op.op === 'del') return { key: op.key, ok: true, seq: r.seq, deleted: r.existed };
+  if (op.op === 'incr') return { key: op.key, ok: true, seq: r.seq, version: r.seq, value: r.value! };
+  return { key: op.key, ok: true, seq: r.seq, version: r.seq };
+}
+
+/** Who deletes a key a read found expired: the leader (lazily, replicated); a follower only hides it. */
+function expiredOn(node: ShardNode, leader: Leader | undefined): (key: string, version: number) => void {
+  const role = node.role;
+  const l = leader ?? (role.kind === 'leader' ? role.leader : undefined);
+  return l === undefined ? () => {} : (key, version) => l.expired(key, version);
+}
+
+/** A key's live value (expired: absent), with its version and what is left of its time to live. */
+function readOne(get: (key: string) => string | undefined, key: string, onExpired: (key: string, version: number) => void): EntryResult {
   try {
-    const value = get(key);
-    return value === undefined ? failedEntry(key, new KvError('key_not_found', 'key not found')) : { key, ok: true, value };
+    const nowMs = Date.now();
+    const stored = get(key);
+    const v = liveValue(stored, nowMs);
+    if (v === undefined && stored !== undefined) onExpired(key, decodeStored(stored).version);
+    if (v === undefined) return failedEntry(key, new KvError('key_not_found', 'key not found'));
+    const ttlMs = ttlLeftMs(v, nowMs);
+    return { key, ok: true, value: v.value, version: v.version, ...(ttlMs === undefined ? {} : { ttlMs }) };
   } catch (err) {
     return failedEntry(key, err);
   }

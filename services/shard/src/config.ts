@@ -49,6 +49,11 @@ const schema = z
     REPLICATION_BATCH_BYTES_MAX: envInt(4 * MiB, 1024),
     /** Replication messages in flight at once, in order on one connection (pipelining). */
     REPLICATION_IN_FLIGHT_MAX: envInt(4, 1),
+    /** The leader deletes expired keys: this often, at most this many per sweep (a pass over the store goes this many keys at a time). */
+    EXPIRY_SWEEP_INTERVAL_MS: envInt(250, 10),
+    EXPIRY_SWEEP_KEYS_MAX: envInt(1000, 1),
+    /** A write's Idempotency-Key is remembered this long: a retry within it gets the first answer. */
+    IDEMPOTENCY_WINDOW_MS: envInt(10 * 60_000, 1000),
   })
   .refine((c) => c.ROLE !== 'leader' || c.FOLLOWER_URL !== undefined, { message: 'a leader needs FOLLOWER_URL', path: ['FOLLOWER_URL'] })
   .refine((c) => c.ROLE !== 'follower' || c.LEADER_URL !== undefined, { message: 'a follower needs LEADER_URL', path: ['LEADER_URL'] });
@@ -79,6 +84,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     heartbeatIntervalMs: c.HEARTBEAT_INTERVAL_MS,
     retryBackoffMs: c.RETRY_BACKOFF_MS,
     inFlightMessagesMax: c.REPLICATION_IN_FLIGHT_MAX,
+    expiry: { intervalMs: c.EXPIRY_SWEEP_INTERVAL_MS, keysMax: c.EXPIRY_SWEEP_KEYS_MAX },
+    idempotencyWindowMs: c.IDEMPOTENCY_WINDOW_MS,
     limits: {
       queueEntriesMax: c.REPLICATION_QUEUE_ENTRIES_MAX,
       queueBytesMax: c.REPLICATION_QUEUE_BYTES_MAX,

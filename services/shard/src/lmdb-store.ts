@@ -4,6 +4,7 @@ import type { Logger } from '@shardkv/common';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { DIGEST_ALGORITHM, DigestSum } from './digest';
 import type { LogRecord } from './replication/log';
+import { encodeStored, isReservedKey, storedOf } from './stored';
 import { assertSequence, type KvStore, type LogWindow, type StoreRestore, type StoreView } from './store';
 
 /** Who a data directory belongs to; a node refuses a directory that names someone else. */
@@ -31,7 +32,9 @@ export class StorageConfigError extends Error {
   override name = 'StorageConfigError';
 }
 
-const FORMAT = 1;
+/** 2: values carry their version and expiry (stored.ts). */
+const FORMAT = 2;
+const UPGRADABLE_FORMATS: readonly number[] = [1];
 const EMPTY_STATE: PersistedState = { seq: 0, digest: new DigestSum().hex(), digestAlgorithm: DIGEST_ALGORITHM, keys: 0, active: 0, logStartSeq: 1, logBytes: 0 };
 
 /**
@@ -87,7 +90,7 @@ export class LmdbStore implements KvStore {
     const log = env.openDB<string, number>({ name: 'log', encoding: 'string' });
     const meta = env.openDB<unknown, string>({ name: 'meta', encoding: 'json' });
     try {
-      await claim(meta, dir, identity);
+      if ((await claim(meta, dir, identity)) === 1) await upgradeValues(env, tables, meta, dir, logger);
       await upgradeDigest(env, tables, meta, dir, logger);
     } catch (err) {
       await env.close();
@@ -149,6 +152,17 @@ export class LmdbStore implements KvStore {
     return this.live.get(key);
   }
 
+  /** In key order, from after the cursor (the last key of the previous piece). */
+  scan(cursor: string | undefined, max: number): { pairs: Array<[string, string]>; cursor: string | undefined } {
+    const pairs: Array<[string, string]> = [];
+    for (const { key, value } of this.live.getRange({ start: cursor, limit: max + 1 })) {
+      if (key === cursor) continue;
+      if (pairs.length === max) break;
+      pairs.push([key, value]);
+    }
+    return { pairs, cursor: pairs.length === max ? pairs[max - 1]![0] : undefined };
+  }
+
   private get live(): Database<string, string> {
     return this.tables[this.state.active];
   }
@@ -177,12 +191,13 @@ export class LmdbStore implements KvStore {
     const old = kv.get(entry.key);
     if (old !== undefined) sum.remove(entry.key, old);
     if (entry.op === 'put') {
-      kv.put(entry.key, entry.value);
-      sum.add(entry.key, entry.value);
+      const stored = storedOf(entry);
+      kv.put(entry.key, stored);
+      sum.add(entry.key, stored);
     } else if (old !== undefined) {
       kv.remove(entry.key);
     }
-    next.keys += (entry.op === 'put' ? 1 : 0) - (old !== undefined ? 1 : 0);
+    if (!isReservedKey(entry.key)) next.keys += (entry.op === 'put' ? 1 : 0) - (old !== undefined ? 1 : 0);
     next.seq = entry.seq;
     this.log.put(entry.seq, json);
     next.logBytes += bytes;
@@ -240,7 +255,7 @@ export class LmdbStore implements KvStore {
           for (const [key, value] of pairs) {
             const old = table.get(key);
             if (old !== undefined) sum.remove(key, old);
-            else keys += 1;
+            else if (!isReservedKey(key)) keys += 1;
             table.put(key, value);
             sum.add(key, value);
           }
@@ -269,7 +284,7 @@ export class LmdbStore implements KvStore {
 }
 
 /** Writes the identity into a new directory, or checks the one it holds; also proves it is writable. */
-async function claim(meta: Database<unknown, string>, dir: string, identity: StoreIdentity): Promise<void> {
+async function claim(meta: Database<unknown, string>, dir: string, identity: StoreIdentity): Promise<number> {
   const stored = meta.get('identity') as (StoreIdentity & { format: number }) | undefined;
   if (stored !== undefined) {
     const mismatch = (['cluster', 'shard', 'node'] as const).filter((k) => stored[k] !== identity[k]);
@@ -278,13 +293,41 @@ async function claim(meta: Database<unknown, string>, dir: string, identity: Sto
       const has = JSON.stringify({ cluster: stored.cluster, shard: stored.shard, node: stored.node });
       throw new StorageConfigError(`data directory ${dir} belongs to ${has}, not to this node ${want}: refusing to use it (check DATA_DIR, SHARD_ID, NODE_NAME, CLUSTER_ID)`);
     }
-    if (stored.format !== FORMAT) throw new StorageConfigError(`data directory ${dir} has format ${stored.format}; this build reads format ${FORMAT}`);
+    if (stored.format !== FORMAT && !UPGRADABLE_FORMATS.includes(stored.format)) throw new StorageConfigError(`data directory ${dir} has format ${stored.format}; this build reads formats ${[...UPGRADABLE_FORMATS, FORMAT].join(', ')}`);
   }
   try {
-    await meta.put('identity', { ...identity, format: FORMAT });
+    // An older format is written as the current one by its upgrade, in the same transaction.
+    await meta.put('identity', { ...identity, format: stored?.format ?? FORMAT });
   } catch (err) {
     throw new StorageConfigError(`data directory ${dir} is not writable: ${(err as Error).message}`);
   }
+  return stored?.format ?? FORMAT;
+}
+
+/**
+ * Format 1 kept bare values; format 2 keeps each with its version and expiry (stored.ts). Values
+ * written before versions existed get version 0 (the same on both nodes of a shard, so their
+ * digests still agree) and no expiry. One full rewrite in one transaction, before the node
+ * serves anything; the digest is recomputed with it.
+ */
+async function upgradeValues(env: RootDatabase, tables: [Database<string, string>, Database<string, string>], meta: Database<unknown, string>, dir: string, logger?: Pick<Logger, 'info'>): Promise<void> {
+  const startMs = performance.now();
+  const state = (meta.get('state') as PersistedState | undefined) ?? { ...EMPTY_STATE };
+  const sum = new DigestSum();
+  // Written into the idle table, which then becomes the live one: the old table is only read.
+  const target = (1 - state.active) as 0 | 1;
+  await env.childTransaction(() => {
+    tables[target].clearSync();
+    for (const { key, value } of tables[state.active].getRange()) {
+      const stored = encodeStored(value, 0, undefined);
+      tables[target].put(key, stored);
+      sum.add(key, stored);
+    }
+    tables[state.active].clearSync();
+    meta.put('state', { ...state, active: target, digest: sum.hex(), digestAlgorithm: DIGEST_ALGORITHM });
+    meta.put('identity', { ...(meta.get('identity') as object), format: FORMAT });
+  });
+  logger?.info({ dir, keys: state.keys, from: 1, to: FORMAT, durationMs: Math.round(performance.now() - startMs) }, 'upgraded the data directory: every value now carries its version (0 for values written before versions)');
 }
 
 /**
@@ -302,7 +345,7 @@ async function upgradeDigest(env: RootDatabase, tables: [Database<string, string
     let keys = 0;
     for (const { key, value } of tables[stored.active].getRange()) {
       sum.add(key, value);
-      keys += 1;
+      if (!isReservedKey(key)) keys += 1;
     }
     // Both are kept in the same transactions: a difference means the directory is damaged.
     if (keys !== stored.keys) throw new Error(`store invariant: data directory ${dir} holds ${keys} keys, its state says ${stored.keys}`);

@@ -48,6 +48,7 @@ export const catchUpSeconds = new Histogram({
 });
 
 export const catchUpFailures = new Counter({ name: 'shardkv_node_catchup_failures_total', help: 'Catch-up attempts that failed and were tried again', labelNames: ['role'], registers: [registry] });
+export const expiredKeys = new Counter({ name: 'shardkv_node_expired_keys_total', help: 'Expired keys this leader deleted (replicated deletes, from its sweep and from reads that found them expired)', registers: [registry] });
 
 // Catch-ups are single events: every series starts at 0, so that rate() and increase() see the
 // first one (a series that appears with it has no sample before the change). A follower

@@ -3,6 +3,7 @@ import { ShardNode } from './node';
 import type { LeaderOptions } from './replication/leader';
 import type { PeerTransport, ReplicateRequest } from './replication/messages';
 import { MemoryStore } from './store';
+import { valueOf } from './stored';
 
 const quiet = createLogger('test', 'silent');
 const leaderOpts: LeaderOptions = {
@@ -41,7 +42,7 @@ describe('ShardNode: the epoch check at the single entry point', () => {
     expect(isKvError(err, 'stale_epoch')).toBe(true);
     expect(store.seq).toBe(0);
     await n.onReplicate(replicate(3, [{ seq: 1, op: 'put', key: 'k', value: 'ok' }]));
-    expect(store.get('k')).toBe('ok');
+    expect(valueOf(store.get('k'))).toBe('ok');
     await n.stop();
   });
 
@@ -70,10 +71,10 @@ describe('ShardNode: the epoch check at the single entry point', () => {
     await n.configure({ ...follower, epoch: 2, role: 'leader', peerUrl: 'http://follower:2', inSync: false });
     await new Promise((r) => setTimeout(r, 80)); // past the read lease a new node waits out
     expect(await n.write({ op: 'put', key: 'k', value: 'v' })).toMatchObject({ seq: 1 });
-    expect(store.get('k')).toBe('v');
+    expect(valueOf(store.get('k'))).toBe('v');
     await n.configure({ ...follower, epoch: 3, role: 'leader', peerUrl: 'http://follower:2', inSync: false, minInsync: 2 });
     expect(isKvError(await errorOf(n.write({ op: 'put', key: 'k', value: 'w' })), 'no_replica')).toBe(true);
-    expect(store.get('k')).toBe('v');
+    expect(valueOf(store.get('k'))).toBe('v');
     await n.stop();
   });
 });

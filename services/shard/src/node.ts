@@ -1,8 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import { KvError, type Logger, type NodeConfig, type ShardEvent } from '@shardkv/common';
 import { Follower, type FollowerOptions } from './replication/follower';
-import { Leader, type CommitMode, type LeaderEvents, type LeaderOptions, type WriteResult } from './replication/leader';
-import type { Op } from './replication/log';
+import type { Command } from './replication/commands';
+import { Leader, type CommandResult, type CommitMode, type LeaderEvents, type LeaderOptions, type WriteResult } from './replication/leader';
 import type { PeerTransport, ReplicateReply, ReplicateRequest } from './replication/messages';
 import { Ownership, type Access } from './migration/ownership';
 import type { KvStore } from './store';
@@ -216,13 +216,13 @@ export class ShardNode {
     throw new KvError('not_ready', `${this.opts.nodeName} is in standby (not configured yet)`);
   }
 
-  write(op: Op): Promise<WriteResult> {
-    return this.assertLeader().write(op);
+  write(cmd: Command): Promise<WriteResult> {
+    return this.assertLeader().write(cmd);
   }
 
-  /** Writes sequenced together, in order; all commit or the whole batch fails (see Leader.writeBatch). */
-  writeBatch(ops: readonly Op[]): Promise<WriteResult[]> {
-    return this.assertLeader().writeBatch(ops);
+  /** Commands decided and sequenced together, in order; all commit or the whole batch fails (see Leader.writeBatch). */
+  writeBatch(commands: readonly Command[]): Promise<CommandResult[]> {
+    return this.assertLeader().writeBatch(commands);
   }
 
   /**

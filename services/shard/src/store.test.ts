@@ -2,11 +2,15 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { open } from 'lmdb';
-import { DIGEST_ALGORITHM, DIGEST_HEX_CHARS } from './digest';
+import { DIGEST_ALGORITHM, DIGEST_HEX_CHARS, DigestSum } from './digest';
 import { DigestSum as Sha256DigestSum } from './digest-sha256';
 import { LmdbStore, StorageConfigError, type StoreIdentity } from './lmdb-store';
 import type { Entry, LogRecord } from './replication/log';
 import { MemoryStore, type KvStore, type LogWindow } from './store';
+import { encodeStored, valueOf } from './stored';
+
+/** A pair as a state transfer carries it: the value with its version (here its seq of 1..3) and no expiry. */
+const pair = (k: string, v: string, version: number): [string, string] => [k, encodeStored(v, version, undefined)];
 
 const rec = (entry: Entry): LogRecord => {
   const json = JSON.stringify(entry);
@@ -51,10 +55,10 @@ const pairsOf = (s: KvStore) => {
 };
 
 describe.each(engines)('%s store', (_name, make) => {
-  test('digest depends on the state only, not on the history that led to it', async () => {
+  test('digest depends on the state only (values and their versions), not on the history that led to it', async () => {
     const a = await make();
     const b = await make();
-    await a.apply([put(1, 'x', '1'), put(2, 'y', '2'), put(3, 'x', '3')]);
+    await a.apply([put(1, 'y', '2'), put(2, 'x', '1'), put(3, 'x', '3'), del(4, 'none')]);
     await b.apply([put(1, 'y', '2'), put(2, 'z', 'gone')]);
     await b.apply([put(3, 'x', '3'), del(4, 'z')]);
     expect(a.digest()).toBe(b.digest());
@@ -76,16 +80,20 @@ describe.each(engines)('%s store', (_name, make) => {
     expect(new Set([a.digest(), b.digest(), swapped.digest()]).size).toBe(3);
   });
 
-  test('digest is the same whatever order the same pairs were written in, and a delete undoes its put', async () => {
-    const pairs = Array.from({ length: 200 }, (_, i): [string, string] => [`key${i}`, `value-${i * 7919}`]);
+  test('digest is the same whatever order the same pairs were restored in, and a delete undoes its put', async () => {
+    const pairs = Array.from({ length: 200 }, (_, i): [string, string] => pair(`key${i}`, `value-${i * 7919}`, i + 1));
     const forward = await make();
-    await forward.apply(pairs.map(([k, v], i) => put(i + 1, k, v)));
-    const backward = await make();
-    await backward.apply([...pairs].reverse().map(([k, v], i) => put(i + 1, k, v)));
+    await forward.apply(pairs.map((_, i) => put(i + 1, `key${i}`, `value-${i * 7919}`)));
+    const backward = await (await make()).restore();
+    await backward.put([...pairs].reverse());
     expect(backward.digest()).toBe(forward.digest());
-    // Extra pairs written, then deleted, leave no trace in the digest.
-    await backward.apply([put(201, 'extra', 'x'), put(202, 'key0', 'changed'), del(203, 'extra'), put(204, 'key0', pairs[0]![1])]);
-    expect(backward.digest()).toBe(forward.digest());
+    // Extra pairs written, then deleted, leave no trace in the digest; a value written again at
+    // another seq is another state (its version differs).
+    const more = await make();
+    await more.apply([...pairs.map((_, i) => put(i + 1, `key${i}`, `value-${i * 7919}`)), put(201, 'extra', 'x'), del(202, 'extra')]);
+    expect(more.digest()).toBe(forward.digest());
+    await more.apply([put(203, 'key0', pairs[0]![1])]);
+    expect(more.digest()).not.toBe(forward.digest());
     expect(forward.digest()).toMatch(new RegExp(`^[0-9a-f]{${DIGEST_HEX_CHARS}}$`));
   });
 
@@ -95,10 +103,10 @@ describe.each(engines)('%s store', (_name, make) => {
     const s = await make();
     await s.apply([put(1, 'old', 'v')]);
     const r = await s.restore();
-    await r.put([['a', '1'], ['b', 'corrupted']]);
+    await r.put([pair('a', '1', 1), pair('b', 'corrupted', 2)]);
     expect(r.digest()).not.toBe(source.digest());
     // The same key again (a resent chunk) replaces its pair in the digest, it is not counted twice.
-    await r.put([['b', '2'], ['c', '3']]);
+    await r.put([pair('b', '2', 2), pair('c', '3', 3)]);
     expect(r.digest()).toBe(source.digest());
     await r.commit(3);
     expect(s.digest()).toBe(source.digest());
@@ -110,14 +118,14 @@ describe.each(engines)('%s store', (_name, make) => {
     await expect(s.apply([put(5, 'a', '1'), put(7, 'b', '2')])).rejects.toThrow(/seq 7 after 5/);
     await expect(s.apply([put(4, 'k', 'v')])).rejects.toThrow();
     expect(s.seq).toBe(4);
-    expect(s.get('a')).toBeUndefined();
+    expect(valueOf(s.get('a'))).toBeUndefined();
   });
 
   test('keys with awkward characters round-trip', async () => {
     const s = await make();
     const keys = ['\u0000a', 'a\u0000b', '\u0001', ' space ', 'é', '日本', '1', 'true', 'k'.repeat(1024)];
     await s.apply(keys.map((k, i) => put(i + 1, k, `v${i}`)));
-    keys.forEach((k, i) => expect(s.get(k)).toBe(`v${i}`));
+    keys.forEach((k, i) => expect(valueOf(s.get(k))).toBe(`v${i}`));
     expect(pairsOf(s).map(([k]) => k).sort()).toEqual([...keys].sort());
   });
 
@@ -142,24 +150,30 @@ describe.each(engines)('%s store', (_name, make) => {
     const s = await make();
     await s.apply([put(1, 'old', 'v')]);
     const r = await s.restore();
-    await r.put([['new', 'v'], ['n2', 'w']]);
-    expect(s.get('old')).toBe('v');
-    expect(s.get('new')).toBeUndefined();
+    await r.put([pair('new', 'v', 1), pair('n2', 'w', 2)]);
+    expect(valueOf(s.get('old'))).toBe('v');
+    expect(valueOf(s.get('new'))).toBeUndefined();
     await r.commit(7);
-    expect(s.get('old')).toBeUndefined();
-    expect(s.get('new')).toBe('v');
+    expect(valueOf(s.get('old'))).toBeUndefined();
+    expect(valueOf(s.get('new'))).toBe('v');
     expect(s.seq).toBe(7);
     expect(s.size).toBe(2);
     expect(s.view().logStartSeq).toBe(8);
     await s.apply([put(8, 'after', 'x')]);
-    expect(s.get('after')).toBe('x');
+    expect(valueOf(s.get('after'))).toBe('x');
   });
 });
 
 test('the digest function is pinned: changing it needs a new DIGEST_ALGORITHM, since LMDB stores trust a digest by that name', async () => {
+  const sum = new DigestSum();
+  for (const [k, v] of [['a', '1'], ['key', 'value'], ['é', '日本']] as const) sum.add(k, v);
+  expect({ algorithm: DIGEST_ALGORITHM, digest: sum.hex() }).toEqual({ algorithm: 'xxh3-128-sum', digest: GOLDEN_DIGEST });
+  // A store sums its stored values: each with its version (and expiry), as a transfer carries them.
   const s = new MemoryStore(WIDE);
   await s.apply([put(1, 'a', '1'), put(2, 'key', 'value'), put(3, 'é', '日本')]);
-  expect({ algorithm: DIGEST_ALGORITHM, digest: s.digest() }).toEqual({ algorithm: 'xxh3-128-sum', digest: GOLDEN_DIGEST });
+  const stored = new DigestSum();
+  for (const [k, v, version] of [['a', '1', 1], ['key', 'value', 2], ['é', '日本', 3]] as const) stored.add(k, encodeStored(v, version, undefined));
+  expect(s.digest()).toBe(stored.hex());
   expect(new MemoryStore(WIDE).digest()).toBe('0'.repeat(DIGEST_HEX_CHARS));
 });
 
@@ -172,8 +186,8 @@ describe('lmdb store', () => {
     await a.close();
     const b = await lmdb(dir, { entriesMax: 3, bytesMax: 1 << 20 });
     expect({ seq: b.seq, digest: b.digest(), size: b.size }).toEqual(before);
-    expect(b.get('b')).toBe('2');
-    expect(b.get('a')).toBeUndefined();
+    expect(valueOf(b.get('b'))).toBe('2');
+    expect(valueOf(b.get('a'))).toBeUndefined();
     const v = b.view();
     expect(v.logStartSeq).toBe(2);
     expect([...v.entries(2)].length).toBe(3);
@@ -185,14 +199,14 @@ describe('lmdb store', () => {
     const a = await LmdbStore.open(dir, ID, WIDE);
     await a.apply([put(1, 'old', 'v')]);
     const r = await a.restore();
-    await r.put([['new', 'v']]);
+    await r.put([pair('new', 'v', 1)]);
     await r.commit(5);
     await a.close();
     const b = await lmdb(dir);
     expect(b.seq).toBe(5);
-    expect(b.get('new')).toBe('v');
-    expect(b.get('old')).toBeUndefined();
-    expect(pairsOf(b)).toEqual([['new', 'v']]);
+    expect(valueOf(b.get('new'))).toBe('v');
+    expect(valueOf(b.get('old'))).toBeUndefined();
+    expect(pairsOf(b)).toEqual([pair('new', 'v', 1)]);
   });
 
   test('an apply that fails half-way writes nothing, so retrying it is exact', async () => {
@@ -209,7 +223,7 @@ describe('lmdb store', () => {
     };
     const batch = [put(2, 'a', 'new'), put(3, 'b', 'x')];
     await expect(s.apply(batch)).rejects.toThrow('simulated');
-    expect({ seq: s.seq, a: s.get('a'), b: s.get('b') }).toEqual({ seq: 1, a: 'old', b: undefined });
+    expect({ seq: s.seq, a: valueOf(s.get('a')), b: valueOf(s.get('b')) }).toEqual({ seq: 1, a: 'old', b: undefined });
     log.put = realPut;
     await s.apply(batch);
     await mem.apply(batch);
@@ -222,7 +236,7 @@ describe('lmdb store', () => {
     const v = s.view();
     await s.apply([put(3, 'a', 'changed'), put(4, 'c', '3')]);
     expect(v.seq).toBe(2);
-    expect([...v.pairs()].sort()).toEqual([['a', '1'], ['b', '2']]);
+    expect([...v.pairs()].sort()).toEqual([pair('a', '1', 1), pair('b', '2', 2)]);
     expect([...v.entries(1)].length).toBe(2);
     v.close();
   });
@@ -237,7 +251,7 @@ describe('lmdb store', () => {
     }
     await expect(LmdbStore.open(dir, { ...ID, shard: 's1' }, WIDE)).rejects.toThrow(/belongs to .*"shard":"s0"/);
     const again = await lmdb(dir);
-    expect(again.get('k')).toBe('v');
+    expect(valueOf(again.get('k'))).toBe('v');
   });
 
   test('a directory written by a build with the SHA-256 digest opens with the current digest, recomputed once and logged', async () => {
@@ -293,3 +307,11 @@ async function writeAsOldBuild(writes: LogRecord[], override: Record<string, unk
   await env.close();
   return dir;
 }
+
+test('keys of the store\'s own (idempotency records) are kept and digested but not counted as keys', async () => {
+  for (const s of [new MemoryStore(WIDE)]) {
+    await s.apply([put(1, 'a', '1'), put(2, '\u0000idem\u0000r\u0000a', '{}'), put(3, 'b', '2'), del(4, '\u0000idem\u0000r\u0000a'), put(5, '\u0000idem\u0000q\u0000b', '{}')]);
+    expect(s.size).toBe(2);
+    expect(valueOf(s.get('\u0000idem\u0000q\u0000b'))).toBe('{}');
+  }
+});

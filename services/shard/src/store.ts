@@ -1,4 +1,5 @@
 import { DigestSum } from './digest';
+import { isReservedKey, storedOf } from './stored';
 import type { LogRecord } from './replication/log';
 
 /**
@@ -29,6 +30,7 @@ export interface KvStore {
   readonly size: number;
   /** Bytes the engine uses on disk (LMDB's pages in use), read at metrics scrapes; undefined when nothing is on disk. */
   readonly diskBytes: number | undefined;
+  /** The key's stored value: its value, version and expiry encoded (see stored.ts), expired or not. */
   get(key: string): string | undefined;
   /**
    * Applies entries `seq + 1 ...` in order, as one transaction that is durable when the promise
@@ -41,6 +43,8 @@ export interface KvStore {
    * equal, different otherwise except with probability about 2^-128.
    */
   digest(): string;
+  /** Up to `max` pairs of a pass over the state (the leader's expiry sweep); `cursor` undefined: the pass is over. */
+  scan(cursor: string | undefined, max: number): { pairs: Array<[string, string]>; cursor: string | undefined };
   /** A consistent point-in-time view, for a state transfer. Must be closed. */
   view(): StoreView;
   /** Starts replacing the whole state (full state transfer); the old state serves until `commit`. */
@@ -94,6 +98,8 @@ export function assertSequence(lastSeq: number, records: readonly LogRecord[]): 
 export class MemoryStore implements KvStore {
   readonly durable = false;
   private map = new Map<string, string>();
+  /** Keys of the store's own (isReservedKey) among the map's: not counted in `size`. */
+  private reserved = 0;
   private sum = new DigestSum();
   private lastSeq = 0;
   private lastEpoch = 0;
@@ -110,7 +116,7 @@ export class MemoryStore implements KvStore {
   }
 
   get size(): number {
-    return this.map.size;
+    return this.map.size - this.reserved;
   }
 
   get diskBytes(): undefined {
@@ -145,6 +151,19 @@ export class MemoryStore implements KvStore {
     return this.map.get(key);
   }
 
+  /** In the Map's order; the cursor is a position (a pass may skip or repeat keys while the Map changes: it is only a sweep). */
+  scan(cursor: string | undefined, max: number): { pairs: Array<[string, string]>; cursor: string | undefined } {
+    const from = cursor === undefined ? 0 : Number(cursor);
+    const pairs: Array<[string, string]> = [];
+    let i = 0;
+    for (const pair of this.map) {
+      if (i++ < from) continue;
+      if (pairs.length === max) return { pairs, cursor: String(from + max) };
+      pairs.push(pair);
+    }
+    return { pairs, cursor: undefined };
+  }
+
   async apply(records: readonly LogRecord[]): Promise<boolean[]> {
     assertSequence(this.lastSeq, records);
     const existed = records.map((record) => this.applyOne(record));
@@ -157,9 +176,11 @@ export class MemoryStore implements KvStore {
     const { entry } = record;
     const old = this.map.get(entry.key);
     if (old !== undefined) this.sum.remove(entry.key, old);
+    if (isReservedKey(entry.key)) this.reserved += (entry.op === 'put' ? 1 : 0) - (old !== undefined ? 1 : 0);
     if (entry.op === 'put') {
-      this.map.set(entry.key, entry.value);
-      this.sum.add(entry.key, entry.value);
+      const stored = storedOf(entry);
+      this.map.set(entry.key, stored);
+      this.sum.add(entry.key, stored);
     } else {
       this.map.delete(entry.key);
     }
@@ -193,7 +214,7 @@ export class MemoryStore implements KvStore {
     const map = this.map;
     return {
       seq,
-      size: this.map.size,
+      size: this.map.size - this.reserved,
       digest: this.sum.hex(),
       logStartSeq,
       stable: false,
@@ -228,6 +249,7 @@ export class MemoryStore implements KvStore {
       digest: () => sum.hex(),
       commit: async (seq) => {
         this.map = map;
+        this.reserved = [...map.keys()].filter(isReservedKey).length;
         this.sum = sum;
         this.lastSeq = seq;
         this.log = [];

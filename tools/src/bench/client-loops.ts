@@ -1,15 +1,20 @@
-import type { KvClient } from '@shardkv/client';
 import { request } from 'undici';
 import type { Run } from './config';
 
 /**
- * `npm run bench:client`'s parts: closed loops of one typed client (through the router, or with
- * direct routing) and the check that the cluster serves a slot map at all.
+ * `npm run bench:client`'s and `bench:grpc`'s parts: closed loops of one typed client (through
+ * the router, with direct routing, or over gRPC) and the check that the cluster serves a slot map.
  */
 export type ClientOp = 'GET' | 'PUT';
 
+/** What the loops call: KvClient and KvGrpcClient both are one. */
+export interface LoopClient {
+  get(key: string): Promise<unknown>;
+  put(key: string, value: string): Promise<unknown>;
+}
+
 export interface LoopsSpec {
-  client: KvClient;
+  client: LoopClient;
   op: ClientOp;
   keys: readonly string[];
   value: string;

@@ -1,4 +1,4 @@
-import { BATCH_ENTRIES_MAX, EPOCH_HEADER, KvError, type RpcClient, type SlotRanges, type WriteOp } from '@shardkv/common';
+import { BATCH_ENTRIES_MAX, EPOCH_HEADER, KvError, type RpcClient, type ImportOp, type SlotRanges } from '@shardkv/common';
 
 /** One import request carries at most this many bytes of keys and values (the shard's body limit is 2 MiB). */
 export const IMPORT_BATCH_BYTES_MAX = 512 * 1024;
@@ -43,7 +43,7 @@ export async function copySlots(source: Endpoint, target: Target, slots: SlotRan
     // A snapshot's keys are distinct, so its batches may be in flight together; a tail's entries
     // may repeat a key, so they go one batch after another, in order.
     const imports = new ImportWindow(target, header.kind === 'full' ? SNAPSHOT_IMPORTS_IN_FLIGHT_MAX : 1, signal, onItems);
-    let batch: WriteOp[] = [];
+    let batch: ImportOp[] = [];
     let bytes = 0;
     let items = 0;
     for (let next = await it.next(); next.done !== true; next = await it.next()) {
@@ -82,7 +82,7 @@ class ImportWindow {
     private readonly onItems: (n: number) => void,
   ) {}
 
-  async send(ops: WriteOp[]): Promise<void> {
+  async send(ops: ImportOp[]): Promise<void> {
     while (this.pending.size >= this.max) await Promise.race(this.pending);
     this.check();
     const p: Promise<void> = importBatch(this.target, ops, this.signal).then(
@@ -124,7 +124,7 @@ const TRANSIENT: ReadonlySet<string> = new Set(['replication_queue_full', 'no_re
 const IMPORT_ATTEMPTS_MAX = 10;
 const IMPORT_BACKOFF_MS_MAX = 1000;
 
-async function importBatch(target: Target, ops: WriteOp[], signal: AbortSignal): Promise<void> {
+async function importBatch(target: Target, ops: ImportOp[], signal: AbortSignal): Promise<void> {
   const body = JSON.stringify({ copy: target.copy, ops });
   for (let attempt = 1; ; attempt += 1) {
     signal.throwIfAborted();
@@ -146,11 +146,12 @@ function isTrailer(v: unknown): v is { end: true; seq: number; items: number } {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && (v as { end?: unknown }).end === true;
 }
 
-/** An export line: a `[key, value]` pair of a snapshot, or a logged entry of a tail. */
-function toOp(v: unknown): WriteOp {
-  if (Array.isArray(v) && typeof v[0] === 'string' && typeof v[1] === 'string') return { op: 'put', key: v[0], value: v[1] };
-  const e = v as { op?: unknown; key?: unknown; value?: unknown };
-  if (e.op === 'put' && typeof e.key === 'string' && typeof e.value === 'string') return { op: 'put', key: e.key, value: e.value };
+/** An export line: a `[key, value(, expiresAtMs)]` pair of a snapshot, or a logged entry of a tail (`exp`: its expiry). */
+function toOp(v: unknown): ImportOp {
+  const exp = (x: unknown) => (typeof x === 'number' ? { exp: x } : {});
+  if (Array.isArray(v) && typeof v[0] === 'string' && typeof v[1] === 'string') return { op: 'put', key: v[0], value: v[1], ...exp(v[2]) };
+  const e = v as { op?: unknown; key?: unknown; value?: unknown; exp?: unknown };
+  if (e.op === 'put' && typeof e.key === 'string' && typeof e.value === 'string') return { op: 'put', key: e.key, value: e.value, ...exp(e.exp) };
   if (e.op === 'del' && typeof e.key === 'string') return { op: 'del', key: e.key };
   throw new KvError('internal', `export line is neither a pair nor an entry: ${JSON.stringify(v).slice(0, 120)}`);
 }

@@ -1,10 +1,12 @@
 import { SlotSet, slotOf } from '@shardkv/common';
+import { liveValue } from '../stored';
 import type { StoreView } from '../store';
 
 /**
  * `GET /internal/export`: the moving slots of a source leader, for the coordinator's copy to the
  * target shard (see DESIGN.md, "Resharding"). Newline-delimited JSON, streamed with bounded memory:
- *   {"kind":"full","seq":S}      every pair of the slots as of S, one `["key","value"]` per line
+ *   {"kind":"full","seq":S}      every live pair of the slots as of S, one `["key","value"]` per line
+ *                                (`["key","value",expiresAtMs]` for a value that expires; the target gives it a new version)
  *   {"kind":"tail","seq":S}      the logged entries fromSeq..S of the slots, one entry per line
  *   {"kind":"restart","seq":S}   the log window no longer reaches fromSeq: copy again from a full
  * and a trailer {"end":true,"seq":S,"items":N}; a stream without it is incomplete. The caller
@@ -46,8 +48,10 @@ const TURN = '';
 
 function* pairLines(view: StoreView, slots: SlotSet): Generator<string> {
   let scanned = 0;
-  for (const pair of view.pairs()) {
-    if (slots.has(slotOf(pair[0]))) yield JSON.stringify(pair);
+  const nowMs = Date.now();
+  for (const [key, stored] of view.pairs()) {
+    const v = slots.has(slotOf(key)) ? liveValue(stored, nowMs) : undefined;
+    if (v !== undefined) yield JSON.stringify(v.expiresAtMs === undefined ? [key, v.value] : [key, v.value, v.expiresAtMs]);
     if ((scanned += 1) % SCAN_PAIRS_PER_TURN === 0 && view.stable) yield TURN;
   }
 }

@@ -1,9 +1,10 @@
 import type Router from '@koa/router';
 import type Koa from 'koa';
-import { BATCH_ENTRIES_MAX, EPOCH_HEADER, jsonBody, KvError, parseWriteOpsBody, requireJson, SlotSet, slotRangesSchema } from '@shardkv/common';
+import { BATCH_ENTRIES_MAX, EPOCH_HEADER, jsonBody, KvError, parseImportOpsBody, requireJson, SlotSet, slotRangesSchema } from '@shardkv/common';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
 import type { ShardNode } from '../node';
+import type { Command } from '../replication/commands';
 import type { KvStore, StoreView } from '../store';
 import { exportLines, keysIn } from './export';
 
@@ -48,13 +49,14 @@ export function addMigrationRoutes(router: Router, node: ShardNode, store: KvSto
   router.post('/internal/import', requireJson, jsonBody(), async (ctx) => {
     const body = importSchema.safeParse(ctx.request.body);
     if (!body.success) throw new KvError('invalid_body', `bad import: ${body.error.issues[0]?.message}`);
-    const ops = parseWriteOpsBody({ ops: body.data.ops });
+    const ops = parseImportOpsBody({ ops: body.data.ops });
     const leader = node.servingLeader(ctx.get(EPOCH_HEADER));
     if (currentCopy.get(node) !== body.data.copy) throw new KvError('wrong_shard', `import of copy ${body.data.copy}, which is not the copy this leader takes (${currentCopy.get(node) ?? 'none'}): it was abandoned`);
     const stray = ops.find((op) => node.ownership?.importable(op.key) !== true);
     if (stray !== undefined) throw new KvError('wrong_shard', `import of key ${JSON.stringify(stray.key).slice(0, 80)}: its slot is not one this shard is importing (map version ${node.mapVersion})`, { mapVersion: node.mapVersion });
-    const results = await leader.writeBatch(ops);
-    ctx.body = { imported: ops.length, seq: results[results.length - 1]?.seq ?? 0 };
+    const results = await leader.writeBatch(ops.map((op): Command => (op.op === 'put' && op.exp !== undefined ? { op: 'put', key: op.key, value: op.value, expiresAtMs: op.exp } : op)));
+    const last = results[results.length - 1];
+    ctx.body = { imported: ops.length, seq: last !== undefined && 'seq' in last ? last.seq : 0 };
   });
 
   router.post('/internal/purge', requireJson, jsonBody(), async (ctx) => {

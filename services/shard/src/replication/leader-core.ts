@@ -1,4 +1,7 @@
 import { KvError, type ErrorCode } from '@shardkv/common';
+import { idempotencyRecordKey } from '@shardkv/common';
+import { encodeStored, liveValue, storedOf } from '../stored';
+import { decide, type Command } from './commands';
 import { LeaderLog, type LogLimits, type LogRecord, type Op } from './log';
 import { replicateBody, termFields, type ReplicateReply, type TermStart } from './messages';
 
@@ -30,7 +33,12 @@ export interface LeaderCoreOptions {
   /** Replication messages in flight at once (pipelined, in order, on one connection). */
   inFlightMessagesMax: number;
   limits: LogLimits;
+  /** How long the record of an applied Idempotency-Key is kept (a retry after it is applied again). */
+  idempotencyWindowMs?: number;
 }
+
+/** IDEMPOTENCY_WINDOW_MS's default: 10 minutes, like Stripe's retry horizon is a day and a client's is seconds. */
+export const IDEMPOTENCY_WINDOW_MS_DEFAULT = 10 * 60_000;
 
 /**
  * How writes commit, as the coordinator's configuration says:
@@ -46,10 +54,19 @@ export type CoreState = 'serving' | 'fenced' | 'stopped';
 export const REJOIN_LAG_ENTRIES_MAX = 1000;
 
 export interface WriteResult {
+  /** The entry's seq: the version of the value it wrote. */
   seq: number;
   /** Whether the key existed just before this entry was applied (in sequence order). */
   existed: boolean;
+  /** An increment's new value. */
+  value?: string;
 }
+
+/** One command's outcome: its entry committed, or refused when it was decided (nothing sequenced for it: definite). */
+export type CommandResult = WriteResult | { refused: KvError };
+
+/** Reads the store's stored form of a key (stored.ts): what the leader decides on for keys with no uncommitted entry. */
+export type StoreRead = (key: string) => string | undefined;
 
 /** What the leader knows of its follower. */
 export interface FollowerView {
@@ -76,7 +93,8 @@ export interface LocalState {
 }
 
 export type LeaderEvent =
-  | { type: 'write'; id: number; ops: readonly Op[]; nowMs: number }
+  /** `wallMs`: the wall-clock time, for expiries (set by the leader, never by the follower). */
+  | { type: 'write'; id: number; commands: readonly Command[]; nowMs: number; wallMs: number }
   /** End of an event-loop turn: send what the writes of this turn added. */
   | { type: 'flush'; nowMs: number }
   | { type: 'tick'; nowMs: number }
@@ -96,7 +114,7 @@ export type LeaderEffect =
   | { type: 'persist'; records: readonly LogRecord[] }
   /** Entries through `throughSeq` are committed: visible to reads from now on. */
   | { type: 'committed'; records: readonly LogRecord[] }
-  | { type: 'answer'; id: number; results: WriteResult[] }
+  | { type: 'answer'; id: number; results: CommandResult[] }
   | { type: 'fail'; id: number; code: ErrorCode; message: string }
   | { type: 'report'; event: Report; epoch: number }
   | { type: 'log'; level: LogLevel; msg: string; fields?: Record<string, unknown> };
@@ -112,7 +130,12 @@ interface Waiter {
   firstSeq: number;
   lastSeq: number;
   deadlineMs: number;
+  /** Per command, in order: the index of its entry among those sequenced (seq = firstSeq + index), or its refusal. */
+  plan: Planned[];
 }
+
+/** A command's place in its batch: its entry, its refusal, or (a retry of an applied Idempotency-Key) the first answer, given once `seq` commits. */
+type Planned = { entry: number; value?: string } | { refused: KvError } | { replay: WriteResult };
 
 /** Serving state of one leader term. Only `step` changes it. */
 export class LeaderCore {
@@ -143,7 +166,7 @@ export class LeaderCore {
   private persistRetryAtMs = Number.NEGATIVE_INFINITY;
   /** When the last acknowledged message was sent: reads in sync mode are served until this plus the lease. */
   private leaseFromMs = Number.NEGATIVE_INFINITY;
-  /** Waiting writes, in sequence (and so deadline) order. */
+  /** Waiting writes, in the order of the last seq each waits for. */
   private readonly waiters: Waiter[] = [];
   /** `existed` of entries persisted but not committed yet, by seq - (committedSeq + 1). */
   private existed: boolean[] = [];
@@ -154,6 +177,8 @@ export class LeaderCore {
   constructor(
     private readonly opts: LeaderCoreOptions,
     start: CoreStart,
+    /** The store's state, for keys with no uncommitted entry (a pure read: LMDB's is synchronous). */
+    private readonly readStore: StoreRead = () => undefined,
   ) {
     this.epoch = start.epoch;
     this.mode = start.mode;
@@ -179,7 +204,7 @@ export class LeaderCore {
 
   private apply(ev: LeaderEvent, out: LeaderEffect[]): void {
     switch (ev.type) {
-      case 'write': return this.onWrite(ev.id, ev.ops, ev.nowMs, out);
+      case 'write': return this.onWrite(ev.id, ev.commands, ev.nowMs, ev.wallMs, out);
       case 'replied': return this.onReplied(ev.msgId, ev.reply, ev.local, ev.nowMs, out);
       case 'sendFailed': return this.onSendFailed(ev.msgId, ev.error, ev.staleEpoch, ev.nowMs, out);
       case 'persisted': return this.onPersisted(ev.throughSeq, ev.existed, out);
@@ -204,19 +229,70 @@ export class LeaderCore {
 
   // ---- writes ----------------------------------------------------------------------------
 
-  private onWrite(id: number, ops: readonly Op[], nowMs: number, out: LeaderEffect[]): void {
-    const refused = this.refusal(ops.length);
+  private onWrite(id: number, commands: readonly Command[], nowMs: number, wallMs: number, out: LeaderEffect[]): void {
+    const refused = this.refusal(commands.length);
     if (refused !== undefined) return void out.push(fail(id, refused));
-    let firstSeq: number;
+    const { ops, plan } = this.decideAll(commands, wallMs);
+    // A replay is answered once the first attempt's record is committed (it may still be in flight).
+    const replayedThrough = Math.max(0, ...plan.map((p) => ('replay' in p ? p.replay.seq : 0)));
+    if (ops.length === 0 && replayedThrough <= this.log.appliedSeq) return void out.push({ type: 'answer', id, results: plan.map(settled) });
+    let firstSeq = 0;
     try {
-      firstSeq = this.log.appendAll(ops);
+      if (ops.length > 0) firstSeq = this.log.appendAll(ops);
     } catch (err) {
       return void out.push(fail(id, err as KvError));
     }
     if (this.mode === 'alone') this.aloneThroughSeq = this.log.lastSeq;
     this.counts.writeEvents += 1;
     this.counts.entriesSequenced += ops.length;
-    this.waiters.push({ id, firstSeq, lastSeq: this.log.lastSeq, deadlineMs: nowMs + this.opts.replicationTimeoutMs });
+    const lastSeq = ops.length > 0 ? this.log.lastSeq : replayedThrough;
+    this.waiters.push({ id, firstSeq, lastSeq, deadlineMs: nowMs + this.opts.replicationTimeoutMs, plan });
+    // Waiters are answered in sequence order: a replay waiting on an earlier seq goes before later writes.
+    this.waiters.sort((a, b) => a.lastSeq - b.lastSeq);
+  }
+
+  /**
+   * Decides the commands in order, each on the key's latest state: what this batch wrote before
+   * it, else the key's last uncommitted entry, else the store (decide.ts says how).
+   */
+  private decideAll(commands: readonly Command[], wallMs: number): { ops: Op[]; plan: Planned[] } {
+    const ops: Op[] = [];
+    const plan: Planned[] = [];
+    const batch = new Map<string, string | undefined>();
+    const stateOf = (key: string) => (batch.has(key) ? batch.get(key) : this.latestStored(key));
+    for (const cmd of commands) {
+      const recordKey = cmd.idem === undefined ? undefined : idempotencyRecordKey(cmd.key, cmd.idem);
+      const applied = recordKey === undefined ? undefined : liveValue(stateOf(recordKey), wallMs);
+      if (applied !== undefined) {
+        plan.push({ replay: JSON.parse(applied.value) as WriteResult });
+        continue;
+      }
+      const current = stateOf(cmd.key);
+      const d = decide(cmd, current, wallMs);
+      if (!d.ok) {
+        plan.push({ refused: d.error });
+        continue;
+      }
+      const seq = this.log.lastSeq + 1 + ops.length;
+      batch.set(cmd.key, d.op.op === 'put' ? encodeStored(d.op.value, seq, d.op.exp) : undefined);
+      plan.push(d.value === undefined ? { entry: ops.length } : { entry: ops.length, value: d.value });
+      ops.push(d.op);
+      if (recordKey !== undefined) {
+        // The first answer, decided now (`existed` from the state just before): one more entry of the same batch.
+        const answer: WriteResult = { seq, existed: current !== undefined, ...(d.value === undefined ? {} : { value: d.value }) };
+        const record: Op = { op: 'put', key: recordKey, value: JSON.stringify(answer), exp: wallMs + (this.opts.idempotencyWindowMs ?? IDEMPOTENCY_WINDOW_MS_DEFAULT) };
+        batch.set(recordKey, encodeStored(record.value, seq + 1, record.exp));
+        ops.push(record);
+      }
+    }
+    return { ops, plan };
+  }
+
+  /** The key's state after every entry sequenced so far, committed or not. */
+  private latestStored(key: string): string | undefined {
+    const r = this.log.latest(key);
+    if (r === undefined) return this.readStore(key);
+    return r.entry.op === 'put' ? storedOf(r.entry) : undefined;
   }
 
   /** Why a write must fail now, before anything is sequenced (a definite failure), if it must. */
@@ -234,9 +310,11 @@ export class LeaderCore {
 
   /** Waiters past their deadline get 504: their entries stay in the log and may still commit. */
   private expireWaiters(nowMs: number, out: LeaderEffect[]): void {
-    let n = 0;
-    while (n < this.waiters.length && this.waiters[n]!.deadlineMs <= nowMs) n += 1;
-    for (const w of this.waiters.splice(0, n)) {
+    // Not a prefix: a replay (sorted by the seq it waits for) may have a later deadline than writes after it.
+    const expired = this.waiters.filter((w) => w.deadlineMs <= nowMs);
+    if (expired.length === 0) return;
+    for (let i = this.waiters.length - 1; i >= 0; i -= 1) if (this.waiters[i]!.deadlineMs <= nowMs) this.waiters.splice(i, 1);
+    for (const w of expired) {
       out.push({ type: 'fail', id: w.id, code: 'replication_timeout', message: `write ${w.lastSeq} was not committed on both nodes within ${this.opts.replicationTimeoutMs} ms; it may still commit` });
     }
   }
@@ -284,8 +362,12 @@ export class LeaderCore {
     let n = 0;
     while (n < this.waiters.length && this.waiters[n]!.lastSeq <= target) n += 1;
     for (const w of this.waiters.splice(0, n)) {
-      const results: WriteResult[] = [];
-      for (let seq = w.firstSeq; seq <= w.lastSeq; seq += 1) results.push({ seq, existed: existed[seq - from]! });
+      const results = w.plan.map((p): CommandResult => {
+        if ('refused' in p || 'replay' in p) return settled(p);
+        const seq = w.firstSeq + p.entry;
+        const r: WriteResult = { seq, existed: existed[seq - from]! };
+        return p.value === undefined ? r : { ...r, value: p.value };
+      });
       out.push({ type: 'answer', id: w.id, results });
     }
   }
@@ -482,6 +564,13 @@ export class LeaderCore {
       counts: { ...this.counts },
     };
   }
+}
+
+/** A planned command that needs no entry of its own: its refusal, or the first answer of its Idempotency-Key. */
+function settled(p: Planned): CommandResult {
+  if ('refused' in p) return p;
+  if ('replay' in p) return p.replay;
+  throw new Error('core invariant: a sequenced command answered before its entry');
 }
 
 function fail(id: number, err: KvError): LeaderEffect {

@@ -4,13 +4,16 @@ import { KvError, type Logger } from '@shardkv/common';
 import { catchUpFailures, commitSeconds, recordCatchUp, replication, secondsSince } from '../metrics';
 import type { KvStore } from '../store';
 import { AckClock } from './ack-clock';
-import { LeaderCore, type CommitMode, type FollowerView, type LeaderCoreOptions, type LeaderEffect, type LeaderEvent, type Report, type WriteResult } from './leader-core';
-import type { LogRecord, Op } from './log';
+import type { Command } from './commands';
+import { LeaderCore, type CommandResult, type CommitMode, type FollowerView, type LeaderCoreOptions, type LeaderEffect, type LeaderEvent, type Report, type WriteResult } from './leader-core';
+import type { LogRecord } from './log';
 import { StaleEpochError, type PeerTransport } from './messages';
 import { catchUpFrom, DivergedError } from './transfer';
+import { ExpirySweeper, type ExpiryLimits } from './expiry';
 import { CommittedReads } from './visible';
+import { expiredKeys } from '../metrics';
 
-export type { CommitMode, WriteResult } from './leader-core';
+export type { CommandResult, CommitMode, WriteResult } from './leader-core';
 export { REJOIN_LAG_ENTRIES_MAX } from './leader-core';
 
 export interface LeaderOptions extends LeaderCoreOptions {
@@ -22,6 +25,8 @@ export interface LeaderOptions extends LeaderCoreOptions {
    * serves nothing, so nothing is acknowledged without the follower.
    */
   followerStartupGraceMs?: number;
+  /** How expired keys are deleted (see expiry.ts); without it they are only hidden from reads. */
+  expiry?: ExpiryLimits;
 }
 
 /** How a leader starts: its epoch, commit mode, and whether it first takes what its follower has beyond its own seq. */
@@ -53,7 +58,7 @@ const NO_EVENTS: LeaderEvents = { followerLost: () => {}, followerCaughtUp: () =
 const TICK_INTERVAL_MS_MAX = 50;
 
 interface Waiter {
-  resolve: (r: WriteResult[]) => void;
+  resolve: (r: CommandResult[]) => void;
   reject: (e: Error) => void;
 }
 
@@ -85,6 +90,7 @@ export class Leader {
   private readonly serveNotBeforeMs: number;
   /** When the entries the follower has not acknowledged were first sent (replication lag in time). */
   private readonly acks = new AckClock();
+  private sweeper: ExpirySweeper | undefined;
 
   constructor(
     private readonly store: KvStore,
@@ -142,11 +148,15 @@ export class Leader {
     await this.waitOutOldLease();
     if (this.phase !== 'recovering') return;
     const nowMs = performance.now();
-    this.core = new LeaderCore(this.opts, { epoch: this.epoch, mode: this.mode, term: { term: randomUUID(), seq: this.store.seq, digest: this.store.digest() } });
+    this.core = new LeaderCore(this.opts, { epoch: this.epoch, mode: this.mode, term: { term: randomUUID(), seq: this.store.seq, digest: this.store.digest() } }, (k) => this.store.get(k));
     this.phase = 'running';
     this.logger.info({ seq: this.store.seq, keys: this.store.size }, 'leader serving');
     const tickMs = Math.max(1, Math.min(TICK_INTERVAL_MS_MAX, Math.floor(this.opts.heartbeatIntervalMs / 2), Math.floor(this.opts.replicationTimeoutMs / 20)));
     this.ticker = setInterval(() => this.step({ type: 'tick', nowMs: performance.now() }), tickMs);
+    if (this.opts.expiry !== undefined) {
+      this.sweeper = new ExpirySweeper((c, max) => this.store.scan(c, max), (cmds) => this.writeBatch(cmds), this.opts.expiry, (n) => expiredKeys.inc(n));
+      this.sweeper.start();
+    }
     const done = new Promise<void>((resolve) => (this.stopped = resolve));
     this.step({ type: 'flush', nowMs });
     await done;
@@ -168,6 +178,7 @@ export class Leader {
     if (this.core !== undefined) this.step({ type: 'stop', nowMs: performance.now() });
     this.phase = 'stopped';
     clearInterval(this.ticker);
+    this.sweeper?.stop();
     this.stopping.abort();
     this.stopped();
     for (const w of this.waiters.values()) w.reject(new KvError('replication_timeout', 'leader stopping; the write may or may not commit'));
@@ -185,6 +196,11 @@ export class Leader {
     return this.reads.get(key, (k) => this.store.get(k));
   }
 
+  /** A read found `key` expired at `version`: the next sweep deletes it (replicated), unless it was written again. */
+  expired(key: string, version: number): void {
+    this.sweeper?.expired(key, version);
+  }
+
   /** Throws the reason this leader may not serve a read now (see LeaderCore.readRefusal). */
   assertReadable(): void {
     if (this.core === undefined) throw new KvError('not_ready', `leader is ${this.phase}`);
@@ -192,20 +208,23 @@ export class Leader {
     if (refusal !== undefined) throw refusal;
   }
 
-  /** Sequences one write and resolves once it is committed (durable on both nodes, visible here). */
-  async write(op: Op): Promise<WriteResult> {
-    return (await this.writeBatch([op]))[0]!;
+  /** One command; resolves once committed, rejects with its refusal if its condition failed. */
+  async write(cmd: Command): Promise<WriteResult> {
+    const r = (await this.writeBatch([cmd]))[0]!;
+    if ('refused' in r) throw r.refused;
+    return r;
   }
 
   /**
-   * Sequences the writes in the order given, together (all or none: a definite failure sequences
-   * nothing), and resolves once all are committed; a timeout is indeterminate for all of them.
+   * Decides and sequences the commands in the order given, together (all or none: a definite
+   * failure sequences nothing; a command refused by its own condition is answered with its
+   * refusal), and resolves once all are committed; a timeout is indeterminate for all of them.
    */
-  writeBatch(ops: readonly Op[]): Promise<WriteResult[]> {
+  writeBatch(commands: readonly Command[]): Promise<CommandResult[]> {
     if (this.core === undefined) return Promise.reject(new KvError('not_ready', `leader is ${this.phase}`));
     const id = this.nextWriteId++;
-    const done = new Promise<WriteResult[]>((resolve, reject) => this.waiters.set(id, { resolve, reject }));
-    this.step({ type: 'write', id, ops, nowMs: performance.now() });
+    const done = new Promise<CommandResult[]>((resolve, reject) => this.waiters.set(id, { resolve, reject }));
+    this.step({ type: 'write', id, commands, nowMs: performance.now(), wallMs: Date.now() });
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => {

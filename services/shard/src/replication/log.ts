@@ -5,7 +5,8 @@ import { KvError } from '@shardkv/common';
  * sequence numbers and tracks what the follower has acknowledged; `planApply` decides what a
  * follower does with a batch. Both are tested with plain function calls.
  */
-export type Op = { op: 'put'; key: string; value: string } | { op: 'del'; key: string };
+/** What is sequenced: a put (`exp`: its wall-clock expiry in ms, decided by the leader) or a delete. Its seq is the value's version. */
+export type Op = { op: 'put'; key: string; value: string; exp?: number } | { op: 'del'; key: string };
 export type Entry = Op & { seq: number };
 
 /** An entry as held in the leader's log: serialised once, when it is sequenced. */
@@ -33,6 +34,8 @@ export interface LogLimits {
 export class LeaderLog {
   private records: LogRecord[] = [];
   private bytesQueued = 0;
+  /** Each key's last uncommitted entry: the key's latest state, which conditional writes are decided on. */
+  private readonly latestByKey = new Map<string, LogRecord>();
 
   constructor(
     private committed: number,
@@ -78,9 +81,17 @@ export class LeaderLog {
     if (this.records.length + fresh.length > this.limits.queueEntriesMax || this.bytesQueued + bytes > this.limits.queueBytesMax) {
       throw new KvError('replication_queue_full', 'replication queue is full; nothing was applied, retry later');
     }
-    for (const r of fresh) this.records.push(r);
+    for (const r of fresh) {
+      this.records.push(r);
+      this.latestByKey.set(r.entry.key, r);
+    }
     this.bytesQueued += bytes;
     return first;
+  }
+
+  /** The key's last entry not committed yet, if it has one. */
+  latest(key: string): LogRecord | undefined {
+    return this.latestByKey.get(key);
   }
 
   /** The contiguous run of entries starting at `fromSeq`, within the batch limits. */
@@ -107,7 +118,10 @@ export class LeaderLog {
   commitThrough(seq: number): void {
     if (seq > this.lastSeq) throw new Error(`log invariant: commit ${seq} beyond last ${this.lastSeq}`);
     if (seq <= this.committed) return;
-    for (const r of this.records.splice(0, seq - this.committed)) this.bytesQueued -= r.bytes;
+    for (const r of this.records.splice(0, seq - this.committed)) {
+      this.bytesQueued -= r.bytes;
+      if (this.latestByKey.get(r.entry.key) === r) this.latestByKey.delete(r.entry.key);
+    }
     this.committed = seq;
   }
 }

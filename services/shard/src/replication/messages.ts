@@ -15,7 +15,7 @@ export const digestSchema = z.string().regex(new RegExp(`^[0-9a-f]{${DIGEST_HEX_
  * heartbeats (an empty batch), so the follower learns the leader's log bounds on every contact.
  */
 /**
- * A replicated entry: `{seq, op: "put", key, value}` or `{seq, op: "del", key}`, seq a positive
+ * A replicated entry: `{seq, op: "put", key, value[, exp]}` or `{seq, op: "del", key}`, seq a positive
  * integer, key a non-empty string, exactly those fields (what the follower logs is then what the
  * leader sequenced). A plain check rather than zod: a follower validates every entry of every
  * message and every line of a log tail, and zod's per-element cost showed in its profile.
@@ -25,11 +25,11 @@ export function isEntry(v: unknown): v is Entry {
   const e = v as Record<string, unknown>;
   if (!Number.isSafeInteger(e['seq']) || (e['seq'] as number) < 1 || typeof e['key'] !== 'string' || e['key'] === '') return false;
   const fields = Object.keys(e).length;
-  if (e['op'] === 'put') return typeof e['value'] === 'string' && fields === 4;
+  if (e['op'] === 'put') return typeof e['value'] === 'string' && (e['exp'] === undefined ? fields === 4 : Number.isSafeInteger(e['exp']) && fields === 5);
   return e['op'] === 'del' && fields === 3;
 }
 
-const entriesField = z.custom<Entry[]>((v) => Array.isArray(v) && v.every(isEntry), 'entries must be [{seq, op: "put", key, value} | {seq, op: "del", key}, ...]');
+const entriesField = z.custom<Entry[]>((v) => Array.isArray(v) && v.every(isEntry), 'entries must be [{seq, op: "put", key, value, exp?} | {seq, op: "del", key}, ...]');
 
 export const replicateRequestSchema = z.object({
   /** The shard the sender leads: a follower refuses another shard's history (a config mix-up). */

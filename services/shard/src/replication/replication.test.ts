@@ -9,6 +9,7 @@ import { Leader, type LeaderEvents, type LeaderOptions, type LeaderStart } from 
 import type { LogRecord } from './log';
 import { PeerNotReadyError, replicateRequestSchema, type PeerTransport, type ReplicateReply } from './messages';
 import { installTransfer, transferLines } from './transfer';
+import { valueOf } from '../stored';
 
 /**
  * Leader and follower wired in-process through a link whose faults the test controls: no
@@ -191,7 +192,7 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     const results = await Promise.all(ops);
     expect(results.map((r) => r.seq).sort((a, b) => a - b)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
     expect(converged(p)).toBe(true);
-    for (const k of ['hot0', 'hot1', 'hot2']) expect(p.followerStore.get(k)).toBe(p.leaderStore.get(k));
+    for (const k of ['hot0', 'hot1', 'hot2']) expect(valueOf(p.followerStore.get(k))).toBe(valueOf(p.leaderStore.get(k)));
   });
 
   test('a write is visible on the leader only once the follower has it', async () => {
@@ -199,27 +200,27 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     p.toFollower.mode = 'hang';
     const pending = p.leader.write({ op: 'put', key: 'k', value: 'v' }).catch((e: unknown) => e);
     await sleep(50);
-    expect(p.leader.get('k')).toBeUndefined();
-    expect(p.followerStore.get('k')).toBeUndefined();
+    expect(valueOf(p.leader.get('k'))).toBeUndefined();
+    expect(valueOf(p.followerStore.get('k'))).toBeUndefined();
     const err = await pending;
     expect(isKvError(err, 'replication_timeout')).toBe(true);
     // The leader persisted it in parallel with the follower; unacknowledged, it stays invisible.
-    await until(() => p.leaderStore.get('k') === 'v');
-    expect(p.leader.get('k')).toBeUndefined();
+    await until(() => valueOf(p.leaderStore.get('k')) === 'v');
+    expect(valueOf(p.leader.get('k'))).toBeUndefined();
   });
 
   test('a leader whose follower stops acknowledging serves no reads once its read lease is over, and serves again when it answers', async () => {
     // Property: in sync mode, reads need a recent acknowledgement (the follower could have been promoted meanwhile).
     await newPair({ readLeaseMs: 100 });
     await p.leader.write({ op: 'put', key: 'k', value: 'v' });
-    expect(p.leader.get('k')).toBe('v');
+    expect(valueOf(p.leader.get('k'))).toBe('v');
     p.toFollower.mode = 'hang';
     await sleep(150);
-    expect(() => p.leader.get('k')).toThrow(expect.objectContaining({ code: 'not_ready' }));
+    expect(() => valueOf(p.leader.get('k'))).toThrow(expect.objectContaining({ code: 'not_ready' }));
     p.toFollower.mode = 'up';
     await until(() => {
       try {
-        return p.leader.get('k') === 'v';
+        return valueOf(p.leader.get('k')) === 'v';
       } catch {
         return false;
       }
@@ -250,7 +251,7 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     p.toFollower.mode = 'hang';
     await expect(p.leader.write({ op: 'put', key: 'late', value: 'v' })).rejects.toMatchObject({ code: 'replication_timeout', status: 504 });
     p.toFollower.mode = 'up';
-    await until(() => p.leader.get('late') === 'v' && converged(p));
+    await until(() => valueOf(p.leader.get('late')) === 'v' && converged(p));
   });
 
   test('a lost acknowledgement is resent and the follower ignores the duplicate', async () => {
@@ -258,10 +259,10 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     await p.leader.write({ op: 'put', key: 'a', value: '1' });
     p.toFollower.mode = 'lose-reply';
     await expect(p.leader.write({ op: 'put', key: 'b', value: '2' })).rejects.toMatchObject({ code: 'replication_timeout' });
-    expect(p.followerStore.get('b')).toBe('2');
+    expect(valueOf(p.followerStore.get('b'))).toBe('2');
     p.toFollower.mode = 'up';
     // The leader persisted b at once; it becomes visible only when the resend is acknowledged.
-    await until(() => p.leader.get('b') === '2');
+    await until(() => valueOf(p.leader.get('b')) === '2');
     expect(converged(p)).toBe(true);
   });
 
@@ -276,7 +277,7 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     expect(p.follower.status.lastCatchUp).toMatchObject({ kind: 'tail', seq: 100, items: 100 });
     expect(converged(p)).toBe(true);
     expect(p.follower.status.state).toBe('in_sync');
-    expect(p.followerStore.get('k42')).toBe('v42');
+    expect(valueOf(p.followerStore.get('k42'))).toBe('v42');
   });
 
   test('a follower behind the window gets a full state transfer in several chunks, then the live log', async () => {
@@ -290,8 +291,8 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     // 1200 pairs of ~220 bytes: far more than one 64 KiB transfer chunk or one apply group.
     expect(p.follower.status.lastCatchUp).toMatchObject({ kind: 'full', seq: 1200, items: 1200 });
     expect(converged(p)).toBe(true);
-    expect(p.followerStore.get('c9-119')).toBe(big(119));
-    expect(p.followerStore.get('c3-7')).toBeUndefined();
+    expect(valueOf(p.followerStore.get('c9-119'))).toBe(big(119));
+    expect(valueOf(p.followerStore.get('c3-7'))).toBeUndefined();
   });
 
   test('refuses writes while the follower is catching up', async () => {
@@ -301,7 +302,7 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     await p.restartFollower(await fresh());
     await until(() => p.leader.follower.catchingUp);
     await expect(p.leader.write({ op: 'put', key: 'k2', value: 'v' })).rejects.toMatchObject({ code: 'no_replica' });
-    expect(() => p.follower.get('k')).toThrow(/catching_up/);
+    expect(() => valueOf(p.follower.get('k'))).toThrow(/catching_up/);
     p.toLeader.mode = 'up';
     await until(() => !p.leader.follower.catchingUp);
     await p.leader.write({ op: 'put', key: 'k2', value: 'v' });
@@ -330,14 +331,14 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     await expect(p.leader.write({ op: 'put', key: 'refused', value: 'v' })).rejects.toMatchObject({ code: 'storage_unavailable', status: 503 });
     expect(p.followerStore.seq).toBe(23);
     expect(p.leaderStore.seq).toBe(20);
-    expect(p.leader.get('late21')).toBeUndefined();
+    expect(valueOf(p.leader.get('late21'))).toBeUndefined();
     // The leader restarts over the same (working) store: it is behind its follower, so it first
     // replays the follower's log tail, and only then serves.
     await p.restartLeader(failing.inner);
-    expect(() => p.leader.get('k1')).toThrow(/recovering/);
+    expect(() => valueOf(p.leader.get('k1'))).toThrow(/recovering/);
     // Serving, and acknowledged by its follower once: only then may it serve reads (the read lease).
     await until(() => p.leader.serving && p.leader.follower.reachable);
-    expect(p.leader.get('late23')).toBe('v');
+    expect(valueOf(p.leader.get('late23'))).toBe('v');
     await p.leader.write({ op: 'put', key: 'next', value: 'v' });
     expect(converged(p)).toBe(true);
     expect(p.leaderStore.seq).toBe(24);
@@ -352,7 +353,7 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     await expect(p.leader.write({ op: 'put', key: 'a', value: '1' })).rejects.toMatchObject({ code: 'replication_timeout' });
     failing.fail = false;
     await until(() => p.leader.status.storageError === null);
-    expect(p.leader.get('a')).toBe('1');
+    expect(valueOf(p.leader.get('a'))).toBe('1');
     await p.leader.write({ op: 'put', key: 'b', value: '2' });
     expect(converged(p)).toBe(true);
   });
@@ -362,10 +363,10 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     p = await pair(await fresh(), failing.store);
     failing.fail = true;
     await expect(p.leader.write({ op: 'put', key: 'a', value: '1' })).rejects.toMatchObject({ code: 'replication_timeout' });
-    expect(p.leader.get('a')).toBeUndefined();
+    expect(valueOf(p.leader.get('a'))).toBeUndefined();
     await expect(p.leader.write({ op: 'put', key: 'b', value: '1' })).rejects.toMatchObject({ code: 'no_replica' });
     failing.fail = false;
-    await until(() => p.leader.get('a') === '1' && converged(p));
+    await until(() => valueOf(p.leader.get('a')) === '1' && converged(p));
   });
 
   test("a follower refuses another shard's replication and transfers", async () => {
@@ -386,7 +387,7 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     await until(() => p.leader.follower.diverged);
     await expect(p.leader.write({ op: 'put', key: 'k', value: 'v' })).rejects.toMatchObject({ code: 'no_replica' });
     await until(() => !p.leader.follower.diverged && converged(p));
-    expect(p.followerStore.get('rogue')).toBeUndefined();
+    expect(valueOf(p.followerStore.get('rogue'))).toBeUndefined();
     expect(p.follower.status.lastCatchUp).toMatchObject({ kind: 'full', seq: 3 });
     await p.leader.write({ op: 'put', key: 'k', value: 'v' });
     expect(converged(p)).toBe(true);
@@ -399,8 +400,8 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     await leaderStore.apply([record(1, 'x'), record(2, 'mine')]);
     p = await pair(leaderStore, followerStore);
     await until(() => converged(p) && !p.leader.follower.diverged);
-    expect(p.followerStore.get('other')).toBeUndefined();
-    expect(p.followerStore.get('mine')).toBe('x');
+    expect(valueOf(p.followerStore.get('other'))).toBeUndefined();
+    expect(valueOf(p.followerStore.get('mine'))).toBe('x');
   });
 
   test('a follower whose history differs below the leader window never counts as in sync: a failed tail is followed by a full transfer', async () => {
@@ -411,7 +412,7 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     p = await pair(leaderStore, followerStore);
     await until(() => converged(p) && p.follower.readable && !p.leader.follower.catchingUp && !p.leader.follower.diverged);
     expect(p.follower.status.lastCatchUp).toMatchObject({ kind: 'full', seq: 10 });
-    expect(p.followerStore.get('k1')).toBe('L');
+    expect(valueOf(p.followerStore.get('k1'))).toBe('L');
     await p.leader.write({ op: 'put', key: 'new', value: 'v' });
     expect(converged(p)).toBe(true);
   });
@@ -425,7 +426,7 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     const leaderStore = await fresh();
     await leaderStore.apply([record(1, 'a'), record(2, 'b')]);
     const caughtUp: boolean[] = [];
-    const events: LeaderEvents = { followerLost: () => {}, fenced: () => {}, followerCaughtUp: () => caughtUp.push(p.followerStore.get('old3') === undefined) };
+    const events: LeaderEvents = { followerLost: () => {}, fenced: () => {}, followerCaughtUp: () => caughtUp.push(valueOf(p.followerStore.get('old3')) === undefined) };
     p = await pair(leaderStore, followerStore, {}, false, { epoch: 2, mode: 'alone', reconcile: false }, events);
     await until(() => p.leader.serving);
     // Never a quiet moment at which both would sit at the same seq.
@@ -435,7 +436,7 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     })();
     await writer;
     await until(() => converged(p) && p.leader.commitMode === 'sync' && !p.leader.follower.catchingUp);
-    expect(p.followerStore.get('old3')).toBeUndefined();
+    expect(valueOf(p.followerStore.get('old3'))).toBeUndefined();
     // Counted as caught up (promotable) only ever without the stray entries.
     expect(caughtUp.length).toBeGreaterThan(0);
     expect(caughtUp.every((clean) => clean)).toBe(true);
@@ -457,11 +458,11 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     await until(() => follower.readable);
     // It took the leader's state (seq 2) and holds nothing of the old term.
     expect(followerStore.seq).toBe(2);
-    expect(followerStore.get('old3')).toBeUndefined();
+    expect(valueOf(followerStore.get('old3'))).toBeUndefined();
     expect(followerStore.term).toBe('term-2');
     const again = await follower.onReplicate(req);
     expect(again).toMatchObject({ seq: 6, catchingUp: false });
-    expect(followerStore.get('new6')).toBe('x');
+    expect(valueOf(followerStore.get('new6'))).toBe('x');
     await follower.stop();
   });
 
@@ -473,7 +474,7 @@ describe.each([engine('memory'), engine('lmdb')])('leader and follower ($name st
     p = await pair(leaderStore, followerStore, {}, false);
     await until(() => p.leader.status.recoveryError !== null);
     expect(p.leader.serving).toBe(false);
-    expect(() => p.leader.get('a')).toThrow(/recovering/);
+    expect(() => valueOf(p.leader.get('a'))).toThrow(/recovering/);
   });
 
   test('stop() waits for an in-flight catch-up: nothing writes to the store afterwards', async () => {
@@ -521,7 +522,7 @@ describe('restarts with the same disk (lmdb)', () => {
     await until(() => p.leader.follower.reachable && !p.leader.follower.catchingUp);
     await p.leader.write({ op: 'put', key: 'final', value: 'x' });
     expect(converged(p)).toBe(true);
-    expect(p.followerStore.get('late99')).toBe('v99');
+    expect(valueOf(p.followerStore.get('late99'))).toBe('v99');
     return p;
   }
 
@@ -545,7 +546,7 @@ describe('restarts with the same disk (lmdb)', () => {
     expect(reopened.seq).toBe(50);
     await p.restartLeader(reopened);
     await until(() => p.leader.serving && p.leader.follower.reachable);
-    expect(p.leader.get('k49')).toBe('v49');
+    expect(valueOf(p.leader.get('k49'))).toBe('v49');
     await p.leader.write({ op: 'put', key: 'more', value: 'v' });
     expect(converged(p)).toBe(true);
   });
@@ -610,7 +611,7 @@ describe('start-up grace for a follower that has not answered yet', () => {
       w.link.mode = 'up';
       await until(() => w.leader.serving && w.leader.follower.reachable);
       await w.leader.write({ op: 'put', key: 'k', value: 'v' });
-      expect(w.followerStore.get('k')).toBe('v');
+      expect(valueOf(w.followerStore.get('k'))).toBe('v');
       expect(w.lost).toEqual([]);
     } finally {
       await w.leader.stop();

@@ -2,8 +2,10 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { runScript, type Command } from './datadriven';
 import { decideReplicate, type FollowerFacts, type FollowerState } from './follower-core';
-import { LeaderCore, type CommitMode, type LeaderEffect, type LeaderEvent } from './leader-core';
-import type { Entry, Op } from './log';
+import { LeaderCore, type CommandResult, type CommitMode, type LeaderEffect, type LeaderEvent } from './leader-core';
+import { storedOf } from '../stored';
+import type { Command as Cmd } from './commands';
+import type { Entry } from './log';
 import type { ReplicateRequest } from './messages';
 
 /**
@@ -13,7 +15,11 @@ import type { ReplicateRequest } from './messages';
  * Leader commands:
  *   start [epoch=1] [mode=sync] [seq=0] [digest=d0] [inflight=1] [batch=100] [queue=100] [timeout=1000] [heartbeat=100] [backoff=50] [lease=1000]
  *   time <ms>                         set the clock (monotonic)
- *   write id=N k=v k2=v2 -k3          puts (k=v) and deletes (-k), sequenced together
+ *   write id=N k=v k2=v2 -k3          puts (k=v) and deletes (-k), sequenced together; also
+ *                                     incr:k=N (add N), k@V=v / -k@V (only at version V), new:k=v
+ *                                     (only if absent), ttlT:k=v (expires T ms after now),
+ *                                     ~k@V (the expiry sweep's delete of version V); idem=K gives
+ *                                     every command of the write the Idempotency-Key K
  *   flush | tick | stop
  *   reply msg=N seq=S [digest=D] [gap] [catchingUp] [local=S:D]   the follower's answer to message N
  *   fail msg=N [stale] [err=text]     message N failed (stale: refused with stale_epoch)
@@ -34,6 +40,8 @@ class LeaderScript {
   /** The pending persist effect's last seq and size, so `persisted` can answer it. */
   private persisting: { throughSeq: number; count: number } | undefined;
   private follower: FollowerFacts = { state: 'waiting', seq: 0, term: undefined, digest: () => 'd0' };
+  /** The leader's store as the persist effects leave it: what the core decides on once the log is committed. */
+  private readonly store = new Map<string, string>();
 
   run(cmd: Command): string {
     if (cmd.name === 'start') return this.start(cmd);
@@ -64,6 +72,7 @@ class LeaderScript {
         limits: { queueEntriesMax: n('queue', 100), queueBytesMax: 1 << 20, batchEntriesMax: n('batch', 100), batchBytesMax: 1 << 20 },
       },
       { epoch: n('epoch', 1), mode: (cmd.args.get('mode') ?? 'sync') as CommitMode, term: { term: 't1', seq, digest: cmd.args.get('digest') ?? 'd0' } },
+      (k) => this.store.get(k),
     );
     return 'ok';
   }
@@ -72,7 +81,7 @@ class LeaderScript {
     const nowMs = this.nowMs;
     const a = cmd.args;
     switch (cmd.name) {
-      case 'write': return { type: 'write', id: Number(a.get('id')), ops: ops(cmd), nowMs };
+      case 'write': return { type: 'write', id: Number(a.get('id')), commands: commands(cmd), nowMs, wallMs: nowMs };
       case 'flush': return { type: 'flush', nowMs };
       case 'tick': return { type: 'tick', nowMs };
       case 'stop': return { type: 'stop', nowMs };
@@ -118,10 +127,14 @@ class LeaderScript {
       case 'persist': {
         const through = e.records[e.records.length - 1]!.entry.seq;
         this.persisting = { throughSeq: through, count: e.records.length };
+        for (const { entry } of e.records) {
+          if (entry.op === 'put') this.store.set(entry.key, storedOf(entry));
+          else this.store.delete(entry.key);
+        }
         return `persist ${range(e.records[0]!.entry.seq, through)}`;
       }
       case 'committed': return `committed ${range(e.records[0]!.entry.seq, e.records[e.records.length - 1]!.entry.seq)}`;
-      case 'answer': return `answer id=${e.id} ${e.results.map((r) => `${r.seq}${r.existed ? '(existed)' : ''}`).join(',')}`;
+      case 'answer': return `answer id=${e.id} ${e.results.map(result).join(',')}`;
       case 'fail': return `fail id=${e.id} ${e.code}`;
       case 'report': return `report ${e.event} epoch=${e.epoch}`;
       case 'log': return `log ${e.level}: ${e.msg}`;
@@ -144,11 +157,35 @@ class LeaderScript {
   }
 }
 
-function ops(cmd: Command): Op[] {
-  const out: Op[] = [];
-  for (const [key, value] of cmd.args) if (key !== 'id') out.push({ op: 'put', key, value });
-  for (const w of cmd.words) if (w.startsWith('-')) out.push({ op: 'del', key: w.slice(1) });
-  return out;
+function commands(cmd: Command): Cmd[] {
+  const out: Cmd[] = [];
+  for (const [name, value] of cmd.args) {
+    if (name === 'id' || name === 'idem') continue;
+    const [prefix, key] = name.includes(':') ? name.split(':') as [string, string] : ['', name];
+    const [k, at] = key.split('@') as [string, string | undefined];
+    if (prefix === 'incr') out.push({ op: 'incr', key: k, by: Number(value) });
+    else if (prefix === 'new') out.push({ op: 'put', key: k, value, ifAbsent: true });
+    else if (prefix.startsWith('ttl')) out.push({ op: 'put', key: k, value, ttlMs: Number(prefix.slice(3)) });
+    else out.push(at === undefined ? { op: 'put', key: k, value } : { op: 'put', key: k, value, ifVersion: Number(at) });
+  }
+  for (const w of cmd.words) {
+    if (w.startsWith('~')) {
+      const [k, at] = w.slice(1).split('@') as [string, string];
+      out.push({ op: 'del', key: k, expiredVersion: Number(at) });
+      continue;
+    }
+    if (!w.startsWith('-')) continue;
+    const [k, at] = w.slice(1).split('@') as [string, string | undefined];
+    out.push(at === undefined ? { op: 'del', key: k } : { op: 'del', key: k, ifVersion: Number(at) });
+  }
+  const idem = cmd.args.get('idem');
+  return idem === undefined ? out : out.map((c) => ({ ...c, idem }));
+}
+
+/** `seq`, `seq(existed)`, `seq=value` for an increment, or the refusal with the version it found. */
+function result(r: CommandResult): string {
+  if ('refused' in r) return `refused:${r.refused.code}${'version' in r.refused.details ? `(version=${String(r.refused.details['version'])})` : ''}`;
+  return `${r.seq}${r.existed ? '(existed)' : ''}${r.value === undefined ? '' : `=${r.value}`}`;
 }
 
 function request(cmd: Command): ReplicateRequest {

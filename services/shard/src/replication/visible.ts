@@ -1,7 +1,8 @@
+import { storedOf } from '../stored';
 import type { LogRecord } from './log';
 
 interface Pending {
-  /** The key's value as of the last committed entry (undefined: absent). */
+  /** The key's stored value (stored.ts) as of the last committed entry (undefined: absent). */
   value: string | undefined;
   /** Entries for the key persisted here and not committed yet. */
   count: number;
@@ -31,7 +32,7 @@ export class CommittedReads {
     for (const { entry } of records) {
       const p = this.pending.get(entry.key);
       if (p === undefined) throw new Error(`visibility invariant: entry ${entry.seq} committed before it was persisted`);
-      p.value = entry.op === 'put' ? entry.value : undefined;
+      p.value = entry.op === 'put' ? storedOf(entry) : undefined;
       p.count -= 1;
       if (p.count === 0) this.pending.delete(entry.key);
     }
