@@ -167,6 +167,15 @@ test('an indeterminate write is sent again with the same Idempotency-Key, at mos
   expect(a.idems[3]).not.toBe(a.idems[0]);
 });
 
+test('a resend refused definitely after an attempt without an answer is still indeterminate: the first may commit', async () => {
+  const c = client();
+  let n = 0;
+  a.handler = () => ((n += 1) === 1 ? error(504, 'replication_timeout') : error(503, 'no_replica'));
+  const err = (await c.incr(keyIn('low')).catch((e: unknown) => e)) as KvClientError;
+  expect({ code: err.code, outcome: err.outcome }).toEqual({ code: 'replication_timeout', outcome: 'indeterminate' });
+  expect(a.seen).toEqual(['POST /incr', 'POST /incr', 'POST /incr']);
+});
+
 test('a wave of refusals on one map costs one map fetch', async () => {
   const c = client();
   await c.get(keyIn('high'));

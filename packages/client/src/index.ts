@@ -187,11 +187,17 @@ export class KvClient {
    */
   private async write(key: string, method: Method, path: string, body?: unknown): Promise<unknown> {
     const extra = { [IDEMPOTENCY_HEADER]: randomUUID() };
+    let unknown: KvClientError | undefined;
     for (let attempt = 0; ; attempt += 1) {
       try {
         return await this.keyCall(key, method, path, body, [], extra);
       } catch (err) {
-        if (!(err instanceof KvClientError) || err.outcome !== 'indeterminate' || attempt >= (this.opts.writeRetries ?? 2)) throw err;
+        if (!(err instanceof KvClientError)) throw err;
+        // Once an attempt's outcome was unknown, a later attempt's definite failure says nothing
+        // about it: that attempt may still commit (on a leader that goes on alone). The call
+        // stays indeterminate, and is resent while retries last.
+        if (err.outcome === 'indeterminate') unknown = err;
+        if (unknown === undefined || attempt >= (this.opts.writeRetries ?? 2)) throw unknown === undefined ? err : stillUnknown(unknown, err);
         await new Promise((r) => setTimeout(r, WRITE_RETRY_BACKOFF_MS * 2 ** attempt));
       }
     }
@@ -229,6 +235,12 @@ export class KvClient {
     }
     return decodeAnswer(res.statusCode, await res.body.text(), absent, header(res.headers['retry-after']));
   }
+}
+
+/** The last answer, as an indeterminate failure: an earlier attempt's outcome was never learned. */
+function stillUnknown(first: KvClientError, last: KvClientError): KvClientError {
+  if (last.outcome === 'indeterminate') return last;
+  return new KvClientError(`${last.message} (an earlier attempt got no answer: ${first.message}; it may still be applied)`, last.status, first.code, 'indeterminate', last.details);
 }
 
 export interface PutOptions {
