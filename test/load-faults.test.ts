@@ -84,12 +84,13 @@ describe('bulk load through faults', () => {
       const r = await run.exited;
       expect(r.stdout).toMatch(/^loaded \d+ keys, skipped 0 malformed line\(s\), failed \d+/);
       expect(cluster.process(follower.name).restarts).toBeGreaterThan(restartsBefore); // the fault happened
+      // Reads wait for the shard to be whole again: a failover's new leader serves none until its follower confirms the term.
+      await waitFor('shard-0 in sync again', cluster, () => shardsInSync(cluster, [0]), 30_000);
       const outcomes = await checkOutcomes('kf', failedFile, r.stderr);
       expect(r.code).toBe(outcomes.failedDefinite + outcomes.indeterminate > 0 ? 1 : 0);
     } finally {
       if (run.running()) run.child.kill('SIGKILL');
     }
-    await waitFor('shard-0 in sync again', cluster, () => shardsInSync(cluster, [0]), 30_000);
   }, 120_000);
 
   test('a leader paused until it is replaced mid-load: every entry reported loaded is there, none reported definitely failed is', async () => {
@@ -107,6 +108,7 @@ describe('bulk load through faults', () => {
       }
       const r = await run.exited;
       expect(r.stdout).toMatch(/^loaded \d+ keys, skipped 0 malformed line\(s\), failed \d+/);
+      await waitFor('shard-1 in sync again', cluster, () => shardsInSync(cluster, [1]), 30_000);
       const outcomes = await checkOutcomes('lp', failedFile, r.stderr);
       expect(r.code).toBe(outcomes.failedDefinite + outcomes.indeterminate > 0 ? 1 : 0);
     } finally {
@@ -114,6 +116,5 @@ describe('bulk load through faults', () => {
       if (run.running()) run.child.kill('SIGKILL');
     }
     expect((await shardView(cluster, cluster.shards[1]!.id)).epoch).toBeGreaterThan(before.epoch);
-    await waitFor('shard-1 in sync again', cluster, () => shardsInSync(cluster, [1]), 30_000);
   }, 120_000);
 });

@@ -82,7 +82,11 @@ export interface NemesisOptions {
   finalQuietMs: number;
   /** Stop after this many faults (undefined: as many as fit in the run). */
   maxFaults?: number;
-  /** The first faults cover every kind x role combination once (in random order), then random. */
+  /**
+   * The first faults cover every kind x role combination once (in random order), then random.
+   * The run goes on past durationMs until the cover is done and finalQuietMs has passed (a slow
+   * machine recovers slowly), at most COVER_OVERTIME_FACTOR times durationMs in all.
+   */
   coverFirst: boolean;
 }
 
@@ -143,6 +147,9 @@ export type ChaosInput = Partial<Omit<ChaosOptions, 'nemesis' | 'clusterOptions'
   clusterOptions?: Partial<ChaosClusterOptions>;
   mix?: Partial<OperationMix>;
 };
+
+/** A run whose cover of faults is not done at durationMs may go on to this multiple of it. */
+export const COVER_OVERTIME_FACTOR = 2;
 
 export const DEFAULT_NEMESIS: NemesisOptions = {
   enabled: true,
@@ -425,7 +432,10 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
   if (opts.signal?.aborted) stopRun.abort();
   const t0 = performance.now();
   const now = () => performance.now() - t0;
-  const timer = setTimeout(() => stopRun.abort(), opts.durationMs);
+  // With a cover of faults still to do at durationMs, the nemesis ends the run once it is done (bounded).
+  let coverPending = opts.nemesis.enabled && opts.nemesis.coverFirst && opts.scenario === undefined;
+  const timer = setTimeout(() => coverPending || stopRun.abort(), opts.durationMs);
+  const hardStop = setTimeout(() => stopRun.abort(), opts.durationMs * COVER_OVERTIME_FACTOR);
 
   // Key slots: `keys` keys in use at any time; a slot moves to a fresh key after maxOpsPerKey.
   const slots = Array.from({ length: opts.keys }, () => ({ gen: 0, ops: 0 }));
@@ -509,6 +519,14 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
     }
   };
 
+  /** The cover is done: a run already past durationMs ends after the quiet time. */
+  const endOfCover = async () => {
+    coverPending = false;
+    if (now() + opts.nemesis.finalQuietMs <= opts.durationMs) return;
+    await sleep(opts.nemesis.finalQuietMs, stopRun.signal);
+    stopRun.abort();
+  };
+
   // The shards the random nemesis faults: those the run started with (resharding adds and removes others meanwhile).
   const faultable = [...cluster.shards];
   const nemesis = async () => {
@@ -521,7 +539,7 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
     try {
       await sleep(n.startDelayMs, stopRun.signal);
       while (!stopRun.signal.aborted && faults.length < (n.maxFaults ?? Number.POSITIVE_INFINITY)) {
-        if (now() + n.pauseMaxMs + n.finalQuietMs > opts.durationMs) break;
+        if (cover.length === 0 && now() + n.pauseMaxMs + n.finalQuietMs > opts.durationMs) break;
         const { kind, role } = cover.shift() ?? combos[Math.floor(random() * combos.length)]!;
         const shard = faultable[Math.floor(random() * faultable.length)]!;
         const { node, roleSource } = await nodeWithRole(shard, role, n.roleProbeTimeoutMs);
@@ -554,10 +572,12 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
           faults.push({ kind, node: node.name, shard: shard.id, role, roleSource, startMs, endMs, outageMs: 0, recovered: false, firstWriteOkMs: null });
         }
         await sleep(n.settleMs, stopRun.signal);
+        if (coverPending && cover.length === 0) await endOfCover();
       }
     } catch (err) {
       nemesisErrors.push(`nemesis failed: ${String(err)}`);
     } finally {
+      if (coverPending) await endOfCover();
       if (paused !== undefined) {
         try {
           cluster.process(paused).signal('SIGCONT');
@@ -577,6 +597,7 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
     await Promise.all([clientsDone, nemesis(), beside()]);
   } finally {
     clearTimeout(timer);
+    clearTimeout(hardStop);
     stopRun.abort(); // whatever happened, no client or fault outlives the run
     opts.signal?.removeEventListener('abort', onAbort);
     await Promise.all(pools.map((p) => p.close().catch(() => {})));

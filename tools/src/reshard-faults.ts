@@ -1,5 +1,5 @@
 import { KvClient } from '@shardkv/client';
-import { migrationEnded, ownersOf, type ClusterMap, type MigrationStarted } from '@shardkv/common';
+import { migrationEnded, ownersOf, SLOT_COUNT, slotOf, type ClusterMap, type MigrationStarted } from '@shardkv/common';
 import { request } from 'undici';
 import type { ScenarioContext, ScenarioFault } from './chaos';
 import type { Cluster, ClusterShard } from './cluster';
@@ -176,4 +176,33 @@ export async function reshardLoop(cluster: Cluster, ctx: ScenarioContext, settle
     if (ctx.signal.aborted) return;
     ctx.record(await removeOnline(cluster, added.figures!['shard'] as string, ctx));
   }
+}
+
+/** A key a shard's leader holds although the map gives its slot to another shard: what a migration left behind. */
+export interface StrayKey {
+  key: string;
+  heldBy: string;
+  owner: string;
+}
+
+/**
+ * Every key held by a shard that does not own its slot, by exporting every slot from each
+ * leader. After a migration has ended there must be none: a stray key is storage no one serves,
+ * and a value that would come back stale if its slot moved there again without a purge.
+ */
+export async function strayKeys(routerUrl: string, token: string): Promise<StrayKey[]> {
+  const map = (await (await request(`${routerUrl}/cluster/map`)).body.json()) as ClusterMap;
+  const owners = ownersOf(map.slots!);
+  const stray: StrayKey[] = [];
+  for (const s of map.shards) {
+    const res = await request(`${s.leader}/internal/export`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify({ slots: [[0, SLOT_COUNT]], fromSeq: 0 }) });
+    const lines = (await res.body.text()).split('\n').filter((l) => l !== '');
+    if (res.statusCode !== 200 || !/"end":true/.test(lines[lines.length - 1] ?? '')) throw new Error(`export from ${s.leader}: HTTP ${res.statusCode}, incomplete`);
+    for (const line of lines.slice(1, -1)) {
+      const [key] = JSON.parse(line) as [string];
+      const owner = owners[slotOf(key)]!;
+      if (owner !== s.id) stray.push({ key, heldBy: s.id, owner });
+    }
+  }
+  return stray;
 }
