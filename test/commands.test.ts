@@ -104,6 +104,36 @@ describe('versions and compare-and-set', () => {
   });
 });
 
+describe('conditions and idempotency in a batch', () => {
+  test('mput entries take ifVersion and ifAbsent, each checked on its own', async () => {
+    const v = (await put({ key: 'b-cas', value: 'a' })).body.version;
+    await put({ key: 'b-taken', value: 'x' });
+    const r = await http('POST', `${R}/mput`, { entries: [{ key: 'b-cas', value: 'b', ifVersion: v }, { key: 'b-taken', value: 'y', ifAbsent: true }, { key: 'b-new', value: 'z', ifAbsent: true }, { key: 'b-cas', value: 'c', ifVersion: v }] });
+    expect(r.status).toBe(200);
+    expect(r.body.results.map((e: { ok: boolean; error?: { code: string } }) => (e.ok ? 'ok' : e.error!.code))).toEqual(['ok', 'version_mismatch', 'ok', 'version_mismatch']);
+    // The second condition on b-cas saw the first entry's write: entries of a shard run in order.
+    expect(r.body.results[3].error.version).toBe(r.body.results[0].seq);
+    expect((await http('POST', `${R}/mget`, { keys: ['b-cas', 'b-taken', 'b-new'] })).body.results.map((e: { value: string }) => e.value)).toEqual(['b', 'x', 'z']);
+    const both = await http('POST', `${R}/mput`, { entries: [{ key: 'b-cas', value: 'd', ifVersion: 1, ifAbsent: true }] });
+    expect([both.status, both.body.error.code]).toEqual([400, 'invalid_body']);
+  });
+
+  test('an mput retried with its Idempotency-Key gets each entry\'s first answer and applies nothing again', async () => {
+    const entries = Array.from({ length: 30 }, (_, i) => ({ key: `b-idem-${i}`, value: `first-${i}` }));
+    const first = await http('POST', `${R}/mput`, { entries }, { 'idempotency-key': 'batch-1' });
+    expect(first.body.ok).toBe(30);
+    await put({ key: 'b-idem-7', value: 'later' });
+    const retry = await http('POST', `${R}/mput`, { entries }, { 'idempotency-key': 'batch-1' });
+    expect(retry.body.results.map((e: { seq: number }) => e.seq)).toEqual(first.body.results.map((e: { seq: number }) => e.seq));
+    expect((await get(R, 'b-idem-7')).body.value).toBe('later');
+    const dup = await http('POST', `${R}/mput`, { entries: [{ key: 'k', value: '1' }, { key: 'k', value: '2' }] }, { 'idempotency-key': 'batch-2' });
+    expect([dup.status, dup.body.error.code]).toEqual([400, 'bad_request']);
+    // Without a key, duplicates stay allowed: the later one wins.
+    expect((await http('POST', `${R}/mput`, { entries: [{ key: 'b-dup', value: '1' }, { key: 'b-dup', value: '2' }] })).body.ok).toBe(2);
+    expect((await get(R, 'b-dup')).body.value).toBe('2');
+  });
+});
+
 describe('expiry', () => {
   test('a key is not returned after it expires, on the leader or the follower, and its deletion is replicated', async () => {
     const p = await put({ key: 'ephemeral', value: 'x', ttlMs: 1500 });

@@ -190,4 +190,18 @@ describe('counters, versions and idempotency over gRPC', () => {
     expect(await grpc.incr('g-counter', 1, { idempotencyKey: 'g-1' })).toEqual(once);
     expect((await get(R, 'g-counter')).body.value).toBe('4');
   });
+
+  test('Delete with a version and MPut entries with a ttl and conditions, retried with an idempotency key', async () => {
+    const v = (await grpc.putWith({ key: 'g-del', value: 'a' })).version;
+    expect(await failure(grpc.delete('g-del', { ifVersion: v + 1000 }))).toMatchObject({ grpcCode: 'ABORTED', code: 'version_mismatch' });
+    expect(await grpc.delete('g-del', { ifVersion: v, idempotencyKey: 'g-del-1' })).toBe(true);
+    // Its retry gets the first answer (deleted), though the key is gone now.
+    expect(await grpc.delete('g-del', { ifVersion: v, idempotencyKey: 'g-del-1' })).toBe(true);
+    const entries = [{ key: 'g-m1', value: 'x', ttlMs: 60_000 }, { key: 'g-m2', value: 'y', ifAbsent: true }, { key: 'g-doc', value: 'z', ifAbsent: true }];
+    const first = await grpc.mput(entries, { idempotencyKey: 'g-batch' });
+    expect(first.results.map((r) => (r.ok ? 'ok' : r.error!.code))).toEqual(['ok', 'ok', 'version_mismatch']);
+    expect((await grpc.getEntry('g-m1')).ttlMs).toBeGreaterThan(0);
+    const again = await grpc.mput(entries, { idempotencyKey: 'g-batch' });
+    expect(again.results.map((r) => r.seq ?? r.error!.code)).toEqual(first.results.map((r) => r.seq ?? r.error!.code));
+  });
 });

@@ -7,7 +7,8 @@ import { KvError, type ErrorCode } from './errors';
  * The batch API: `POST /mput {"entries":[{"key","value"},...]}` and `POST /mget {"keys":[...]}`.
  * A batch is validated whole (any bad entry: 400, nothing applied); then each entry succeeds or
  * fails on its own, and the answer lists one result per entry, in order. Entries for one shard
- * are sequenced in the order given, so a later duplicate key wins.
+ * are sequenced in the order given, so a later duplicate key wins. An mput entry may carry a
+ * condition (`ifVersion`, `ifAbsent`), checked on its own like a single put's.
  */
 /** A batch body must also fit the usual body limit (2 MiB): a batch of large values is refused whole. */
 export const BATCH_ENTRIES_MAX = 1000;
@@ -17,6 +18,10 @@ export interface PutEntry {
   value: string;
   /** Expires this long after the leader applies it (see TTL_MS_MAX). */
   ttlMs?: number;
+  /** Written only if the key is at this version (else the entry fails with version_mismatch). */
+  ifVersion?: number;
+  /** Written only if the key is absent. */
+  ifAbsent?: true;
 }
 
 /**
@@ -47,7 +52,10 @@ const ttlMs = z.number().int().positive().max(TTL_MS_MAX, `ttlMs must be at most
 const version = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 const by = z.number().int().min(-Number.MAX_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER);
 
-const mputSchema = z.strictObject({ entries: z.array(z.strictObject({ key, value, ttlMs: ttlMs.optional() })).min(1).max(BATCH_ENTRIES_MAX) });
+const oneCondition = (o: { ifVersion?: number; ifAbsent?: true }) => o.ifVersion === undefined || o.ifAbsent === undefined;
+const ONE_CONDITION = 'ifVersion and ifAbsent exclude each other';
+const mputEntry = z.strictObject({ key, value, ttlMs: ttlMs.optional(), ifVersion: version.optional(), ifAbsent: z.literal(true, { error: 'ifAbsent must be true when given' }).optional() }).refine(oneCondition, ONE_CONDITION);
+const mputSchema = z.strictObject({ entries: z.array(mputEntry).min(1).max(BATCH_ENTRIES_MAX) });
 const mgetSchema = z.strictObject({ keys: z.array(key).min(1).max(BATCH_ENTRIES_MAX) });
 
 /**
@@ -63,7 +71,7 @@ export type WriteOp = (
 ) & { /** Idempotency-Key: applied once, a retry gets the first answer (idempotency.ts). */ idem?: string };
 
 const putOp = z.strictObject({ op: z.literal('put'), key, value, ttlMs: ttlMs.optional(), ifVersion: version.optional(), ifAbsent: z.literal(true).optional(), idem: idem.optional() })
-  .refine((o) => o.ifVersion === undefined || o.ifAbsent === undefined, 'ifVersion and ifAbsent exclude each other');
+  .refine(oneCondition, ONE_CONDITION);
 
 /**
  * Router -> leader: `POST /internal/write {"ops":[WriteOp, ...]}`, the batch the router coalesces

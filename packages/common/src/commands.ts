@@ -1,5 +1,5 @@
 import { parseIncrBody, parseKeyQuery, parsePutBody } from './api';
-import type { EntryFailure, EntryResult, WriteOp } from './batch';
+import { parseMputBody, type EntryFailure, type EntryResult, type WriteOp } from './batch';
 import { ERRORS, KvError, type ErrorCode } from './errors';
 import { IDEMPOTENCY_HEADER, parseIdempotencyKey } from './idempotency';
 
@@ -56,6 +56,21 @@ export function deleteOp(querystring: string, header: HeaderReader): WriteOp {
   const { ifAbsent, ...condition } = conditionOf(header, ifVersion);
   if (ifAbsent === true) throw new KvError('bad_request', 'If-None-Match: * makes no sense on a delete');
   return { op: 'del', key, ...condition, ...idemOf(header) };
+}
+
+/**
+ * `POST /mput`: its entries as puts, each with its own condition. With an Idempotency-Key every
+ * entry is applied once: the record of an applied key names the entry's key (idempotency.ts), so
+ * a retry finds each entry's first answer however the entries were split over shards, and each
+ * key may appear only once.
+ */
+export function mputOps(body: unknown, header: HeaderReader): WriteOp[] {
+  const entries = parseMputBody(body);
+  const idem = idemOf(header);
+  if (idem.idem !== undefined && new Set(entries.map((e) => e.key)).size !== entries.length) {
+    throw new KvError('bad_request', 'an mput with an Idempotency-Key must name each key once (the key is recorded per entry)');
+  }
+  return entries.map((e): WriteOp => ({ op: 'put', ...e, ...idem }));
 }
 
 export function incrOp(body: unknown, header: HeaderReader): WriteOp {

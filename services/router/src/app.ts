@@ -64,7 +64,7 @@ function addPublicRoutes(router: Router, deps: RouterAppDeps): void {
 
   const limit = dataRouteLimit(deps.rateLimit);
   router.post('/mput', limit('mput'), requireJson, jsonBody(), async (ctx) => {
-    ctx.body = await ops.mput(ctx.request.body);
+    ctx.body = await ops.mput(ctx.request.body, { header: (h) => ctx.get(h) });
   });
   router.post('/mget', limit('mget'), requireJson, jsonBody(), async (ctx) => {
     ctx.body = await ops.mget(ctx.request.body);

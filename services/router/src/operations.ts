@@ -1,4 +1,4 @@
-import { incrOp, keyQuery, KvError, parseKey, parseMgetBody, parseMputBody, putOp, readAnswer, writeAnswer, type EntryResult, type HeaderReader, type WriteOp } from '@shardkv/common';
+import { IDEMPOTENCY_HEADER, incrOp, keyQuery, KvError, mputOps, parseIdempotencyKey, parseKey, parseMgetBody, putOp, readAnswer, writeAnswer, type EntryResult, type HeaderReader, type WriteOp } from '@shardkv/common';
 import { Batcher, type BatcherLimits } from './batcher';
 import type { ShardTable } from './control/shard-table';
 import type { Leaders } from './leaders';
@@ -75,20 +75,23 @@ export class KvOperations {
     return readAnswer(await this.routing.one(key, (shardId, deadline) => this.batchers.reads(shardId).submit(key, deadline), opts.deadlineAtMs));
   }
 
-  async delete(rawKey: unknown, opts: CallOptions = {}): Promise<{ key: string; deleted: boolean; seq: number }> {
-    const r = await this.write({ op: 'del', key: parseKey(rawKey) }, opts);
+  /** `header` reads Idempotency-Key (HTTP builds its delete with deleteOp, from the query and If-Match). */
+  async delete(rawKey: unknown, opts: CallOptions & { ifVersion?: number; header?: HeaderReader } = {}): Promise<{ key: string; deleted: boolean; seq: number }> {
+    const idem = parseIdempotencyKey((opts.header ?? NO_HEADERS)(IDEMPOTENCY_HEADER));
+    const op: WriteOp = { op: 'del', key: parseKey(rawKey), ...(opts.ifVersion === undefined ? {} : { ifVersion: opts.ifVersion }), ...(idem === undefined ? {} : { idem }) };
+    const r = await this.write(op, opts);
     return { key: r['key'] as string, deleted: r['deleted'] === true, seq: r['seq'] as number };
   }
 
   /**
-   * `input`: `{"entries":[{"key","value"},...]}`. Split by shard and sent to the shards' leaders in
-   * parallel; each entry gets its own result, in the order given. A shard that fails fails only
-   * its own entries.
+   * `input`: `{"entries":[{"key","value"[,"ttlMs","ifVersion","ifAbsent"]},...]}`; `header` reads
+   * Idempotency-Key. Split by shard and sent to the shards' leaders in parallel; each entry gets
+   * its own result, in the order given. A shard that fails fails only its own entries.
    */
-  async mput(input: unknown, opts: CallOptions = {}): Promise<BatchAnswer> {
-    const entries = parseMputBody(input);
+  async mput(input: unknown, opts: CallOptions & { header?: HeaderReader } = {}): Promise<BatchAnswer> {
+    const ops = mputOps(input, opts.header ?? NO_HEADERS);
     const { leaders } = this.deps;
-    return this.routing.many(entries, (e) => e.key, (shardId, group, ms) => leaders.writes(shardId, group.map((e): WriteOp => ({ op: 'put', ...e })), ms), opts.deadlineAtMs);
+    return this.routing.many(ops, (op) => op.key, (shardId, group, ms) => leaders.writes(shardId, group, ms), opts.deadlineAtMs);
   }
 
   /** `input`: `{"keys":[...]}`; a missing key is a failed entry (key_not_found), not an error. */

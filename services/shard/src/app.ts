@@ -1,5 +1,5 @@
 import Router from '@koa/router';
-import { bearer, COORDINATOR_HEADER, countRequests, deleteOp, EPOCH_HEADER, errorMiddleware, etagOf, failedEntry, incrOp, internalAuth, jsonBody, KvError, LOAD_CHUNK_BODY_BYTES_MAX, LOAD_CONTENT_TYPE, nodeConfigSchema, parseKeyQuery, parseMgetBody, parseMputBody, parseWriteOpsBody, putOp, readAnswer, readBytes, requireJson, requireType, serveMetrics, writeAnswer, type EntryResult, type Logger, type WriteOp } from '@shardkv/common';
+import { bearer, COORDINATOR_HEADER, countRequests, deleteOp, EPOCH_HEADER, errorMiddleware, etagOf, failedEntry, incrOp, internalAuth, jsonBody, KvError, LOAD_CHUNK_BODY_BYTES_MAX, LOAD_CONTENT_TYPE, nodeConfigSchema, parseKeyQuery, parseMgetBody, mputOps, parseWriteOpsBody, putOp, readAnswer, readBytes, requireJson, requireType, serveMetrics, writeAnswer, type EntryResult, type Logger, type WriteOp } from '@shardkv/common';
 import Koa from 'koa';
 import { Readable } from 'node:stream';
 import type { ShardConfig } from './config';
@@ -87,7 +87,7 @@ function addPublicRoutes(router: Router, { config, store, node }: ShardAppDeps):
   // The batch API: one result per entry. The writes are sequenced in the order given, in one
   // event-loop turn, so they travel to the follower and commit together.
   router.post('/mput', routedLeader, leaderOnly, requireJson, jsonBody(), async (ctx) => {
-    ctx.body = { results: await writeAll(node, parseMputBody(ctx.request.body).map((e): WriteOp => ({ op: 'put', ...e }))) };
+    ctx.body = { results: await writeAll(node, mputOps(ctx.request.body, (h) => ctx.get(h))) };
   });
   // The router's coalesced single-key writes (puts and deletes); internal, as it trusts the caller
   // to have answered bad input already, but it validates anyway: nothing unchecked reaches the log.

@@ -85,16 +85,17 @@ export class KvGrpcClient {
     return (await this.call('Put', { key, value }, opts)).seq;
   }
 
-  async delete(key: string, opts: { deadlineMs?: number } = {}): Promise<boolean> {
-    return (await this.call('Delete', { key }, opts)).deleted;
+  async delete(key: string, opts: { deadlineMs?: number; ifVersion?: number; idempotencyKey?: string } = {}): Promise<boolean> {
+    const { deadlineMs, ...condition } = opts;
+    return (await this.call('Delete', { key, ...condition }, deadlineMs === undefined ? {} : { deadlineMs })).deleted;
   }
 
   mget(keys: string[], opts: { deadlineMs?: number } = {}): Promise<MGetResponse> {
     return this.call('MGet', { keys }, opts);
   }
 
-  mput(entries: PutEntry[], opts: { deadlineMs?: number } = {}): Promise<MPutResponse> {
-    return this.call('MPut', { entries }, opts);
+  mput(entries: PutEntry[], opts: { deadlineMs?: number; idempotencyKey?: string } = {}): Promise<MPutResponse> {
+    return this.call('MPut', { entries, ...(opts.idempotencyKey === undefined ? {} : { idempotencyKey: opts.idempotencyKey }) }, opts);
   }
 
   incr(key: string, by = 1, opts: { deadlineMs?: number; idempotencyKey?: string } = {}): Promise<IncrResponse> {

@@ -47,6 +47,8 @@ export interface IncrResponse {
 
 export interface DeleteRequest {
   key: string;
+  ifVersion?: number;
+  idempotencyKey?: string;
 }
 export interface DeleteResponse {
   key: string;
@@ -78,9 +80,13 @@ export interface MGetResponse {
 export interface PutEntry {
   key: string;
   value: string;
+  ttlMs?: number;
+  ifVersion?: number;
+  ifAbsent?: boolean;
 }
 export interface MPutRequest {
   entries: PutEntry[];
+  idempotencyKey?: string;
 }
 export interface MPutResult {
   key: string;

@@ -18,15 +18,17 @@ export function kvHandlers(ops: KvOperations): Handlers {
       const r = await ops.get(req.key, { ...opts, consistency: consistency(req.consistency) });
       return { key: r.key, value: r.value, version: r.version, ttlMs: r.ttlMs ?? 0 };
     },
-    Put: (req, opts) => {
-      const body = { key: req.key, value: req.value, ...positive('ifVersion', req.ifVersion), ...positive('ttlMs', req.ttlMs), ...(req.ifAbsent === true ? { ifAbsent: true } : {}) };
-      return ops.put(body, { ...opts, header: idempotencyHeader(req.idempotencyKey) });
-    },
+    Put: (req, opts) => ops.put(putBody(req), { ...opts, header: idempotencyHeader(req.idempotencyKey) }),
     Incr: (req, opts) => ops.incr({ key: req.key, by: req.by === undefined || req.by === 0 ? 1 : req.by }, { ...opts, header: idempotencyHeader(req.idempotencyKey) }),
-    Delete: (req, opts) => ops.delete(req.key, opts),
+    Delete: (req, opts) => ops.delete(req.key, { ...opts, ...positive('ifVersion', req.ifVersion), header: idempotencyHeader(req.idempotencyKey) }),
     MGet: async (req, opts) => mgetResponse(await ops.mget({ keys: req.keys }, opts)),
-    MPut: async (req, opts) => mputResponse(await ops.mput({ entries: req.entries.map((e) => ({ key: e.key, value: e.value })) }, opts)),
+    MPut: async (req, opts) => mputResponse(await ops.mput({ entries: req.entries.map(putBody) }, { ...opts, header: idempotencyHeader(req.idempotencyKey) })),
   };
+}
+
+/** A Put or an MPut entry as the HTTP body it stands for. */
+function putBody(p: { key: string; value: string; ifVersion?: number; ttlMs?: number; ifAbsent?: boolean }): Record<string, unknown> {
+  return { key: p.key, value: p.value, ...positive('ifVersion', p.ifVersion), ...positive('ttlMs', p.ttlMs), ...(p.ifAbsent === true ? { ifAbsent: true } : {}) };
 }
 
 /** proto3 has no absent number: 0 is "not given". */
