@@ -170,6 +170,13 @@ export class LeaderCore {
   private readonly waiters: Waiter[] = [];
   /** `existed` of entries persisted but not committed yet, by seq - (committedSeq + 1). */
   private existed: boolean[] = [];
+  /**
+   * `existed` of committed entries from `committedExistedFromSeq` on, kept until every write they
+   * belong to is answered: a write's entries commit in two steps when a replication message ends
+   * inside them (batchEntriesMax, batchBytesMax).
+   */
+  private committedExisted: boolean[] = [];
+  private committedExistedFromSeq = 0;
   /** Since the term began: how well writes are batched on each hop (see /status). */
   private readonly counts = { writeEvents: 0, entriesSequenced: 0, entriesSent: 0, messagesSent: 0, persists: 0 };
   readonly follower: FollowerView = { reachable: false, catchingUp: false, diverged: false, ackedSeq: 0, lastContactAtMs: undefined, lastError: 'not contacted yet' };
@@ -353,23 +360,36 @@ export class LeaderCore {
     if (target < from) return;
     const records = this.log.slice(from, target);
     out.push({ type: 'committed', records });
-    const existed = this.existed.splice(0, records.length);
+    if (this.committedExisted.length === 0) this.committedExistedFromSeq = from;
+    for (const e of this.existed.splice(0, records.length)) this.committedExisted.push(e);
     this.log.commitThrough(target);
-    this.answerThrough(target, from, existed, out);
+    this.answerThrough(target, out);
+    this.dropAnsweredExisted(target);
   }
 
-  private answerThrough(target: number, from: number, existed: boolean[], out: LeaderEffect[]): void {
+  private answerThrough(target: number, out: LeaderEffect[]): void {
     let n = 0;
     while (n < this.waiters.length && this.waiters[n]!.lastSeq <= target) n += 1;
     for (const w of this.waiters.splice(0, n)) {
       const results = w.plan.map((p): CommandResult => {
         if ('refused' in p || 'replay' in p) return settled(p);
         const seq = w.firstSeq + p.entry;
-        const r: WriteResult = { seq, existed: existed[seq - from]! };
+        const existed = this.committedExisted[seq - this.committedExistedFromSeq];
+        if (existed === undefined) throw new Error(`core invariant: no existed flag for committed seq ${seq}`);
+        const r: WriteResult = { seq, existed };
         return p.value === undefined ? r : { ...r, value: p.value };
       });
       out.push({ type: 'answer', id: w.id, results });
     }
+  }
+
+  /** Keeps the flags of committed entries only while a write still waiting has entries among them. */
+  private dropAnsweredExisted(target: number): void {
+    let keepFromSeq = target + 1;
+    for (const w of this.waiters) if (w.firstSeq > 0 && w.firstSeq < keepFromSeq) keepFromSeq = w.firstSeq;
+    const drop = Math.min(this.committedExisted.length, Math.max(0, keepFromSeq - this.committedExistedFromSeq));
+    this.committedExisted.splice(0, drop);
+    this.committedExistedFromSeq += drop;
   }
 
   // ---- replication messages ------------------------------------------------------------------
