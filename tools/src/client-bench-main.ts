@@ -3,10 +3,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { envInt } from './bench/config';
+import { nodeLineTail, preloadKeys } from './bench/preload';
 import { NoSlotMapError, requireSlotMap } from './bench/client-loops';
 import { measureSides, reportSides, type SideBySide } from './bench/side-by-side';
 import { Cluster } from './cluster';
-import { formatLine } from './format';
 
 /**
  * `npm run bench:client`: what direct routing buys. A 3-shard cluster on free ports, preloaded
@@ -23,12 +23,9 @@ const VALUE_BYTES = envInt('BENCH_CLIENT_VALUE_BYTES', 100);
 const CONCURRENCY = envInt('BENCH_CLIENT_CONCURRENCY', 32);
 const ROUNDS = envInt('BENCH_CLIENT_ROUNDS', 3);
 const RUN_MS = envInt('BENCH_CLIENT_SECONDS', 3) * 1000;
-/** The preload's batches stay well under the API's 1000 entries and 2 MiB per body. */
-const PRELOAD_BATCH_ENTRIES = 500;
 
 /** The nodes' last lines, printed if the benchmark fails (they are noise otherwise). */
-const NODE_LINES_KEPT_MAX = 50;
-const nodeLines: string[] = [];
+const { lines: nodeLines, sink } = nodeLineTail();
 
 async function main(): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), 'shardkv-clientbench-'));
@@ -41,7 +38,7 @@ async function main(): Promise<void> {
     const router = new KvClient(cluster.router.url, { connections: CONCURRENCY });
     const direct = new KvClient(cluster.router.url, { connections: CONCURRENCY, routing: 'direct' });
     clients.push(router, direct);
-    const spec: SideBySide = { baseline: { name: 'router', client: router }, candidate: { name: 'direct', client: direct }, keys: await preload(router), valueBytes: VALUE_BYTES, concurrency: CONCURRENCY, rounds: ROUNDS, runMs: RUN_MS };
+    const spec: SideBySide = { baseline: { name: 'router', client: router }, candidate: { name: 'direct', client: direct }, keys: await preloadKeys((e) => router.mput(e), 'cbench', KEYS, VALUE_BYTES), valueBytes: VALUE_BYTES, concurrency: CONCURRENCY, rounds: ROUNDS, runMs: RUN_MS };
     reportSides(spec, await measureSides(spec), `npm run bench:client (BENCH_CLIENT_KEYS=${KEYS}, BENCH_CLIENT_CONCURRENCY=${CONCURRENCY}, BENCH_CLIENT_ROUNDS=${ROUNDS}, BENCH_CLIENT_SECONDS=${RUN_MS / 1000})`);
   } catch (err) {
     if (!(err instanceof NoSlotMapError)) console.error(nodeLines.join('\n'));
@@ -51,21 +48,6 @@ async function main(): Promise<void> {
     await cluster.stop();
     rmSync(tmp, { recursive: true, force: true });
   }
-}
-
-async function preload(client: KvClient): Promise<string[]> {
-  const keys = Array.from({ length: KEYS }, (_, i) => `cbench-${i}`);
-  const value = 'v'.repeat(VALUE_BYTES);
-  for (let at = 0; at < keys.length; at += PRELOAD_BATCH_ENTRIES) {
-    const r = await client.mput(keys.slice(at, at + PRELOAD_BATCH_ENTRIES).map((key) => ({ key, value })));
-    if (r.failed > 0) throw new Error(`preload: ${r.failed} entries failed, e.g. ${JSON.stringify(r.results.find((x) => !x.ok))}`);
-  }
-  return keys;
-}
-
-function sink(name: string, line: string): void {
-  nodeLines.push(formatLine(name, line));
-  if (nodeLines.length > NODE_LINES_KEPT_MAX) nodeLines.shift();
 }
 
 main().catch((err: unknown) => {

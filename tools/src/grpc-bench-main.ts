@@ -4,10 +4,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { envInt } from './bench/config';
+import { nodeLineTail, preloadKeys } from './bench/preload';
 import { cpuMsOf } from './bench/cpu';
 import { measureSides, reportSides, type SideBySide } from './bench/side-by-side';
 import { Cluster } from './cluster';
-import { formatLine } from './format';
 
 /**
  * `npm run bench:grpc`: the router's gRPC service against its HTTP API, in the same run. A
@@ -26,12 +26,9 @@ const VALUE_BYTES = envInt('BENCH_GRPC_VALUE_BYTES', 100);
 const CONCURRENCY = envInt('BENCH_GRPC_CONCURRENCY', 32);
 const ROUNDS = envInt('BENCH_GRPC_ROUNDS', 3);
 const RUN_MS = envInt('BENCH_GRPC_SECONDS', 3) * 1000;
-/** The preload's batches stay well under the API's 1000 entries and 2 MiB per body. */
-const PRELOAD_BATCH_ENTRIES = 500;
 
 /** The nodes' last lines, printed if the benchmark fails (they are noise otherwise). */
-const NODE_LINES_KEPT_MAX = 50;
-const nodeLines: string[] = [];
+const { lines: nodeLines, sink } = nodeLineTail();
 
 async function main(): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), 'shardkv-grpcbench-'));
@@ -42,8 +39,9 @@ async function main(): Promise<void> {
     await cluster.start();
     console.log(`router HTTP ${cluster.router.url}, gRPC ${cluster.router.grpcAddress}; ${KEYS} keys of ${VALUE_BYTES} bytes, ${CONCURRENCY} loops, ${ROUNDS} x ${RUN_MS / 1000} s per side and operation`);
     http = new KvClient(cluster.router.url, { connections: CONCURRENCY });
-    grpc = new KvGrpcClient(cluster.router.grpcAddress!);
-    const spec: SideBySide = { baseline: { name: 'http', client: http }, candidate: { name: 'grpc', client: grpc }, keys: await preload(grpc), valueBytes: VALUE_BYTES, concurrency: CONCURRENCY, rounds: ROUNDS, runMs: RUN_MS, cpu: cpuProcesses(cluster) };
+    const g = (grpc = new KvGrpcClient(cluster.router.grpcAddress!));
+    // Over gRPC's MPut, so that the bench fails early if the service does not answer at all.
+    const spec: SideBySide = { baseline: { name: 'http', client: http }, candidate: { name: 'grpc', client: grpc }, keys: await preloadKeys((e) => g.mput(e), 'gbench', KEYS, VALUE_BYTES), valueBytes: VALUE_BYTES, concurrency: CONCURRENCY, rounds: ROUNDS, runMs: RUN_MS, cpu: cpuProcesses(cluster) };
     reportSides(spec, await measureSides(spec), `npm run bench:grpc (BENCH_GRPC_KEYS=${KEYS}, BENCH_GRPC_CONCURRENCY=${CONCURRENCY}, BENCH_GRPC_ROUNDS=${ROUNDS}, BENCH_GRPC_SECONDS=${RUN_MS / 1000})`);
   } catch (err) {
     console.error(nodeLines.join('\n'));
@@ -63,22 +61,6 @@ function cpuProcesses(cluster: Cluster): NonNullable<SideBySide['cpu']> {
     return (u.user + u.system) / 1000;
   };
   return [{ name: 'router', ms: () => cpuMsOf(cluster.process(cluster.router.name).pid) }, { name: 'client', ms: self }];
-}
-
-/** Over gRPC's MPut, so that the bench fails early if the service does not answer at all. */
-async function preload(client: KvGrpcClient): Promise<string[]> {
-  const keys = Array.from({ length: KEYS }, (_, i) => `gbench-${i}`);
-  const value = 'v'.repeat(VALUE_BYTES);
-  for (let at = 0; at < keys.length; at += PRELOAD_BATCH_ENTRIES) {
-    const r = await client.mput(keys.slice(at, at + PRELOAD_BATCH_ENTRIES).map((key) => ({ key, value })));
-    if (r.failed > 0) throw new Error(`preload: ${r.failed} entries failed, e.g. ${JSON.stringify(r.results.find((x) => !x.ok))}`);
-  }
-  return keys;
-}
-
-function sink(name: string, line: string): void {
-  nodeLines.push(formatLine(name, line));
-  if (nodeLines.length > NODE_LINES_KEPT_MAX) nodeLines.shift();
 }
 
 main().catch((err: unknown) => {
