@@ -344,7 +344,10 @@ export function rng(seed: number): () => number {
   };
 }
 
-export function pickKind(mix: OperationMix, r: number): OpKind {
+/** The kinds the register workload sends (the rmw workload adds `incr`). */
+export type RegisterKind = Exclude<OpKind, 'incr'>;
+
+export function pickKind(mix: OperationMix, r: number): RegisterKind {
   const total = mix.get + mix.put + mix.del;
   const x = r * total;
   if (x < mix.get) return 'get';
@@ -612,7 +615,7 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
   const check = { ...result, ms: Math.round(performance.now() - checkStarted) };
 
   const counts = (): OutcomeCounts => ({ ok: 0, fail: 0, info: 0 });
-  const byKind: Record<OpKind, OutcomeCounts> = { get: counts(), put: counts(), del: counts() };
+  const byKind: Record<OpKind, OutcomeCounts> = { get: counts(), put: counts(), del: counts(), incr: counts() };
   const total = counts();
   let readsFound = 0;
   for (const op of history) {

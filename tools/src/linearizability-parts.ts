@@ -4,8 +4,8 @@ import type { Operation } from './linearizability';
  * The parts of the linearizability search that do not depend on the model: the budget, the time-ordered
  * list of call and return events (Porcupine's dancing links), the set of linearized operations with its
  * incremental hash, Lowe's memo of configurations with dominance on indeterminate-write usage, and how an
- * anomaly is shown. linearizability.ts (the register) and linearizability-versioned.ts (versions, compare-
- * and-set, counters) search with them.
+ * anomaly is shown. linearizability.ts (the register) and linearizability-rmw.ts (counters, compare-and-set)
+ * search with them.
  */
 
 /** The memo of configurations grows with the search; past this a key is undecided rather than exhausting the heap. */
@@ -22,6 +22,18 @@ const ANOMALY_OPS_BEFORE = 8;
 export interface Budget {
   maxSteps: number;
   deadlineMs: number;
+}
+
+/** The history split by key (linearizability is local), each record checked by `assertWellFormed` first. */
+export function groupByKey(history: readonly Operation[], assertWellFormed: (op: Operation) => void): Map<string, Operation[]> {
+  const byKey = new Map<string, Operation[]>();
+  for (const op of history) {
+    assertWellFormed(op);
+    const ops = byKey.get(op.key);
+    if (ops) ops.push(op);
+    else byKey.set(op.key, [op]);
+  }
+  return byKey;
 }
 
 /** One call or return event in the time-ordered list (a doubly linked list, so lifted events can be put back). */
@@ -225,8 +237,17 @@ export function describeOp(op: Operation): string {
 
 function describeAction(op: Operation): string {
   const key = JSON.stringify(op.key);
-  if (op.kind === 'put') return `put ${key}=${JSON.stringify(op.value)}`;
-  if (op.kind === 'del') return op.existed === undefined ? `del ${key}` : `del ${key} (existed=${op.existed})`;
+  const version = op.outcome === 'ok' && op.version !== undefined ? ` at version ${op.version}` : '';
+  const refused = op.mismatchVersion === undefined ? '' : ` -> refused, version ${op.mismatchVersion ?? 'absent'}`;
+  const condition = describeCondition(op);
+  if (op.kind === 'put') return `put ${key}=${JSON.stringify(op.value)}${condition}${version}${refused}`;
+  if (op.kind === 'del') return `del ${key}${condition}${op.existed === undefined ? '' : ` (existed=${op.existed})`}${version}${refused}`;
+  if (op.kind === 'incr') return `incr ${key} by ${op.by}${op.outcome === 'ok' ? ` -> ${JSON.stringify(op.result)}` : ''}${version}`;
   if (op.outcome !== 'ok') return `get ${key}`;
-  return `get ${key} -> ${op.result === null ? 'absent' : JSON.stringify(op.result)}`;
+  return `get ${key} -> ${op.result === null ? 'absent' : JSON.stringify(op.result)}${version}`;
+}
+
+function describeCondition(op: Operation): string {
+  if (op.ifAbsent === true) return ' if absent';
+  return op.ifVersion === undefined ? '' : ` if version ${op.ifVersion} (${JSON.stringify(op.expectedValue)})`;
 }

@@ -1,4 +1,4 @@
-import { Bitset, buildEventList, ConfigurationCache, CACHE_BYTES_MAX, CLOCK_CHECK_EVERY_STEPS, describeOp, lift, opsAround, unlift, type Budget, type EventNode } from './linearizability-parts';
+import { Bitset, buildEventList, ConfigurationCache, CACHE_BYTES_MAX, CLOCK_CHECK_EVERY_STEPS, describeOp, groupByKey, lift, opsAround, unlift, type Budget, type EventNode } from './linearizability-parts';
 
 /**
  * Linearizability checker for shardkv client histories.
@@ -57,7 +57,8 @@ import { Bitset, buildEventList, ConfigurationCache, CACHE_BYTES_MAX, CLOCK_CHEC
  * a budget of steps, time and memoisation memory; a key that exceeds it is reported undecided, not guessed.
  */
 
-export type OpKind = 'get' | 'put' | 'del';
+/** `incr` and the conditions below are for checkRmwHistory (linearizability-rmw.ts); this file's register checker refuses them. */
+export type OpKind = 'get' | 'put' | 'del' | 'incr';
 /** ok: it took effect (and `result` is what it returned); fail: definitely had no effect (e.g. 503); info: indeterminate (timeout/504/connection error): it may or may not have taken effect, at any time after its invocation. */
 export type Outcome = 'ok' | 'fail' | 'info';
 export interface Operation {
@@ -67,14 +68,29 @@ export interface Operation {
   kind: OpKind;
   /** put: the value written */
   value?: string;
+  /** incr: the amount added */
+  by?: number;
+  /** put, del: applied only at this version (`ifVersion`); always with `expectedValue` */
+  ifVersion?: number;
+  /** with `ifVersion`: the value the client read at that version (values are unique per write, so "at version v" is "holds this value") */
+  expectedValue?: string;
+  /** put: applied only if the key is absent (`ifAbsent`) */
+  ifAbsent?: boolean;
   invokeMs: number;
   /** when the answer arrived; ignored for `info` (treated as never completing) */
   completeMs: number;
   outcome: Outcome;
-  /** get with outcome ok: the value read, null when absent */
+  /** get with outcome ok: the value read, null when absent; incr with outcome ok: the new value */
   result?: string | null;
   /** del with outcome ok: whether the key existed, when the API said so */
   existed?: boolean;
+  /** outcome ok: the version a get read, the version a put or incr made, the seq a del got (when the answer said) */
+  version?: number;
+  /**
+   * outcome fail, on a conditional write refused with 412 version_mismatch: the key's version the answer
+   * reported (null: absent). A refusal applied nothing but observed the state: the condition did not hold.
+   */
+  mismatchVersion?: number | null;
 }
 export interface Anomaly {
   key: string;
@@ -106,7 +122,8 @@ type State = string | null | typeof UNREAD;
 /** An operation as the search sees it. */
 interface KeyOp {
   source: Operation;
-  kind: OpKind;
+  /** never an incr: assertWellFormed refuses them */
+  kind: Exclude<OpKind, 'incr'>;
   /** put: the state it leaves (its value, or UNREAD); del: null */
   writes: State;
   /** get: the value read */
@@ -139,7 +156,7 @@ export function checkHistory(
     maxSteps: opts.maxStepsPerKey ?? DEFAULT_MAX_STEPS_PER_KEY,
     deadlineMs: Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS),
   };
-  const byKey = groupByKey(history);
+  const byKey = groupByKey(history, assertWellFormed);
   const result: CheckResult = { linearizable: true, keys: byKey.size, operations: 0, indeterminate: 0, anomalies: [], undecided: [] };
   for (const [key, sources] of byKey) {
     const ops = constrainingOps(sources);
@@ -155,23 +172,15 @@ export function checkHistory(
   return result;
 }
 
-function groupByKey(history: readonly Operation[]): Map<string, Operation[]> {
-  const byKey = new Map<string, Operation[]>();
-  for (const op of history) {
-    assertWellFormed(op);
-    const ops = byKey.get(op.key);
-    if (ops) ops.push(op);
-    else byKey.set(op.key, [op]);
-  }
-  return byKey;
-}
-
 /** A malformed record is a bug in whoever recorded the history; a verdict built on it would mislead. */
 function assertWellFormed(op: Operation): void {
   const fail = (why: string): never => {
     throw new RangeError(`checkHistory: ${describeOp(op)}: ${why}`);
   };
   if (!Number.isFinite(op.invokeMs)) fail('invokeMs must be a finite number');
+  if (op.kind === 'incr' || op.ifVersion !== undefined || op.ifAbsent !== undefined || op.mismatchVersion !== undefined) {
+    fail('the register model has no increments or conditions: check this history with checkRmwHistory');
+  }
   if (op.kind === 'put' && typeof op.value !== 'string') fail('a put must carry the value it wrote');
   if (op.outcome !== 'ok') return;
   if (!Number.isFinite(op.completeMs) || op.completeMs < op.invokeMs) fail('completeMs must be finite and not before invokeMs');
@@ -187,7 +196,7 @@ function constrainingOps(sources: readonly Operation[]): KeyOp[] {
     const definite = op.outcome === 'ok';
     ops.push({
       source: op,
-      kind: op.kind,
+      kind: op.kind as KeyOp['kind'],
       writes: op.kind !== 'put' ? null : read.has(op.value) ? op.value! : UNREAD,
       result: op.result ?? null,
       existed: definite ? op.existed : undefined,
