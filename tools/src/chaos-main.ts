@@ -1,7 +1,7 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CHAOS_ENV, DEFAULT_CHAOS, DEFAULT_NEMESIS, formatReport, runChaos, startChaosCluster, type ChaosReport, type ScenarioContext } from './chaos';
+import { CHAOS_ENV, DEFAULT_CHAOS, DEFAULT_NEMESIS, formatReport, runChaos, startChaosCluster, type ChaosReport, type ScenarioContext, type Workload } from './chaos';
 import { reshardLoop } from './reshard-faults';
 import { formatLine } from './format';
 import { HA_FAULTS, haNemesis, startHaEnv, type HaFaultKind } from './ha-faults';
@@ -14,7 +14,12 @@ import { HA_FAULTS, haNemesis, startHaEnv, type HaFaultKind } from './ha-faults'
  * nemesis error. Ctrl-C ends the run early (the history so far is still checked); a second
  * Ctrl-C exits at once. The temp directory is removed either way.
  */
-const USAGE = `usage: npm run chaos -- [--ha [--ha-faults <kind,...>] [--max-faults <n>]] [--reshard] [--duration <s>] [--clients <n>] [--keys <n>] [--seed <n>] [--settle <s>] [--keep-history] [--quiet]
+const USAGE = `usage: npm run chaos -- [--workload register|rmw] [--ha [--ha-faults <kind,...>] [--max-faults <n>]] [--reshard] [--duration <s>] [--clients <n>] [--keys <n>] [--seed <n>] [--settle <s>] [--keep-history] [--quiet]
+  --workload      register (default): a get/put/delete mix, checked against a register per key;
+                  rmw: counters (incr by 1, 2 or 5, and gets) on even key slots and compare-and-sets
+                  (read, then put at the version read, put if absent, delete at the version read, plain
+                  puts, deletes and gets) on odd ones, writes resent with their Idempotency-Key while
+                  indeterminate; checked by the read-modify-write checker (linearizability-rmw.ts)
   --ha            two routers on a 3-member etcd, every process on its own loopback address; the
                   nemesis kills and pauses routers (the coordinator too), etcd members and leaders,
                   takes etcd's quorum away and cuts links with iptables (needs root)
@@ -35,6 +40,7 @@ const RESULTS_DIR = join(ROOT, 'bench-results');
 const LOG_TAIL_LINES = 400;
 
 const OPTIONS = {
+  workload: { type: 'string' },
   duration: { type: 'string' },
   clients: { type: 'string' },
   keys: { type: 'string' },
@@ -67,7 +73,9 @@ function parse() {
     if (!Number.isFinite(n) || n < 0 || (integer && !Number.isInteger(n))) throw new UsageError(`--${name} must be a ${integer ? 'non-negative integer' : 'non-negative number'} (got "${v}")`);
     return n;
   };
+  if (values.workload !== undefined && values.workload !== 'register' && values.workload !== 'rmw') throw new UsageError(`--workload must be register or rmw (got "${values.workload}")`);
   return {
+    workload: (values.workload ?? DEFAULT_CHAOS.workload) as Workload,
     durationMs: Math.round(num('duration', values.duration, DEFAULT_CHAOS.durationMs / 1000, false) * 1000),
     clients: num('clients', values.clients, DEFAULT_CHAOS.clients),
     keys: num('keys', values.keys, DEFAULT_CHAOS.keys),
@@ -147,12 +155,13 @@ async function main(): Promise<number> {
   dataRoot = own.dataRoot;
   let report: ChaosReport;
   try {
-    console.log(`cluster up (routers ${own.cluster.routers.map((r) => r.url).join(', ')}); running for ${args.durationMs / 1000} s with ${args.clients} clients over ${args.keys} keys\n`);
+    console.log(`cluster up (routers ${own.cluster.routers.map((r) => r.url).join(', ')}); running the ${args.workload} workload for ${args.durationMs / 1000} s with ${args.clients} clients over ${args.keys} keys\n`);
     report = await runChaos({
       cluster: own.cluster,
       durationMs: args.durationMs,
       clients: args.clients,
       keys: args.keys,
+      workload: args.workload,
       ...(args.seed === undefined ? {} : { seed: args.seed }),
       nemesis: { enabled: args.faults, settleMs: args.settleMs },
       ...(args.ha && args.faults ? { scenario: haNemesis(own.env!, { kinds: args.haFaults, seed: args.seed ?? Date.now(), settleMs: args.settleMs, holdMs: 2000, pauseMs: 4000, shard: 0, lastStartMs: args.durationMs - 15_000, maxFaults: args.maxFaults }) } : {}),

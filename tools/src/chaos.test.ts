@@ -1,4 +1,5 @@
-import { classifyResponse, classifyTransportError, pickKind, resolveOptions, rng, writeOutage } from './chaos';
+import { classifyResponse, classifyRmwAnswer, classifyTransportError, pickKind, resolveOptions, rng, writeOutage } from './chaos';
+import { rmwStep, type ClientIo, type Exchange, type HttpRequest } from './chaos-workloads';
 import type { Operation } from './linearizability';
 
 describe('classifyResponse: the API contract as outcomes', () => {
@@ -37,6 +38,114 @@ describe('classifyResponse: the API contract as outcomes', () => {
     expect(classifyTransportError(timeout)).toEqual({ outcome: 'info', reason: 'client timeout' });
     expect(classifyTransportError(Object.assign(new Error('r'), { code: 'ECONNRESET' }))).toEqual({ outcome: 'info', reason: 'transport ECONNRESET' });
     expect(classifyTransportError(Object.assign(new Error('r'), { code: 'ECONNREFUSED' })).outcome).toBe('info');
+  });
+});
+
+describe('classifyRmwAnswer: versions, refusals, the error table', () => {
+  const cas = { kind: 'put' as const, ifVersion: 4 };
+  const answer = (status: number, body: unknown): Exchange => ({ status, body });
+
+  test('200 carries the version read or made; an increment its new value; a delete its seq', () => {
+    expect(classifyRmwAnswer({ kind: 'get' }, answer(200, { key: 'k', value: 'v', version: 7 }))).toEqual({ outcome: 'ok', result: 'v', version: 7 });
+    expect(classifyRmwAnswer(cas, answer(200, { key: 'k', seq: 9, version: 9 }))).toEqual({ outcome: 'ok', version: 9 });
+    expect(classifyRmwAnswer({ kind: 'incr' }, answer(200, { key: 'k', value: '12', seq: 10, version: 10 }))).toEqual({ outcome: 'ok', result: '12', version: 10 });
+    expect(classifyRmwAnswer({ kind: 'del', ifVersion: 3 }, answer(200, { key: 'k', deleted: true, seq: 11 }))).toEqual({ outcome: 'ok', existed: true, version: 11 });
+    expect(classifyRmwAnswer({ kind: 'get' }, answer(404, { error: { code: 'key_not_found' } }))).toEqual({ outcome: 'ok', result: null });
+  });
+
+  test('a 412 on a conditional write is a refusal with the current version (null: absent)', () => {
+    const mismatch = (version: unknown) => answer(412, { error: { code: 'version_mismatch', message: 'x', version } });
+    expect(classifyRmwAnswer(cas, mismatch(5))).toEqual({ outcome: 'fail', mismatchVersion: 5, reason: '412 version_mismatch' });
+    expect(classifyRmwAnswer({ kind: 'put', ifAbsent: true }, mismatch(2))).toEqual({ outcome: 'fail', mismatchVersion: 2, reason: '412 version_mismatch' });
+    expect(classifyRmwAnswer({ kind: 'del', ifVersion: 1 }, mismatch(null))).toEqual({ outcome: 'fail', mismatchVersion: null, reason: '412 version_mismatch' });
+    expect(classifyRmwAnswer(cas, mismatch('5'))).toHaveProperty('unexpected');
+    expect(classifyRmwAnswer({ kind: 'put' }, mismatch(5))).toHaveProperty('unexpected');
+  });
+
+  test('503 and 504 by the error table; 409 not_an_integer, other 4xx and malformed 200s are unexpected', () => {
+    expect(classifyRmwAnswer({ kind: 'incr' }, answer(503, { error: { code: 'no_replica' } }))).toEqual({ outcome: 'fail', reason: '503 no_replica' });
+    expect(classifyRmwAnswer({ kind: 'incr' }, answer(504, { error: { code: 'leader_changed' } }))).toEqual({ outcome: 'info', reason: '504 leader_changed' });
+    expect(classifyRmwAnswer({ kind: 'incr' }, answer(504, 'not json'))).toEqual({ outcome: 'info', reason: '504 ?' });
+    expect(classifyRmwAnswer({ kind: 'incr' }, answer(409, { error: { code: 'not_an_integer' } }))).toEqual({ unexpected: 'HTTP 409 not_an_integer' });
+    expect(classifyRmwAnswer({ kind: 'incr' }, answer(409, { error: { code: 'out_of_range' } }))).toEqual({ unexpected: 'HTTP 409 out_of_range' });
+    expect(classifyRmwAnswer({ kind: 'get' }, answer(200, { key: 'k', value: 'v' }))).toHaveProperty('unexpected');
+    expect(classifyRmwAnswer({ kind: 'incr' }, answer(200, { key: 'k', value: 3, version: 1 }))).toHaveProperty('unexpected');
+    expect(classifyRmwAnswer({ kind: 'incr' }, { error: Object.assign(new Error('t'), { name: 'TimeoutError' }) })).toEqual({ outcome: 'info', reason: 'client timeout' });
+  });
+});
+
+/** A client whose router answers from a script: each request gets the next answer; what was sent is kept. */
+function scriptedIo(answers: Exchange[], randoms: number[]): { io: ClientIo; sent: HttpRequest[]; recorded: Operation[] } {
+  const sent: HttpRequest[] = [];
+  const recorded: Operation[] = [];
+  let clockMs = 0;
+  let n = 0;
+  const io: ClientIo = {
+    random: () => randoms.shift() ?? 0,
+    send: async (req) => {
+      sent.push(req);
+      clockMs += 1;
+      return answers.shift() ?? { error: new Error('script ran out') };
+    },
+    sleep: async () => {},
+    stopped: () => false,
+    start: (kind, key, fields = {}) => ({ id: n, client: 0, key, kind, ...fields, invokeMs: clockMs, completeMs: 0, outcome: 'info' }),
+    finish: (op, answer) => {
+      if (!('unexpected' in answer)) Object.assign(op, Object.fromEntries(Object.entries(answer).filter(([k, v]) => k !== 'reason' && v !== undefined)));
+      op.completeMs = clockMs;
+      recorded.push(op);
+    },
+    uniqueValue: () => `v${(n += 1)}`,
+    noteResend: () => {},
+  };
+  return { io, sent, recorded };
+}
+
+describe('rmwStep: what the rmw workload sends and records', () => {
+  const rmw = { incrBy: [1, 2, 5], writeRetries: 2, retryBackoffMs: 0 };
+  const timeout: Exchange = { error: Object.assign(new Error('t'), { name: 'TimeoutError' }) };
+
+  test('a compare-and-set is sent at the version read, with the value read as its expectation', async () => {
+    // randoms: 0.1 picks the read-modify-write, 0.9 a put (not a delete)
+    const { io, sent, recorded } = scriptedIo([{ status: 200, body: { key: 'k', value: 'old', version: 4 } }, { status: 200, body: { key: 'k', seq: 6, version: 6 } }], [0.1, 0.9]);
+    await rmwStep(io, rmw, 'k', false);
+    expect(JSON.parse(sent[1]!.body!)).toEqual({ key: 'k', value: 'v1', ifVersion: 4 });
+    expect(recorded.map((op) => [op.kind, op.outcome, op.ifVersion, op.expectedValue, op.version])).toEqual([['get', 'ok', undefined, undefined, 4], ['put', 'ok', 4, 'old', 6]]);
+  });
+
+  test('an absent key gets a put if absent; a delete at the version read goes in the query string', async () => {
+    const absent = scriptedIo([{ status: 404, body: { error: { code: 'key_not_found' } } }, { status: 412, body: { error: { code: 'version_mismatch', version: 8 } } }], [0.1]);
+    await rmwStep(absent.io, rmw, 'k', false);
+    expect(JSON.parse(absent.sent[1]!.body!)).toEqual({ key: 'k', value: 'v1', ifAbsent: true });
+    expect(absent.recorded[1]).toMatchObject({ outcome: 'fail', ifAbsent: true, mismatchVersion: 8 });
+
+    const del = scriptedIo([{ status: 200, body: { key: 'k', value: 'x', version: 3 } }, { status: 200, body: { key: 'k', deleted: true, seq: 5 } }], [0.1, 0.1]);
+    await rmwStep(del.io, rmw, 'a b', false);
+    expect(del.sent[1]).toMatchObject({ method: 'DELETE', path: '/delete?key=a%20b&ifVersion=3' });
+    expect(del.recorded[1]).toMatchObject({ kind: 'del', outcome: 'ok', existed: true, version: 5, expectedValue: 'x' });
+  });
+
+  test('an indeterminate write is resent with the same Idempotency-Key and takes the answer that comes', async () => {
+    const { io, sent, recorded } = scriptedIo([timeout, { status: 200, body: { key: 'c', value: '7', seq: 9, version: 9 } }], [0.1, 0.5]);
+    await rmwStep(io, rmw, 'c', true);
+    expect(sent.map((r) => r.path)).toEqual(['/incr', '/incr']);
+    expect(sent[0]!.headers!['idempotency-key']).toMatch(/^[0-9a-f-]{36}$/);
+    expect(sent[1]!.headers!['idempotency-key']).toBe(sent[0]!.headers!['idempotency-key']);
+    expect(JSON.parse(sent[0]!.body!)).toEqual({ key: 'c', by: 2 });
+    expect(recorded).toEqual([expect.objectContaining({ kind: 'incr', by: 2, outcome: 'ok', result: '7', version: 9 })]);
+  });
+
+  test('after an unanswered attempt, a definite refusal leaves the write indeterminate (the first may still commit)', async () => {
+    const refused: Exchange = { status: 503, body: { error: { code: 'no_replica' } } };
+    const { io, sent, recorded } = scriptedIo([timeout, refused, refused], [0.1, 0]);
+    await rmwStep(io, rmw, 'c', true);
+    expect(sent).toHaveLength(3);
+    expect(recorded.map((op) => op.outcome)).toEqual(['info']);
+    // A first definite refusal is final: no resend.
+    const first = scriptedIo([refused], [0.1, 0]);
+    await rmwStep(first.io, rmw, 'c', true);
+    expect(first.sent).toHaveLength(1);
+    expect(first.recorded.map((op) => op.outcome)).toEqual(['fail']);
   });
 });
 
@@ -99,5 +208,9 @@ describe('randomness and options', () => {
     expect(o.requestTimeoutMs).toBeGreaterThan(5000);
     expect(() => resolveOptions({ clients: 0 })).toThrow(/clients/);
     expect(() => resolveOptions({ nemesis: { pauseMinMs: 5000, pauseMaxMs: 1000 } })).toThrow(/pauseMinMs/);
+    expect(resolveOptions({}).workload).toBe('register');
+    expect(resolveOptions({ workload: 'rmw', rmw: { writeRetries: 0 } }).rmw).toEqual({ incrBy: [1, 2, 5], writeRetries: 0, retryBackoffMs: 100 });
+    expect(() => resolveOptions({ workload: 'rmw', rmw: { incrBy: [0] } })).toThrow(/incrBy/);
+    expect(() => resolveOptions({ workload: 'rmw', keys: 1 })).toThrow(/at least 2 keys/);
   });
 });

@@ -5,21 +5,28 @@ import { performance } from 'node:perf_hooks';
 import { freshPlacement } from '@shardkv/router/dist/placement';
 import { Pool, request } from 'undici';
 import { Cluster, isHealthy, type ClusterNode, type ClusterOptions, type ClusterShard } from './cluster';
-import { checkHistory, type CheckResult, type OpKind, type Operation, type Outcome } from './linearizability';
+import { DEFAULT_RMW, isCounterSlot, registerStep, rmwStep, type Classified, type ClientIo, type Exchange, type HttpRequest, type OperationMix, type RmwOptions, type Workload } from './chaos-workloads';
+import { checkHistory, type CheckResult, type OpKind, type Operation } from './linearizability';
+import { checkRmwHistory } from './linearizability-rmw';
 import type { RestartPolicy } from './supervisor';
 
+export { classifyResponse, classifyRmwAnswer, classifyTransportError, pickKind, type Classified, type OperationMix, type RegisterKind, type RmwOptions, type Workload } from './chaos-workloads';
+
 /**
- * The fault harness behind `npm run chaos` and test/chaos.test.ts. Concurrent clients send a
- * random mix of get/put/delete through the router over a small, contended key set and record
- * every operation (invocation, completion, outcome); a nemesis meanwhile kills (kill -9, the
- * supervisor restarts the node) or pauses (SIGSTOP ... SIGCONT) one random shard node at a time.
- * At the end the history goes to the linearizability checker, and for every fault the write
- * outage of its shard is measured from the same history.
+ * The fault harness behind `npm run chaos`, test/chaos.test.ts and test/counters-faults.test.ts.
+ * Concurrent clients send requests through the router over a small, contended key set and record
+ * every operation (invocation, completion, outcome): the `register` workload a random mix of
+ * get/put/delete, the `rmw` workload counters and compare-and-sets (chaos-workloads.ts). A nemesis
+ * meanwhile kills (kill -9, the supervisor restarts the node) or pauses (SIGSTOP ... SIGCONT) one
+ * random shard node at a time. At the end the history goes to the linearizability checker of its
+ * workload (linearizability.ts, linearizability-rmw.ts), and for every fault the write outage of
+ * its shard is measured from the same history.
  *
  * Outcomes follow the API's contract: 200 (and 404 key_not_found on a get) took effect; 503 is a
  * definite failure (nothing applied); 504, a lost connection or a client-side timeout is
- * indeterminate. Any other answer (4xx, 500, a malformed 200) is a bug: it is listed under
- * `unexpected` and, so that it cannot cause a false anomaly, kept in the history as indeterminate.
+ * indeterminate; in the rmw workload a 412 is a refusal that observed the state. Any other answer
+ * (4xx, 500, a malformed 200) is a bug: it is listed under `unexpected` and, so that it cannot
+ * cause a false anomaly, kept in the history as indeterminate.
  */
 
 export type FaultKind = 'kill' | 'pause';
@@ -50,12 +57,6 @@ export interface ScenarioFault {
   recovered?: boolean;
   /** Whatever the fault measured (e.g. the coordinator takeover time). */
   figures?: Record<string, number | string | boolean>;
-}
-
-export interface OperationMix {
-  get: number;
-  put: number;
-  del: number;
 }
 
 export interface NemesisOptions {
@@ -110,8 +111,12 @@ export interface ChaosOptions {
   clients: number;
   keys: number;
   keyPrefix: string;
-  /** Relative weights of get / put / del. */
+  /** What the clients send: a get/put/delete mix, or counters and compare-and-sets (see chaos-workloads.ts). */
+  workload: Workload;
+  /** Relative weights of get / put / del (register workload). */
   mix: OperationMix;
+  /** The rmw workload's increments and resends. */
+  rmw: RmwOptions;
   /** Client-side deadline per request: a bit above the router's upstream deadline (5 s). */
   requestTimeoutMs: number;
   /** A client waits this long after a failed or indeterminate operation (no spinning on 503). */
@@ -142,10 +147,11 @@ export interface ChaosOptions {
   beside?: (ctx: ScenarioContext) => Promise<void>;
 }
 
-export type ChaosInput = Partial<Omit<ChaosOptions, 'nemesis' | 'clusterOptions' | 'mix'>> & {
+export type ChaosInput = Partial<Omit<ChaosOptions, 'nemesis' | 'clusterOptions' | 'mix' | 'rmw'>> & {
   nemesis?: Partial<NemesisOptions>;
   clusterOptions?: Partial<ChaosClusterOptions>;
   mix?: Partial<OperationMix>;
+  rmw?: Partial<RmwOptions>;
 };
 
 /** A run whose cover of faults is not done at durationMs may go on to this multiple of it. */
@@ -174,7 +180,9 @@ export const DEFAULT_CHAOS: Omit<ChaosOptions, 'seed' | 'cluster' | 'signal'> = 
   clients: 8,
   keys: 12,
   keyPrefix: 'chaos',
+  workload: 'register',
   mix: { get: 50, put: 40, del: 10 },
+  rmw: DEFAULT_RMW,
   requestTimeoutMs: 6000,
   errorBackoffMs: 50,
   thinkMs: 0,
@@ -197,6 +205,7 @@ export function resolveOptions(input: ChaosInput = {}): ChaosOptions {
     seed: Math.floor(Math.random() * 2 ** 31),
     ...input,
     mix: { ...DEFAULT_CHAOS.mix, ...input.mix },
+    rmw: { ...DEFAULT_CHAOS.rmw, ...input.rmw },
     nemesis: { ...DEFAULT_NEMESIS, ...input.nemesis },
     checker: { ...DEFAULT_CHAOS.checker, ...input.checker },
     clusterOptions: { ...DEFAULT_CHAOS.clusterOptions, ...input.clusterOptions },
@@ -204,6 +213,9 @@ export function resolveOptions(input: ChaosInput = {}): ChaosOptions {
   const positive = { durationMs: opts.durationMs, clients: opts.clients, keys: opts.keys, requestTimeoutMs: opts.requestTimeoutMs };
   for (const [name, v] of Object.entries(positive)) if (!(Number.isFinite(v) && v > 0)) throw new Error(`${name} must be a positive number (got ${v})`);
   if (opts.mix.get + opts.mix.put + opts.mix.del <= 0) throw new Error('the operation mix needs a positive weight');
+  if (opts.workload !== 'register' && opts.workload !== 'rmw') throw new Error(`workload must be register or rmw (got ${String(opts.workload)})`);
+  if (opts.rmw.incrBy.length === 0 || !opts.rmw.incrBy.every((by) => Number.isSafeInteger(by) && by !== 0)) throw new Error('rmw.incrBy needs non-zero safe integers');
+  if (opts.workload === 'rmw' && opts.keys < 2) throw new Error('the rmw workload needs at least 2 keys (counters and registers)');
   const n = opts.nemesis;
   if (n.enabled && (n.kinds.length === 0 || n.roles.length === 0)) throw new Error('the nemesis needs at least one fault kind and one role');
   if (n.pauseMinMs > n.pauseMaxMs) throw new Error('pauseMinMs must not exceed pauseMaxMs');
@@ -258,9 +270,19 @@ export interface ChaosReport {
   elapsedMs: number;
   options: Omit<ChaosOptions, 'cluster' | 'signal' | 'log' | 'clusterOptions'> & { clusterOptions: Omit<ChaosClusterOptions, 'sink'> };
   aborted: boolean;
-  operations: OutcomeCounts & { total: number; byKind: Record<OpKind, OutcomeCounts>; keysUsed: number; /** successful gets that found a value (not absent) */ readsFound: number };
+  operations: OutcomeCounts & {
+    total: number;
+    byKind: Record<OpKind, OutcomeCounts>;
+    keysUsed: number;
+    /** successful gets that found a value (not absent) */
+    readsFound: number;
+    /** conditional writes refused with 412 version_mismatch (counted as failed in byKind) */
+    refused: { put: number; del: number };
+  };
   /** Why operations failed or were indeterminate, e.g. `put 503 no_replica`, `get timeout`. */
   reasons: Record<string, number>;
+  /** rmw workload: writes sent again with their Idempotency-Key, by what the attempt before got, e.g. `incr after client timeout`. */
+  resends: Record<string, number>;
   faults: FaultRecord[];
   /** The scripted nemesis's faults, when one ran. */
   scenarioFaults: ScenarioFault[];
@@ -273,37 +295,7 @@ export interface ChaosReport {
 }
 
 // ---------------------------------------------------------------------------------------------
-// pure parts: outcome mapping, write outages, seeded randomness
-
-export type Classified =
-  | { outcome: Outcome; result?: string | null; existed?: boolean; reason?: string }
-  | { unexpected: string };
-
-const errorCode = (body: unknown): string | undefined => {
-  const e = (body as { error?: { code?: unknown } } | null)?.error;
-  return typeof e?.code === 'string' ? e.code : undefined;
-};
-
-/** Maps one HTTP answer from the router to an outcome, exactly as the API documents it. */
-export function classifyResponse(kind: OpKind, status: number, body: unknown): Classified {
-  const b = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
-  if (status === 200) {
-    if (kind === 'get') return typeof b.value === 'string' ? { outcome: 'ok', result: b.value } : { unexpected: 'get 200 without a string value' };
-    if (kind === 'del') return typeof b.deleted === 'boolean' ? { outcome: 'ok', existed: b.deleted } : { unexpected: 'delete 200 without a boolean "deleted"' };
-    return typeof b.seq === 'number' || typeof b.key === 'string' ? { outcome: 'ok' } : { unexpected: 'put 200 without key/seq' };
-  }
-  if (status === 404 && kind === 'get' && errorCode(body) === 'key_not_found') return { outcome: 'ok', result: null };
-  if (status === 503) return { outcome: 'fail', reason: `503 ${errorCode(body) ?? '?'}` };
-  if (status === 504) return { outcome: 'info', reason: `504 ${errorCode(body) ?? '?'}` };
-  return { unexpected: `HTTP ${status} ${errorCode(body) ?? ''}`.trim() };
-}
-
-/** A request that got no answer (refused, reset, client-side timeout) may still have been applied. */
-export function classifyTransportError(err: unknown): { outcome: 'info'; reason: string } {
-  const e = err as { name?: string; code?: string; cause?: { code?: string } } | undefined;
-  const timeout = e?.name === 'TimeoutError' || e?.name === 'AbortError' || e?.code === 'UND_ERR_HEADERS_TIMEOUT' || e?.code === 'UND_ERR_BODY_TIMEOUT';
-  return { outcome: 'info', reason: timeout ? 'client timeout' : `transport ${e?.code ?? e?.cause?.code ?? e?.name ?? 'error'}` };
-}
+// pure parts: write outages, seeded randomness
 
 export interface OutageInput {
   shard: string;
@@ -342,17 +334,6 @@ export function rng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
-}
-
-/** The kinds the register workload sends (the rmw workload adds `incr`). */
-export type RegisterKind = Exclude<OpKind, 'incr'>;
-
-export function pickKind(mix: OperationMix, r: number): RegisterKind {
-  const total = mix.get + mix.put + mix.del;
-  const x = r * total;
-  if (x < mix.get) return 'get';
-  if (x < mix.get + mix.put) return 'put';
-  return 'del';
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -425,6 +406,7 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
   const history: Operation[] = [];
   const unexpected: UnexpectedError[] = [];
   const reasons: Record<string, number> = {};
+  const resends: Record<string, number> = {};
   const faults: FaultRecord[] = [];
   const nemesisErrors: string[] = [];
 
@@ -443,6 +425,7 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
   // Key slots: `keys` keys in use at any time; a slot moves to a fresh key after maxOpsPerKey.
   const slots = Array.from({ length: opts.keys }, () => ({ gen: 0, ops: 0 }));
   const keysUsed = new Set<string>();
+  const slotName = (slot: number) => (opts.workload === 'register' ? String(slot) : `${isCounterSlot(slot) ? 'n' : 'r'}${slot}`);
   const keyFor = (slot: number): string => {
     const s = slots[slot]!;
     if (opts.maxOpsPerKey > 0 && s.ops >= opts.maxOpsPerKey) {
@@ -450,55 +433,67 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
       s.ops = 0;
     }
     s.ops += 1;
-    const key = s.gen === 0 ? `${opts.keyPrefix}-${slot}` : `${opts.keyPrefix}-${slot}.g${s.gen}`;
+    const key = s.gen === 0 ? `${opts.keyPrefix}-${slotName(slot)}` : `${opts.keyPrefix}-${slotName(slot)}.g${s.gen}`;
     keysUsed.add(key);
     return key;
   };
 
   let nextId = 0;
-  const client = async (c: number) => {
+  const count = (reason: string) => (reasons[reason] = (reasons[reason] ?? 0) + 1);
+  const finish = (op: Operation, answer: Classified, last: Exchange) => {
+    op.completeMs = now();
+    if ('unexpected' in answer) {
+      const status = 'status' in last ? last.status : 0;
+      unexpected.push({ client: op.client, key: op.key, kind: op.kind, status, body: 'body' in last ? last.body : undefined, invokeMs: op.invokeMs, completeMs: op.completeMs });
+      count(`${op.kind} unexpected ${answer.unexpected}`);
+      op.outcome = 'info'; // conservative: it cannot make the checker report a false anomaly
+    } else {
+      const { reason, ...fields } = answer;
+      for (const [field, value] of Object.entries(fields)) if (value !== undefined) Object.assign(op, { [field]: value });
+      if (reason !== undefined) count(`${op.kind} ${reason}`);
+    }
+    history.push(op);
+  };
+
+  /** A client's requests go to one router; one that does not answer moves it to the next. */
+  const clientIo = (c: number): ClientIo => {
     const random = clientRandom[c]!;
     let n = 0;
     let routerIndex = c % pools.length;
-    while (!stopRun.signal.aborted) {
-      const kind = pickKind(opts.mix, random());
-      const key = keyFor(Math.floor(random() * opts.keys));
-      const value = kind === 'put' ? `c${c}-${(n += 1)}` : undefined;
-      const req =
-        kind === 'put'
-          ? { method: 'POST' as const, path: '/put', body: JSON.stringify({ key, value }), headers: { 'content-type': 'application/json' } }
-          : { method: kind === 'get' ? ('GET' as const) : ('DELETE' as const), path: `/${kind === 'get' ? 'get' : 'delete'}?key=${encodeURIComponent(key)}` };
-      const op: Operation = { id: (nextId += 1), client: c, key, kind, ...(value === undefined ? {} : { value }), invokeMs: now(), completeMs: 0, outcome: 'info' };
-      let classified: Classified;
-      let status = 0;
-      let body: unknown;
+    const send = async (req: HttpRequest): Promise<Exchange> => {
       try {
         const res = await pools[routerIndex]!.request({ ...req, signal: AbortSignal.timeout(opts.requestTimeoutMs) });
-        status = res.statusCode;
         const text = await res.body.text();
-        try {
-          body = JSON.parse(text);
-        } catch {
-          body = text;
-        }
-        classified = classifyResponse(kind, status, body);
-      } catch (err) {
-        classified = classifyTransportError(err);
+        return { status: res.statusCode, body: parseBody(text) };
+      } catch (error) {
         routerIndex = (routerIndex + 1) % pools.length;
+        return { error };
       }
-      op.completeMs = now();
-      if ('unexpected' in classified) {
-        unexpected.push({ client: c, key, kind, status, body, invokeMs: op.invokeMs, completeMs: op.completeMs });
-        reasons[`${kind} unexpected ${classified.unexpected}`] = (reasons[`${kind} unexpected ${classified.unexpected}`] ?? 0) + 1;
-        op.outcome = 'info'; // conservative: it cannot make the checker report a false anomaly
-      } else {
-        op.outcome = classified.outcome;
-        if (classified.result !== undefined) op.result = classified.result;
-        if (classified.existed !== undefined) op.existed = classified.existed;
-        if (classified.reason !== undefined) reasons[`${kind} ${classified.reason}`] = (reasons[`${kind} ${classified.reason}`] ?? 0) + 1;
+    };
+    return {
+      random,
+      send,
+      sleep: (ms) => sleep(ms, stopRun.signal),
+      stopped: () => stopRun.signal.aborted,
+      start: (kind, key, fields = {}) => ({ id: (nextId += 1), client: c, key, kind, ...fields, invokeMs: now(), completeMs: 0, outcome: 'info' }),
+      finish,
+      uniqueValue: () => `c${c}-${(n += 1)}`,
+      noteResend: (op, reason) => (resends[`${op.kind} after ${reason}`] = (resends[`${op.kind} after ${reason}`] ?? 0) + 1),
+    };
+  };
+
+  const client = async (c: number) => {
+    const io = clientIo(c);
+    const pickSlot = () => Math.floor(io.random() * opts.keys);
+    while (!stopRun.signal.aborted) {
+      let ops: Operation[];
+      if (opts.workload === 'register') ops = await registerStep(io, opts.mix, () => keyFor(pickSlot()));
+      else {
+        const slot = pickSlot();
+        ops = await rmwStep(io, opts.rmw, keyFor(slot), isCounterSlot(slot));
       }
-      history.push(op);
-      if (op.outcome !== 'ok') await sleep(opts.errorBackoffMs, stopRun.signal);
+      // A 412 is an answer like any other: no reason to back off.
+      if (ops.some((op) => op.outcome !== 'ok' && op.mismatchVersion === undefined)) await sleep(opts.errorBackoffMs, stopRun.signal);
       else if (opts.thinkMs > 0) await sleep(opts.thinkMs, stopRun.signal);
     }
   };
@@ -611,17 +606,19 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
   for (const f of scenarioFaults) if (f.shard !== undefined) Object.assign(f, writeOutage({ shard: f.shard, startMs: f.startMs }, history, shardOf, endMs));
 
   const checkStarted = performance.now();
-  const result = checkHistory(history, opts.checker);
+  const result = opts.workload === 'rmw' ? checkRmwHistory(history, opts.checker) : checkHistory(history, opts.checker);
   const check = { ...result, ms: Math.round(performance.now() - checkStarted) };
 
   const counts = (): OutcomeCounts => ({ ok: 0, fail: 0, info: 0 });
   const byKind: Record<OpKind, OutcomeCounts> = { get: counts(), put: counts(), del: counts(), incr: counts() };
   const total = counts();
   let readsFound = 0;
+  const refused = { put: 0, del: 0 };
   for (const op of history) {
     byKind[op.kind][op.outcome] += 1;
     total[op.outcome] += 1;
     if (op.kind === 'get' && op.outcome === 'ok' && op.result !== null) readsFound += 1;
+    if (op.mismatchVersion !== undefined && (op.kind === 'put' || op.kind === 'del')) refused[op.kind] += 1;
   }
   const interesting = new Set([...result.anomalies.map((a) => a.key), ...result.undecided, ...unexpected.map((u) => u.key)]);
   const { cluster: _c, signal: _s, log: _l, clusterOptions, ...rest } = opts;
@@ -632,8 +629,9 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
     elapsedMs: Math.round(elapsedMs),
     options: { ...rest, clusterOptions: clusterOpts },
     aborted: opts.signal?.aborted === true,
-    operations: { total: history.length, ...total, byKind, keysUsed: keysUsed.size, readsFound },
+    operations: { total: history.length, ...total, byKind, keysUsed: keysUsed.size, readsFound, refused },
     reasons,
+    resends,
     faults,
     scenarioFaults,
     nemesisErrors,
@@ -641,6 +639,15 @@ async function runOn(cluster: Cluster, opts: ChaosOptions): Promise<ChaosReport>
     unexpected,
     history: opts.keepHistory ? history : history.filter((op) => interesting.has(op.key)),
   };
+}
+
+/** A JSON body, or its text when it is not JSON. */
+function parseBody(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
 }
 
 async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, pollMs: number, signal?: AbortSignal): Promise<boolean> {
@@ -692,13 +699,15 @@ export function formatReport(r: ChaosReport): string {
   lines.push(`chaos run: ${fmtMs(r.elapsedMs)}, ${r.options.clients} clients, ${r.options.keys} contended keys (${o.keysUsed} used), seed ${r.seed}${r.aborted ? ' (ABORTED)' : ''}`);
   lines.push('');
   lines.push(`operations: ${o.total} (${(o.total / Math.max(1, r.elapsedMs / 1000)).toFixed(0)}/s)  ok ${o.ok} (${pct(o.ok)}%)  fail ${o.fail} (${pct(o.fail)}%)  indeterminate ${o.info} (${pct(o.info)}%)`);
-  for (const k of ['get', 'put', 'del'] as const) {
+  for (const k of r.options.workload === 'rmw' ? (['get', 'put', 'del', 'incr'] as const) : (['get', 'put', 'del'] as const)) {
     const c = o.byKind[k];
-    const found = k === 'get' ? `  (${o.readsFound} found a value)` : '';
+    const found = k === 'get' ? `  (${o.readsFound} found a value)` : k !== 'incr' && r.options.workload === 'rmw' ? `  (${o.refused[k]} refused: 412)` : '';
     lines.push(`  ${k.padEnd(4)} ok ${String(c.ok).padStart(7)}  fail ${String(c.fail).padStart(6)}  indeterminate ${String(c.info).padStart(5)}${found}`);
   }
   const reasons = Object.entries(r.reasons).sort((a, b) => b[1] - a[1]);
   if (reasons.length > 0) lines.push(`  not ok: ${reasons.map(([k, v]) => `${k} x${v}`).join(', ')}`);
+  const resends = Object.entries(r.resends).sort((a, b) => b[1] - a[1]);
+  if (resends.length > 0) lines.push(`  resent with their Idempotency-Key: ${resends.map(([k, v]) => `${k} x${v}`).join(', ')}`);
   lines.push('');
   lines.push(`faults: ${r.faults.length + r.scenarioFaults.length}`);
   for (const f of r.faults) {
@@ -715,8 +724,9 @@ export function formatReport(r: ChaosReport): string {
   for (const e of r.nemesisErrors) lines.push(`  NEMESIS ERROR: ${e}`);
   lines.push('');
   const c = r.check;
+  const model = r.options.workload === 'rmw' ? 'counters and compare-and-set, ' : '';
   lines.push(
-    `linearizability: ${c.linearizable ? 'OK' : 'VIOLATED'}  (${c.keys} keys, ${c.operations} operations, ${c.indeterminate} indeterminate, checked in ${fmtMs(c.ms)})`,
+    `linearizability: ${c.linearizable ? 'OK' : 'VIOLATED'}  (${model}${c.keys} keys, ${c.operations} operations, ${c.indeterminate} indeterminate, checked in ${fmtMs(c.ms)})`,
   );
   lines.push(`  anomalies: ${c.anomalies.length}   undecided keys: ${c.undecided.length}${c.undecided.length > 0 ? ` (${c.undecided.join(', ')})` : ''}`);
   for (const a of c.anomalies.slice(0, 10)) {
@@ -731,9 +741,16 @@ export function formatReport(r: ChaosReport): string {
 }
 
 export function describeOp(op: Operation): string {
-  const arg = op.kind === 'put' ? ` ${op.value}` : '';
-  const res = op.outcome !== 'ok' ? op.outcome : op.kind === 'get' ? ` -> ${op.result === null ? 'not found' : op.result}` : op.kind === 'del' ? ` -> existed=${op.existed}` : ' -> ok';
-  return `#${op.id ?? '?'} c${op.client} ${op.kind}${arg} [${op.invokeMs.toFixed(1)}, ${op.completeMs.toFixed(1)}] ${res}`;
+  const arg = op.kind === 'put' ? ` ${op.value}` : op.kind === 'incr' ? ` by ${op.by}` : '';
+  const condition = op.ifAbsent === true ? ' if absent' : op.ifVersion === undefined ? '' : ` if version ${op.ifVersion} (${op.expectedValue})`;
+  const version = op.version === undefined ? '' : ` @${op.version}`;
+  const res =
+    op.mismatchVersion !== undefined ? ` -> 412, version ${op.mismatchVersion ?? 'absent'}`
+    : op.outcome !== 'ok' ? op.outcome
+    : op.kind === 'get' || op.kind === 'incr' ? ` -> ${op.result === null ? 'not found' : op.result}${version}`
+    : op.kind === 'del' ? ` -> existed=${op.existed}${version}`
+    : ` -> ok${version}`;
+  return `#${op.id ?? '?'} c${op.client} ${op.kind}${arg}${condition} [${op.invokeMs.toFixed(1)}, ${op.completeMs.toFixed(1)}] ${res}`;
 }
 
 /** True when the run found nothing wrong: no anomaly, no unexpected error, no nemesis error. */
