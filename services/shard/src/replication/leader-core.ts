@@ -242,7 +242,12 @@ export class LeaderCore {
     const { ops, plan } = this.decideAll(commands, wallMs);
     // A replay is answered once the first attempt's record is committed (it may still be in flight).
     const replayedThrough = Math.max(0, ...plan.map((p) => ('replay' in p ? p.replay.seq : 0)));
-    if (ops.length === 0 && replayedThrough <= this.log.appliedSeq) return void out.push({ type: 'answer', id, results: plan.map(settled) });
+    // A refusal (412, 409) was decided on the latest sequenced state, which may not be committed:
+    // it is answered once that state is, or a read right after it could see an older one, and a
+    // failover could undo the state it named.
+    const decidedThrough = plan.some((p) => 'refused' in p) ? this.log.lastSeq : 0;
+    const waitsFor = Math.max(replayedThrough, decidedThrough);
+    if (ops.length === 0 && waitsFor <= this.log.appliedSeq) return void out.push({ type: 'answer', id, results: plan.map(settled) });
     let firstSeq = 0;
     try {
       if (ops.length > 0) firstSeq = this.log.appendAll(ops);
@@ -252,7 +257,7 @@ export class LeaderCore {
     if (this.mode === 'alone') this.aloneThroughSeq = this.log.lastSeq;
     this.counts.writeEvents += 1;
     this.counts.entriesSequenced += ops.length;
-    const lastSeq = ops.length > 0 ? this.log.lastSeq : replayedThrough;
+    const lastSeq = ops.length > 0 ? this.log.lastSeq : waitsFor;
     this.waiters.push({ id, firstSeq, lastSeq, deadlineMs: nowMs + this.opts.replicationTimeoutMs, plan });
     // Waiters are answered in sequence order: a replay waiting on an earlier seq goes before later writes.
     this.waiters.sort((a, b) => a.lastSeq - b.lastSeq);
@@ -321,9 +326,7 @@ export class LeaderCore {
     const expired = this.waiters.filter((w) => w.deadlineMs <= nowMs);
     if (expired.length === 0) return;
     for (let i = this.waiters.length - 1; i >= 0; i -= 1) if (this.waiters[i]!.deadlineMs <= nowMs) this.waiters.splice(i, 1);
-    for (const w of expired) {
-      out.push({ type: 'fail', id: w.id, code: 'replication_timeout', message: `write ${w.lastSeq} was not committed on both nodes within ${this.opts.replicationTimeoutMs} ms; it may still commit` });
-    }
+    for (const w of expired) out.push(waiterFailure(w, `write ${w.lastSeq} was not committed on both nodes within ${this.opts.replicationTimeoutMs} ms; it may still commit`));
   }
 
   // ---- local persistence and commit --------------------------------------------------------
@@ -535,7 +538,7 @@ export class LeaderCore {
   /** Waiting writes may still commit (a promoted follower may hold them): indeterminate. */
   private end(state: CoreState, why: string, out: LeaderEffect[]): void {
     this.state = state;
-    for (const w of this.waiters.splice(0)) out.push({ type: 'fail', id: w.id, code: 'replication_timeout', message: `${why}; write ${w.lastSeq} may or may not commit` });
+    for (const w of this.waiters.splice(0)) out.push(waiterFailure(w, `${why}; write ${w.lastSeq} may or may not commit`));
   }
 
   // ---- queries (no state change) ---------------------------------------------------------------
@@ -591,6 +594,16 @@ function settled(p: Planned): CommandResult {
   if ('refused' in p) return p;
   if ('replay' in p) return p.replay;
   throw new Error('core invariant: a sequenced command answered before its entry');
+}
+
+/**
+ * A waiting write that will not be answered: indeterminate (`unknown` says why), unless it holds
+ * refusals only. Those sequenced nothing and are definite, though the state they were decided on
+ * did not commit in time.
+ */
+function waiterFailure(w: Waiter, unknown: string): LeaderEffect {
+  if (w.firstSeq > 0 || w.plan.some((p) => 'replay' in p)) return { type: 'fail', id: w.id, code: 'replication_timeout', message: unknown };
+  return { type: 'fail', id: w.id, code: 'no_replica', message: `the state this write was refused on (through seq ${w.lastSeq}) did not commit on both nodes in time; nothing was applied` };
 }
 
 function fail(id: number, err: KvError): LeaderEffect {
