@@ -61,6 +61,9 @@ for (const kind of CATCH_UP_KINDS) {
   for (const role of CATCH_UP_ROLES) catchUps.inc({ kind, role }, 0);
 }
 for (const role of CATCH_UP_ROLES) catchUpFailures.inc({ role }, 0);
+// The same for commits by role: after a failover, the first commits in a node's new role would
+// otherwise make a series that rate() cannot see (the fsync panel showed nothing for them).
+for (const role of CATCH_UP_ROLES) commitSeconds.zero({ role });
 
 /** One catch-up that ended (transfer.ts's result), counted by kind and by the role that took it. */
 export function recordCatchUp(role: 'leader' | 'follower', kind: CatchUpResult['kind'], startMs: number): void {
