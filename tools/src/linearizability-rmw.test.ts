@@ -1,5 +1,6 @@
 import type { Operation, Outcome } from './linearizability';
 import { checkRmwHistory } from './linearizability-rmw';
+import { bruteForceLinearizable as bruteForce } from './linearizability-brute';
 
 // Small builders: times are [invokeMs, completeMs]; ids number ops in the order they are built.
 let nextId = 0;
@@ -496,22 +497,7 @@ describe.each(['counter', 'register'] as const)('randomized %s histories from a 
  * so only for a handful of operations.
  */
 function bruteForceLinearizable(history: readonly Operation[]): boolean {
-  const ops = history.filter((op) => (op.outcome === 'fail' ? op.mismatchVersion !== undefined : !(op.outcome === 'info' && op.kind === 'get')));
-  const endMs = (op: Operation) => (op.outcome === 'info' ? Infinity : op.completeMs);
-  const placed = ops.map(() => false);
-  const search = (state: string | null): boolean => {
-    if (ops.every((op, i) => placed[i] || op.outcome === 'info')) return true;
-    return ops.some((op, i) => {
-      if (placed[i] || ops.some((other, j) => !placed[j] && endMs(other) < op.invokeMs)) return false;
-      const next = modelStep(state, op);
-      if (next === undefined) return false;
-      placed[i] = true;
-      const found = search(next);
-      placed[i] = false;
-      return found;
-    });
-  };
-  return search(null);
+  return bruteForce(history.filter((op) => (op.outcome === 'fail' ? op.mismatchVersion !== undefined : !(op.outcome === 'info' && op.kind === 'get'))), null, modelStep);
 }
 
 /** The model; undefined when op (with its answer, if definite) is impossible from state. */

@@ -1,4 +1,5 @@
 import { checkHistory, type Operation, type Outcome } from './linearizability';
+import { bruteForceLinearizable as bruteForce } from './linearizability-brute';
 
 // Small builders: times are [invokeMs, completeMs]; ids number ops in the order they are built.
 let nextId = 0;
@@ -376,24 +377,7 @@ describe('randomized histories from a simulated linearizable register', () => {
  * indeterminate writes) that respects real time. Exponential, so only for a handful of operations.
  */
 function bruteForceLinearizable(history: readonly Operation[]): boolean {
-  const ops = history.filter((op) => op.outcome !== 'fail' && !(op.outcome === 'info' && op.kind === 'get'));
-  const endMs = (op: Operation) => (op.outcome === 'info' ? Infinity : op.completeMs);
-  const placed = ops.map(() => false);
-  const search = (state: string | null): boolean => {
-    if (ops.every((op, i) => placed[i] || op.outcome === 'info')) return true;
-    return ops.some((op, i) => {
-      if (placed[i]) return false;
-      // op may go next only if no op still unplaced had completed before op was invoked.
-      if (ops.some((other, j) => !placed[j] && endMs(other) < op.invokeMs)) return false;
-      const next = modelStep(state, op);
-      if (next === undefined) return false;
-      placed[i] = true;
-      const found = search(next);
-      placed[i] = false;
-      return found;
-    });
-  };
-  return search(null);
+  return bruteForce(history.filter((op) => op.outcome !== 'fail' && !(op.outcome === 'info' && op.kind === 'get')), null, modelStep);
 }
 
 /** The register; undefined when op's answer is impossible from state. */
