@@ -24,6 +24,20 @@ export interface Budget {
   deadlineMs: number;
 }
 
+const DEFAULT_MAX_STEPS_PER_KEY = 10_000_000;
+const DEFAULT_TIMEOUT_MS = 60_000;
+
+/** A check's budget from its options: steps per key, and a deadline for the whole history. */
+export function budgetOf(opts: { maxStepsPerKey?: number; timeoutMs?: number }): Budget {
+  return { maxSteps: opts.maxStepsPerKey ?? DEFAULT_MAX_STEPS_PER_KEY, deadlineMs: Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) };
+}
+
+/** Past its steps, the memo's memory or (checked every CLOCK_CHECK_EVERY_STEPS) the deadline, a search stops undecided. */
+export function overBudget(steps: number, cacheBytes: number, budget: Budget): boolean {
+  if (steps >= budget.maxSteps || cacheBytes > CACHE_BYTES_MAX) return true;
+  return steps % CLOCK_CHECK_EVERY_STEPS === 0 && Date.now() > budget.deadlineMs;
+}
+
 /** The history split by key (linearizability is local), each record checked by `assertWellFormed` first. */
 export function groupByKey(history: readonly Operation[], assertWellFormed: (op: Operation) => void): Map<string, Operation[]> {
   const byKey = new Map<string, Operation[]>();
@@ -170,7 +184,7 @@ interface Seen<S> {
 }
 
 /** Shared by every configuration when there are no usage counts, so that case allocates no vector per entry. */
-const NO_COUNTS = new Int32Array(0);
+export const NO_COUNTS = new Int32Array(0);
 
 /** Lowe's memo of the configurations the search has entered, with rule 3's dominance on info-write usage. */
 export class ConfigurationCache<S> {

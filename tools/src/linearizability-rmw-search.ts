@@ -1,5 +1,5 @@
 import type { Anomaly, Operation } from './linearizability';
-import { Bitset, buildEventList, CACHE_BYTES_MAX, CLOCK_CHECK_EVERY_STEPS, ConfigurationCache, describeOp, lift, opsAround, unlift, type Budget, type EventNode } from './linearizability-parts';
+import { Bitset, buildEventList, ConfigurationCache, describeOp, lift, NO_COUNTS, opsAround, overBudget, unlift, type Budget, type EventNode } from './linearizability-parts';
 import { below, isBlind, isObserver, REJECTED, step, upperTarget, type Effect, type SearchOp, type State } from './linearizability-rmw-model';
 
 /**
@@ -20,9 +20,6 @@ function infoClasses(info: readonly SearchOp[]): SearchOp[][] {
   }
   return [...bySignature.values()].map((members) => members.sort((a, b) => a.invokeMs - b.invokeMs));
 }
-
-/** Shared by every configuration of the relaxed search, which counts no uses. */
-const NO_COUNTS = new Int32Array(0);
 
 /** One way on from a configuration: a definite op (its call event) or the next write of an info class, and the state after it. */
 interface Move {
@@ -95,7 +92,7 @@ export class RmwSearch {
     this.cache.addIfNew(this.linearized, this.memoState(), this.infoUsed);
     this.frames.push({ entered: undefined, stateBefore: this.state, runBefore: this.run, moves: this.movesHere(), nextMove: 0 });
     while (this.head.next !== null) {
-      if (this.overBudget(budget)) return 'undecided';
+      if (overBudget(this.steps, this.cache.bytes, budget)) return 'undecided';
       this.steps++;
       const top = this.frames[this.frames.length - 1]!;
       if (top.nextMove === top.moves.length) {
@@ -120,11 +117,6 @@ export class RmwSearch {
   private memoState(): string {
     if (this.run.length === 0) return JSON.stringify(this.state);
     return `r${this.reuse ? this.run.length : ''}${JSON.stringify(this.run.start)}${JSON.stringify(this.state)}`;
-  }
-
-  private overBudget(budget: Budget): boolean {
-    if (this.steps >= budget.maxSteps || this.cache.bytes > CACHE_BYTES_MAX) return true;
-    return this.steps % CLOCK_CHECK_EVERY_STEPS === 0 && Date.now() > budget.deadlineMs;
   }
 
   private take(move: Move): void {

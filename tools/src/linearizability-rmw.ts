@@ -1,5 +1,5 @@
 import type { CheckResult, Operation } from './linearizability';
-import { describeOp, groupByKey, type Budget } from './linearizability-parts';
+import { budgetOf, describeOp, groupByKey, type Budget } from './linearizability-parts';
 import type { Effect, SearchOp, State } from './linearizability-rmw-model';
 import { RmwSearch } from './linearizability-rmw-search';
 import { versionAnomalies, versionTies } from './linearizability-versions';
@@ -69,11 +69,8 @@ import { versionAnomalies, versionTies } from './linearizability-versions';
  * brute-force search over all orders in linearizability-rmw.test.ts.
  */
 
-const DEFAULT_MAX_STEPS_PER_KEY = 10_000_000;
-const DEFAULT_TIMEOUT_MS = 60_000;
-
 export function checkRmwHistory(history: readonly Operation[], opts: { maxStepsPerKey?: number; timeoutMs?: number } = {}): CheckResult {
-  const budget: Budget = { maxSteps: opts.maxStepsPerKey ?? DEFAULT_MAX_STEPS_PER_KEY, deadlineMs: Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) };
+  const budget = budgetOf(opts);
   const byKey = groupByKey(history, assertWellFormed);
   const result: CheckResult = { linearizable: true, keys: byKey.size, operations: 0, indeterminate: 0, anomalies: [], undecided: [] };
   for (const [key, sources] of byKey) {

@@ -1,4 +1,4 @@
-import { Bitset, buildEventList, ConfigurationCache, CACHE_BYTES_MAX, CLOCK_CHECK_EVERY_STEPS, describeOp, groupByKey, lift, opsAround, unlift, type Budget, type EventNode } from './linearizability-parts';
+import { Bitset, budgetOf, buildEventList, ConfigurationCache, describeOp, groupByKey, lift, opsAround, overBudget, unlift, type Budget, type EventNode } from './linearizability-parts';
 
 /**
  * Linearizability checker for shardkv client histories.
@@ -107,8 +107,6 @@ export interface CheckResult {
   undecided: string[];
 }
 
-const DEFAULT_MAX_STEPS_PER_KEY = 10_000_000;
-const DEFAULT_TIMEOUT_MS = 60_000;
 
 /**
  * Stands for every value that no get ever returned. Such values can only be told apart from each other by a
@@ -152,10 +150,7 @@ export function checkHistory(
   history: readonly Operation[],
   opts: { maxStepsPerKey?: number; timeoutMs?: number } = {},
 ): CheckResult {
-  const budget: Budget = {
-    maxSteps: opts.maxStepsPerKey ?? DEFAULT_MAX_STEPS_PER_KEY,
-    deadlineMs: Date.now() + (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS),
-  };
+  const budget = budgetOf(opts);
   const byKey = groupByKey(history, assertWellFormed);
   const result: CheckResult = { linearizable: true, keys: byKey.size, operations: 0, indeterminate: 0, anomalies: [], undecided: [] };
   for (const [key, sources] of byKey) {
@@ -318,7 +313,7 @@ class KeySearch {
     let pass: Pass = FORCED;
     let firstAlternative = 0;
     for (; this.head.next !== null; this.steps++) {
-      if (this.overBudget(budget)) return { kind: 'undecided' };
+      if (overBudget(this.steps, this.cache.bytes, budget)) return { kind: 'undecided' };
       // Every call is followed by its own return, so the walk meets a return before the end of the list.
       if (entry === null) throw new Error('linearizability: walked off the end of the event list');
       if (entry.isCall) {
@@ -346,11 +341,6 @@ class KeySearch {
   private passAfter(pass: Pass): Pass | undefined {
     if (pass === FORCED) return 1;
     return pass === 1 && this.classes.length > 0 ? 2 : undefined;
-  }
-
-  private overBudget(budget: Budget): boolean {
-    if (this.steps >= budget.maxSteps || this.cache.bytes > CACHE_BYTES_MAX) return true;
-    return this.steps % CLOCK_CHECK_EVERY_STEPS === 0 && Date.now() > budget.deadlineMs;
   }
 
   /**
