@@ -50,9 +50,12 @@ function idemOf(header: HeaderReader): { idem?: string } {
 
 /** `DELETE /delete?key=K[&ifVersion=N]`, or If-Match. */
 export function deleteOp(querystring: string, header: HeaderReader): WriteOp {
-  const key = parseKeyQuery(querystring);
   const raw = new URLSearchParams(querystring).get('ifVersion');
-  const ifVersion = raw === null ? undefined : versionTag(raw);
+  return delOp(parseKeyQuery(querystring), raw === null ? undefined : versionTag(raw), header);
+}
+
+/** A delete of a parsed key, at `ifVersion` (or If-Match) when given, with its Idempotency-Key. */
+export function delOp(key: string, ifVersion: number | undefined, header: HeaderReader): WriteOp {
   const { ifAbsent, ...condition } = conditionOf(header, ifVersion);
   if (ifAbsent === true) throw new KvError('bad_request', 'If-None-Match: * makes no sense on a delete');
   return { op: 'del', key, ...condition, ...idemOf(header) };

@@ -1,4 +1,4 @@
-import { IDEMPOTENCY_HEADER, incrOp, keyQuery, KvError, mputOps, parseIdempotencyKey, parseKey, parseMgetBody, putOp, readAnswer, writeAnswer, type EntryResult, type HeaderReader, type WriteOp } from '@shardkv/common';
+import { delOp, incrOp, keyQuery, KvError, mputOps, parseKey, parseMgetBody, putOp, readAnswer, writeAnswer, type EntryResult, type HeaderReader, type WriteOp } from '@shardkv/common';
 import { Batcher, type BatcherLimits } from './batcher';
 import type { ShardTable } from './control/shard-table';
 import type { Leaders } from './leaders';
@@ -77,9 +77,7 @@ export class KvOperations {
 
   /** `header` reads Idempotency-Key (HTTP builds its delete with deleteOp, from the query and If-Match). */
   async delete(rawKey: unknown, opts: CallOptions & { ifVersion?: number; header?: HeaderReader } = {}): Promise<{ key: string; deleted: boolean; seq: number }> {
-    const idem = parseIdempotencyKey((opts.header ?? NO_HEADERS)(IDEMPOTENCY_HEADER));
-    const op: WriteOp = { op: 'del', key: parseKey(rawKey), ...(opts.ifVersion === undefined ? {} : { ifVersion: opts.ifVersion }), ...(idem === undefined ? {} : { idem }) };
-    const r = await this.write(op, opts);
+    const r = await this.write(delOp(parseKey(rawKey), opts.ifVersion, opts.header ?? NO_HEADERS), opts);
     return { key: r['key'] as string, deleted: r['deleted'] === true, seq: r['seq'] as number };
   }
 
